@@ -1,0 +1,126 @@
+"""Optimistic concurrency: read, compute, write with the resourceVersion, retry on 409.
+
+Every state change a primitive makes (acquire, enqueue, arrive, take over a lease) goes
+through :func:`update_status`: the mutation is a pure function of the object as read, the
+write is a status PUT carrying that object's resourceVersion, and the API server rejects
+it with 409 if anyone wrote in between. Nothing is ever decided on stale state.
+
+The first read comes from the shared watch cache when one is synced (no round trip); after
+a conflict the object is re-read with a GET, because the cache may still lag behind the
+write that beat us. Retries back off with full jitter and are bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+import attrs
+
+from ._client import Client
+from ._errors import AlreadyExistsError, ConflictError, ConflictExhausted, NotFoundError
+from ._store import KObject, ResourceKind, _backoff
+
+Mutation = Callable[[KObject], Mapping[str, Any] | None]
+
+DEFAULT_MAX_ATTEMPTS = 64
+
+
+@attrs.frozen
+class CasResult:
+    """What :func:`update_status` did: the object after it, and how many writes it took."""
+
+    object: KObject
+    attempts: int
+    wrote: bool
+
+
+async def read(
+    client: Client, kind: ResourceKind, namespace: str, name: str, *, fresh: bool = False
+) -> KObject:
+    """The object from the watch cache if synced (and not ``fresh``), else a GET."""
+    if not fresh:
+        watch = client.cached_watch(kind, namespace)
+        if watch is not None:
+            obj = watch.get(name, namespace)
+            if obj is not None:
+                return obj
+    return await client.store.get(kind, namespace, name)
+
+
+async def update_status(
+    client: Client,
+    kind: ResourceKind,
+    namespace: str,
+    name: str,
+    mutate: Mutation,
+    *,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    current: KObject | None = None,
+) -> CasResult:
+    """Apply ``mutate`` to the object's status with compare-and-swap.
+
+    Args:
+        mutate: gets the object as read, returns the complete new status, or ``None`` when
+            no write is needed. It may raise (e.g. ``WouldBlock``) to abort; it is called
+            again on every retry, so it must be pure.
+        current: an object the caller already holds, used for the first attempt.
+
+    Raises:
+        ConflictExhausted: ``max_attempts`` writes all lost the race.
+        NotFoundError: the object does not exist.
+    """
+    obj = current if current is not None else await read(client, kind, namespace, name)
+    for attempt in range(1, max_attempts + 1):
+        new_status = mutate(obj)
+        if new_status is None:
+            return CasResult(obj, attempt - 1, wrote=False)
+        try:
+            written = await client.store.replace(
+                kind, obj.with_status(new_status), subresource="status"
+            )
+        except ConflictError:
+            if attempt == max_attempts:
+                break
+            await anyio.sleep(_backoff(attempt, base=0.005, cap=0.25))
+            obj = await client.store.get(kind, namespace, name)
+            continue
+        watch = client.cached_watch(kind, namespace)
+        if watch is not None:
+            watch.observe(written)
+        return CasResult(written, attempt, wrote=True)
+    raise ConflictExhausted(
+        f"{kind.kind} {namespace}/{name}: gave up after {max_attempts} conflicting writes",
+        attempts=max_attempts,
+        resource_version=obj.resource_version,
+    )
+
+
+async def ensure_exists(
+    client: Client,
+    kind: ResourceKind,
+    namespace: str,
+    name: str,
+    spec: Mapping[str, Any],
+    *,
+    labels: Mapping[str, str] | None = None,
+) -> KObject:
+    """Create the object with ``spec`` unless it exists; return it either way.
+
+    An existing object keeps its own spec: whoever created it first decides (the caller
+    compares and warns or raises if it cares).
+    """
+    try:
+        return await read(client, kind, namespace, name)
+    except NotFoundError:
+        pass
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if labels:
+        metadata["labels"] = dict(labels)
+    try:
+        return await client.store.create(
+            kind, namespace, {"metadata": metadata, "spec": dict(spec)}
+        )
+    except AlreadyExistsError:
+        return await client.store.get(kind, namespace, name)

@@ -1,0 +1,230 @@
+"""The connection every primitive shares: store, shared watches, identity, background tasks.
+
+A :class:`Client` is cheap to create and connects lazily. Primitives take ``client=``;
+without one they use :func:`default_client`, one per event loop, configured from the
+environment (in-cluster config, else ``KUBECONFIG``/``~/.kube/config``).
+
+Background work that belongs to the client rather than to one caller (the shared watches,
+renewers of permits acquired without ``async with``) runs in one anyio task group owned by
+the client; :meth:`Client.aclose` (or leaving ``async with client:``) cancels all of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import weakref
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, final
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._clock import SYSTEM_CLOCK, Clock
+from ._errors import ConfigurationError, ForbiddenError, NotFoundError
+from ._identity import SERVICE_ACCOUNT_NAMESPACE_FILE, Identity, PodRef, detect
+from ._store import POD, KubeStore, ResourceKind, Store
+from ._watch import KindWatch
+
+
+@final
+class Client:
+    """A connection to one cluster.
+
+    Args:
+        kubeconfig: path to a kubeconfig file; default: in-cluster config when running in
+            a pod, else ``$KUBECONFIG`` or ``~/.kube/config``.
+        context: kubeconfig context to use.
+        namespace: default namespace for primitives; default: the pod's namespace
+            (``POD_NAMESPACE`` or the service-account file), else the context's, else
+            ``default``.
+        identity: who this process is; default: detected (see ``_identity``).
+        store: a ready :class:`~konductor_sdk._store.Store` (tests, custom transports);
+            when given, ``kubeconfig``/``context`` are ignored.
+        clock: time source for expiry and renewal deadlines.
+    """
+
+    def __init__(
+        self,
+        *,
+        kubeconfig: str | os.PathLike[str] | None = None,
+        context: str | None = None,
+        namespace: str | None = None,
+        identity: Identity | None = None,
+        store: Store | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._kubeconfig = os.fspath(kubeconfig) if kubeconfig is not None else None
+        self._context = context
+        self._namespace_arg = namespace
+        self._namespace: str | None = namespace
+        self.identity = identity if identity is not None else detect()
+        self._store = store
+        self._api_client: Any = None
+        self.clock = clock
+        self._watches: dict[tuple[ResourceKind, str | None], KindWatch] = {}
+        self._connect_lock: anyio.Lock | None = None
+        self._host_task: asyncio.Task[None] | None = None
+        self._tg: TaskGroup | None = None
+        self._pending: list[tuple[Callable[..., Coroutine[Any, Any, Any]], tuple[Any, ...]]] = []
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Client namespace={self._namespace!r} holder={self.identity.holder!r}>"
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("Client is not connected yet: await client.connect() first")
+        return self._store
+
+    @property
+    def namespace(self) -> str:
+        if self._namespace is None:
+            raise RuntimeError("Client is not connected yet: await client.connect() first")
+        return self._namespace
+
+    async def connect(self) -> Client:
+        """Load configuration and learn the namespace; idempotent and concurrency-safe."""
+        if self._closed:
+            raise RuntimeError("Client is closed")
+        if self._store is not None and self._namespace is not None:
+            return self
+        if self._connect_lock is None:
+            self._connect_lock = anyio.Lock()
+        async with self._connect_lock:
+            if self._store is None:
+                self._store, context_ns = await self._load_config()
+            else:
+                context_ns = None
+            if self._namespace is None:
+                self._namespace = _pick_namespace(self.identity, context_ns)
+            await self._learn_pod_uid()
+        return self
+
+    async def _load_config(self) -> tuple[Store, str | None]:
+        # Imported here so that only the store layer depends on kubernetes_asyncio's
+        # module layout at import time.
+        from kubernetes_asyncio import config as kconfig
+        from kubernetes_asyncio.client import ApiClient, Configuration
+
+        configuration = Configuration()
+        context_ns: str | None = None
+        in_cluster = self._kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ
+        if in_cluster and not os.environ.get("KUBECONFIG"):
+            kconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            path = self._kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+            path = path or str(Path.home() / ".kube" / "config")
+            if not Path(path).exists():  # noqa: ASYNC240 - one stat, before any I/O
+                raise ConfigurationError(
+                    f"kubeconfig: no such file {path!r} (pass kubeconfig= or set KUBECONFIG)"
+                )
+            loader = await kconfig.load_kube_config(
+                config_file=path,
+                context=self._context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+            ns = (loader.current_context or {}).get("context", {}).get("namespace")
+            context_ns = str(ns) if ns else None
+        self._api_client = ApiClient(configuration=configuration)
+        return KubeStore(self._api_client), context_ns
+
+    async def _learn_pod_uid(self) -> None:
+        pod = self.identity.pod
+        if pod is None or pod.uid or self._store is None:
+            return
+        # Reaping by pod needs the UID; a pod can read itself only if RBAC allows, so this
+        # is best effort and the holder is still reaped by TTL without it.
+        try:
+            obj = await self._store.get(POD, pod.namespace, pod.name)
+        except (ForbiddenError, NotFoundError):
+            return
+        self.identity = Identity.for_pod(PodRef(pod.name, pod.namespace, obj.uid))
+
+    async def watch(self, kind: ResourceKind, namespace: str | None) -> KindWatch:
+        """The shared, synced watch of ``kind`` in ``namespace`` (``None``: all namespaces)."""
+        await self.connect()
+        key = (kind, namespace)
+        watch = self._watches.get(key)
+        if watch is None:
+            watch = self._watches[key] = KindWatch(self.store, kind, namespace)
+            self.spawn(watch.run)
+        await watch.synced.wait()
+        return watch
+
+    def cached_watch(self, kind: ResourceKind, namespace: str | None) -> KindWatch | None:
+        """The watch of ``kind``/``namespace`` if one is already synced, else ``None``."""
+        watch = self._watches.get((kind, namespace)) or self._watches.get((kind, None))
+        if watch is not None and watch.synced.is_set():
+            return watch
+        return None
+
+    def spawn(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        """Run ``func(*args)`` in the client's task group (ended by :meth:`aclose`)."""
+        if self._closed:
+            raise RuntimeError("Client is closed")
+        if self._tg is not None:
+            self._tg.start_soon(func, *args)
+            return
+        self._pending.append((func, args))
+        if self._host_task is None:
+            # The host task owns a task group for the client's lifetime. It is an asyncio
+            # task (kubernetes_asyncio ties us to asyncio anyway) so that the client works
+            # without ``async with``; inside it, everything is structured anyio.
+            loop = asyncio.get_running_loop()
+            self._host_task = loop.create_task(self._host(), name="konductor-client")
+
+    async def _host(self) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            for func, args in self._pending:
+                tg.start_soon(func, *args)
+            self._pending.clear()
+            await anyio.sleep_forever()
+
+    async def aclose(self) -> None:
+        """Cancel background work and close the HTTP session."""
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        if _DEFAULTS.get(loop) is self:
+            del _DEFAULTS[loop]
+        if self._host_task is not None:
+            self._host_task.cancel()
+            with anyio.CancelScope(shield=True):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._host_task
+        if self._api_client is not None:
+            with anyio.CancelScope(shield=True):
+                await self._api_client.close()
+
+    async def __aenter__(self) -> Client:
+        return await self.connect()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _pick_namespace(identity: Identity, context_ns: str | None) -> str:
+    if identity.pod is not None and identity.pod.namespace:
+        return identity.pod.namespace
+    if SERVICE_ACCOUNT_NAMESPACE_FILE.exists():
+        return str(SERVICE_ACCOUNT_NAMESPACE_FILE.read_text().strip())
+    return context_ns or "default"
+
+
+_DEFAULTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def default_client() -> Client:
+    """The process's client for the running event loop, configured from the environment."""
+    loop = asyncio.get_running_loop()
+    client = _DEFAULTS.get(loop)
+    if client is None or client._closed:
+        client = _DEFAULTS[loop] = Client()
+    return client

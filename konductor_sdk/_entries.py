@@ -1,0 +1,185 @@
+"""Entries with a time to live: holders, waiters, arrivals.
+
+Every entry a client writes into a primitive's status carries the same owner fields::
+
+    holder: "<pod>:<uid>" or "<host>:<pid>:<rand>"
+    pod: {name, namespace, uid}        # optional; lets the operator reap by pod lifecycle
+    ttlSeconds: 30                     # how long it may go without a renewal
+    renewCount: 7                      # bumped by every renewal; what observers watch
+    acquiredAt / renewedAt             # wall time, for humans only
+
+**Expiry is judged by the observer**: an entry is expired when its ``renewCount`` has not
+changed for ``ttlSeconds`` on the *observer's* monotonic clock, counted from when the
+observer first saw the current value. The owner, in turn, counts its own deadline from
+when it *sent* its last successful renewal, minus a safety margin. The renewal was sent
+before any observer could see it, so the owner always gives up before any observer can
+call the entry expired — whatever the wall clocks say (client-go's leader election makes
+the same argument).
+
+Renewals are JSON patches without a resourceVersion: they ``test`` that the entry is still
+ours (holder and token) and bump ``renewCount``. They cannot conflict semantically with
+anyone else's write, so the server may apply them on top of whatever is current; if the
+entry was reaped or replaced, the ``test`` fails and the owner learns it lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any, final
+
+import anyio
+import attrs
+
+from ._client import Client
+from ._clock import Clock, rfc3339
+from ._errors import APIError, ConflictError, InvalidObjectError, NotFoundError
+from ._store import ResourceKind, _backoff, json_pointer
+
+MIN_TTL_SECONDS = 1
+MAX_TTL_SECONDS = 86_400
+
+
+def safety_margin(ttl: float) -> float:
+    """How much earlier than ``ttl`` an owner gives up: 10%, at least 0.2 s, at most 5 s."""
+    return min(max(ttl * 0.1, 0.2), 5.0)
+
+
+def new_entry(client: Client, ttl_seconds: int, **fields: Any) -> dict[str, Any]:
+    """A fresh entry for this process with the common owner fields and ``fields``."""
+    now = rfc3339(client.clock.now())
+    return {
+        **client.identity.entry_fields(),
+        "ttlSeconds": int(ttl_seconds),
+        "renewCount": 0,
+        "acquiredAt": now,
+        "renewedAt": now,
+        **fields,
+    }
+
+
+@final
+class ExpiryTracker:
+    """Judges expiry of entries by when *this observer* last saw them change."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._seen: dict[Hashable, tuple[Hashable, float, float]] = {}
+
+    def observe(self, key: Hashable, marker: Hashable, ttl_seconds: float) -> None:
+        """Record the entry's current ``marker`` (e.g. its renewCount); restarts its clock
+        only when the marker changed."""
+        old = self._seen.get(key)
+        if old is None or old[0] != marker:
+            self._seen[key] = (marker, self._clock.monotonic(), float(ttl_seconds))
+        elif old[2] != ttl_seconds:
+            self._seen[key] = (marker, old[1], float(ttl_seconds))
+
+    def expires_at(self, key: Hashable) -> float | None:
+        """Monotonic time at which the entry expires; ``None`` if never observed."""
+        seen = self._seen.get(key)
+        return None if seen is None else seen[1] + seen[2]
+
+    def expired(self, key: Hashable) -> bool:
+        at = self.expires_at(key)
+        return at is not None and self._clock.monotonic() >= at
+
+    def retain(self, keys: Iterable[Hashable]) -> None:
+        """Forget every entry not in ``keys`` (they are gone from the object)."""
+        keep = set(keys)
+        for key in [k for k in self._seen if k not in keep]:
+            del self._seen[key]
+
+    def forget(self, key: Hashable) -> None:
+        self._seen.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+class EntryGone(Exception):
+    """The entry being renewed is no longer ours (reaped, released, replaced)."""
+
+
+@final
+@attrs.define
+class Renewal:
+    """Keeps one entry alive.
+
+    ``path`` is the JSON pointer parts of the entry under the object, e.g.
+    ``("status", "holders", key)``. ``expect`` are fields the entry must still have for
+    the renewal to apply (e.g. ``{"holder": ..., "token": 17}``).
+    """
+
+    client: Client
+    kind: ResourceKind
+    namespace: str
+    name: str
+    path: tuple[str, ...]
+    expect: Mapping[str, Any]
+    ttl_seconds: float
+    last_ok_sent: float
+    """Monotonic time the last successful write (grant or renewal) was *sent*."""
+    renew_count: int = 0
+
+    @property
+    def deadline(self) -> float:
+        """Monotonic time after which the owner must consider the entry lost."""
+        return self.last_ok_sent + self.ttl_seconds - safety_margin(self.ttl_seconds)
+
+    def ops(self) -> list[dict[str, Any]]:
+        ptr = json_pointer(*self.path)
+        now = self.client.clock.now()
+        ops: list[dict[str, Any]] = [
+            {"op": "test", "path": f"{ptr}/{field}", "value": value}
+            for field, value in self.expect.items()
+        ]
+        ops += [
+            {"op": "replace", "path": f"{ptr}/renewCount", "value": self.renew_count + 1},
+            {"op": "replace", "path": f"{ptr}/renewedAt", "value": rfc3339(now)},
+        ]
+        return ops
+
+    async def renew_once(self) -> None:
+        """One renewal. Raises :class:`EntryGone` if the entry is no longer ours."""
+        sent = self.client.clock.monotonic()
+        try:
+            obj = await self.client.store.patch(
+                self.kind,
+                self.namespace,
+                self.name,
+                self.ops(),
+                patch_type="json",
+                subresource="status",
+            )
+        except (NotFoundError, InvalidObjectError, ConflictError) as exc:
+            # A failed JSON-patch "test" (or a missing path) comes back as 422 (or 409 on
+            # some servers); a deleted object as 404. Either way the entry is not ours.
+            raise EntryGone(str(exc)) from exc
+        self.renew_count += 1
+        self.last_ok_sent = sent
+        watch = self.client.cached_watch(self.kind, self.namespace)
+        if watch is not None:
+            watch.observe(obj)
+
+    async def run(self, on_lost: Callable[[str], None], *, interval: float | None = None) -> None:
+        """Renew every ``ttl/3`` until cancelled; call ``on_lost(reason)`` and return if the
+        entry is gone or the deadline passes without a successful renewal."""
+        every = interval if interval is not None else max(self.ttl_seconds / 3.0, 0.05)
+        failures = 0
+        while True:
+            now = self.client.clock.monotonic()
+            wait = every if failures == 0 else _backoff(failures, base=0.1, cap=every)
+            await anyio.sleep(max(0.0, min(wait, self.deadline - now)))
+            remaining = self.deadline - self.client.clock.monotonic()
+            if remaining <= 0:
+                on_lost(f"could not renew within {self.ttl_seconds:g}s (ttlSeconds)")
+                return
+            try:
+                with anyio.fail_after(remaining):
+                    await self.renew_once()
+                failures = 0
+            except EntryGone as exc:
+                on_lost(f"entry is gone ({exc})")
+                return
+            except (APIError, TimeoutError):
+                failures += 1

@@ -1,0 +1,69 @@
+"""What the operator needs to know about each kind, registered by the kind's state module.
+
+The operator is generic: for every registered kind it reaps expired entries from the
+named entry maps, recomputes aggregates with the kind's own pure ``normalize`` (the same
+function the SDK uses on every write, so the two can never disagree), fires timeouts, and
+exports gauges. Adding a primitive means registering one :class:`KindRules`; the operator
+does not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
+
+import attrs
+
+from ._store import KObject, ResourceKind
+
+Status = dict[str, Any]
+
+
+@attrs.frozen
+class KindRules:
+    """How the operator treats one kind.
+
+    Attributes:
+        kind: the resource.
+        entry_maps: names of ``status`` maps whose values are TTL entries (see
+            ``docs/design.md``): ``holders``, ``waiters``, ``arrivals``...
+        normalize: ``(spec, status) -> status`` with every derived field (counts, phase,
+            available...) recomputed; pure, total, idempotent.
+        timer: ``obj -> (episode, seconds)`` if a timeout is running for this object,
+            else ``None``. The operator starts its own monotonic stopwatch when it first
+            sees an episode key and fires ``on_timeout`` after ``seconds``.
+        on_timeout: ``obj -> new status`` (or ``None`` if nothing to do any more).
+        gauges: ``obj -> {metric: value}`` for the operator's Prometheus gauges
+            (e.g. ``in_use``, ``limit``, ``waiters``, ``arrived``).
+        describe: ``obj -> short human summary`` for Events and logs.
+    """
+
+    kind: ResourceKind
+    entry_maps: tuple[str, ...]
+    normalize: Callable[[Mapping[str, Any], Status], Status]
+    timer: Callable[[KObject], tuple[Hashable, float] | None] | None = None
+    on_timeout: Callable[[KObject], Status | None] | None = None
+    gauges: Callable[[KObject], Mapping[str, float]] | None = None
+    describe: Callable[[KObject], str] | None = None
+
+
+_REGISTRY: dict[str, KindRules] = {}
+
+
+def register(rules: KindRules) -> KindRules:
+    """Register (or replace) the rules of ``rules.kind``; returns them for module constants."""
+    _REGISTRY[rules.kind.kind] = rules
+    return rules
+
+
+def registered() -> dict[str, KindRules]:
+    """All rules, after importing every primitive module so each has registered."""
+    import importlib
+    import pkgutil
+
+    import konductor_sdk
+
+    for info in pkgutil.iter_modules(konductor_sdk.__path__):
+        if info.name.endswith("_state"):
+            importlib.import_module(f"konductor_sdk.{info.name}")
+    return dict(_REGISTRY)

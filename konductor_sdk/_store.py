@@ -1,0 +1,478 @@
+"""The one seam between Konductor and the API server.
+
+Only this module (and :mod:`konductor_sdk._client`, which builds the ApiClient) imports
+``kubernetes_asyncio``. Primitives speak to :class:`Store` with plain dicts and get
+:class:`KObject` views back; every HTTP error is translated into the error tree of
+:mod:`konductor_sdk._errors` with the original exception as ``__cause__``.
+
+Requests go through ``ApiClient.call_api`` with ``_preload_content=False``: that works for
+every group (core ``/api/v1`` and ``/apis/...`` alike), lets us choose the patch content
+type, and lets watches stream line by line without the generated models in the way.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Literal, Protocol, final
+from urllib.parse import quote
+
+import aiohttp
+import anyio
+import attrs
+from kubernetes_asyncio.client import ApiClient
+
+from ._errors import (
+    AlreadyExistsError,
+    APIError,
+    ConflictError,
+    ForbiddenError,
+    InvalidObjectError,
+    NotFoundError,
+)
+
+GROUP = "sync.konductor.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+@attrs.frozen
+class ResourceKind:
+    """Where a kind lives on the API server."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        """The REST path; ``namespace=None`` on a namespaced kind means all namespaces."""
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace is not None:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        base += f"/{self.plural}"
+        if name is not None:
+            base += f"/{quote(name, safe='')}"
+        if subresource is not None:
+            base += f"/{subresource}"
+        return base
+
+
+def konductor_kind(kind: str, plural: str) -> ResourceKind:
+    return ResourceKind(GROUP, VERSION, plural, kind)
+
+
+SEMAPHORE = konductor_kind("Semaphore", "semaphores")
+MUTEX = konductor_kind("Mutex", "mutexes")
+RWMUTEX = konductor_kind("RWMutex", "rwmutexes")
+BARRIER = konductor_kind("Barrier", "barriers")
+LEASE = konductor_kind("Lease", "leases")
+GATE = konductor_kind("Gate", "gates")
+ONCE = konductor_kind("Once", "onces")
+WAITGROUP = konductor_kind("WaitGroup", "waitgroups")
+
+POD = ResourceKind("", "v1", "pods", "Pod")
+NAMESPACE = ResourceKind("", "v1", "namespaces", "Namespace", namespaced=False)
+EVENT = ResourceKind("", "v1", "events", "Event")
+JOB = ResourceKind("batch", "v1", "jobs", "Job")
+COORDINATION_LEASE = ResourceKind("coordination.k8s.io", "v1", "leases", "Lease")
+SELF_SUBJECT_ACCESS_REVIEW = ResourceKind(
+    "authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False
+)
+SUBJECT_ACCESS_REVIEW = ResourceKind(
+    "authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", False
+)
+
+
+@final
+@attrs.frozen
+class KObject:
+    """A read-only view of one object as the server returned it.
+
+    ``raw`` is the decoded JSON; treat it as immutable (copy before changing).
+    """
+
+    raw: Mapping[str, Any]
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        md: Mapping[str, Any] = self.raw.get("metadata") or {}
+        return md
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", ""))
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace", ""))
+
+    @property
+    def uid(self) -> str:
+        return str(self.metadata.get("uid", ""))
+
+    @property
+    def resource_version(self) -> str:
+        return str(self.metadata.get("resourceVersion", ""))
+
+    @property
+    def generation(self) -> int:
+        return int(self.metadata.get("generation", 0))
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        labels: Mapping[str, str] = self.metadata.get("labels") or {}
+        return labels
+
+    @property
+    def deleting(self) -> bool:
+        return self.metadata.get("deletionTimestamp") is not None
+
+    @property
+    def spec(self) -> Mapping[str, Any]:
+        spec: Mapping[str, Any] = self.raw.get("spec") or {}
+        return spec
+
+    @property
+    def status(self) -> Mapping[str, Any]:
+        status: Mapping[str, Any] = self.raw.get("status") or {}
+        return status
+
+    def with_status(self, status: Mapping[str, Any]) -> dict[str, Any]:
+        """The body of a status PUT: this object (with its resourceVersion) and a new status."""
+        body = dict(self.raw)
+        body["status"] = status
+        return body
+
+
+@attrs.frozen
+class ObjectList:
+    items: tuple[KObject, ...]
+    resource_version: str
+
+
+@attrs.frozen
+class WatchEvent:
+    """One line of a watch stream. ``type`` is ADDED, MODIFIED, DELETED or BOOKMARK."""
+
+    type: str
+    object: KObject
+
+
+class WatchExpired(APIError):
+    """The watch's resourceVersion is too old (HTTP 410 Gone); re-list and start again."""
+
+
+PatchType = Literal["merge", "json", "strategic"]
+_PATCH_CONTENT_TYPES: dict[str, str] = {
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+}
+
+
+class Store(Protocol):
+    """What primitives need from the API server. :class:`KubeStore` is the real one."""
+
+    stats: Counter[str]
+
+    async def get(self, kind: ResourceKind, namespace: str | None, name: str) -> KObject: ...
+
+    async def list(
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> ObjectList: ...
+
+    async def create(
+        self, kind: ResourceKind, namespace: str | None, body: Mapping[str, Any]
+    ) -> KObject: ...
+
+    async def replace(
+        self, kind: ResourceKind, body: Mapping[str, Any], *, subresource: str | None = None
+    ) -> KObject: ...
+
+    async def patch(
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        name: str,
+        patch: Any,
+        *,
+        patch_type: PatchType = "merge",
+        subresource: str | None = None,
+    ) -> KObject: ...
+
+    async def delete(
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        name: str,
+        *,
+        resource_version: str | None = None,
+        uid: str | None = None,
+    ) -> None: ...
+
+    def watch(
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        *,
+        resource_version: str,
+        timeout_seconds: int = 300,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> AsyncIterator[WatchEvent]: ...
+
+
+# Reads are retried on these; writes never are (the caller owns that decision).
+_RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+@final
+class KubeStore:
+    """:class:`Store` over a ``kubernetes_asyncio`` ApiClient.
+
+    Attributes:
+        stats: request counters by verb, plus ``watch_opened``, ``conflict``,
+            ``watch_event``. Tests and benchmarks assert on them.
+    """
+
+    def __init__(self, api_client: ApiClient, *, read_retries: int = 5) -> None:
+        self._api = api_client
+        self._read_retries = read_retries
+        self.stats: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        return f"<KubeStore {self._api.configuration.host}>"
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Sequence[tuple[str, str]] = (),
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: aiohttp.ClientTimeout | None = None,  # noqa: ASYNC109 - aiohttp's own timeout
+    ) -> aiohttp.ClientResponse:
+        self.stats[method.lower()] += 1
+        try:
+            resp: aiohttp.ClientResponse = await self._api.call_api(
+                path,
+                method,
+                query_params=list(query),
+                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout or aiohttp.ClientTimeout(total=60),
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise APIError(f"{method} {path}: {exc!r}", status=0) from exc
+        return resp
+
+    async def _json(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Sequence[tuple[str, str]] = (),
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        attempts = self._read_retries if method == "GET" else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                resp = await self._request(
+                    method, path, query=query, body=body, content_type=content_type
+                )
+                async with resp:
+                    data = await resp.read()
+                    status = resp.status
+            except APIError:
+                if attempt == attempts:
+                    raise
+                await anyio.sleep(_backoff(attempt))
+                continue
+            if 200 <= status < 300:
+                decoded: dict[str, Any] = json.loads(data) if data else {}
+                return decoded
+            if status in _RETRYABLE_STATUS and attempt < attempts:
+                await anyio.sleep(_backoff(attempt))
+                continue
+            raise self._error(method, path, status, data)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _error(self, method: str, path: str, status: int, data: bytes) -> APIError:
+        try:
+            body: dict[str, Any] = json.loads(data) if data else {}
+        except ValueError:
+            body = {"message": data.decode("utf-8", "replace")}
+        reason = str(body.get("reason", ""))
+        message = f"{method} {path}: {status} {reason}: {body.get('message', '')}".rstrip(": ")
+        cls: type[APIError] = APIError
+        if status == 404:
+            cls = NotFoundError
+        elif status == 409 and reason == "AlreadyExists":
+            cls = AlreadyExistsError
+        elif status == 409:
+            cls = ConflictError
+            self.stats["conflict"] += 1
+        elif status == 422:
+            cls = InvalidObjectError
+        elif status == 403:
+            cls = ForbiddenError
+        elif status == 410:
+            cls = WatchExpired
+        return cls(message, status=status, reason=reason, body=body)
+
+    async def get(self, kind: ResourceKind, namespace: str | None, name: str) -> KObject:
+        return KObject(await self._json("GET", kind.path(namespace, name)))
+
+    async def list(
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> ObjectList:
+        query = _selectors(label_selector, field_selector)
+        data = await self._json("GET", kind.path(namespace), query=query)
+        items = []
+        for item in data.get("items") or []:
+            # List items come without apiVersion/kind; put them back so bodies round-trip.
+            item.setdefault("apiVersion", kind.api_version)
+            item.setdefault("kind", kind.kind)
+            items.append(KObject(item))
+        rv = str((data.get("metadata") or {}).get("resourceVersion", ""))
+        return ObjectList(tuple(items), rv)
+
+    async def create(
+        self, kind: ResourceKind, namespace: str | None, body: Mapping[str, Any]
+    ) -> KObject:
+        full = {"apiVersion": kind.api_version, "kind": kind.kind, **body}
+        return KObject(await self._json("POST", kind.path(namespace), body=full))
+
+    async def replace(
+        self, kind: ResourceKind, body: Mapping[str, Any], *, subresource: str | None = None
+    ) -> KObject:
+        md = body.get("metadata") or {}
+        path = kind.path(md.get("namespace"), md["name"], subresource)
+        return KObject(await self._json("PUT", path, body=dict(body)))
+
+    async def patch(
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        name: str,
+        patch: Any,
+        *,
+        patch_type: PatchType = "merge",
+        subresource: str | None = None,
+    ) -> KObject:
+        path = kind.path(namespace, name, subresource)
+        ctype = _PATCH_CONTENT_TYPES[patch_type]
+        return KObject(await self._json("PATCH", path, body=patch, content_type=ctype))
+
+    async def delete(
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        name: str,
+        *,
+        resource_version: str | None = None,
+        uid: str | None = None,
+    ) -> None:
+        preconditions: dict[str, str] = {}
+        if resource_version:
+            preconditions["resourceVersion"] = resource_version
+        if uid:
+            preconditions["uid"] = uid
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if preconditions:
+            body["preconditions"] = preconditions
+        await self._json("DELETE", kind.path(namespace, name), body=body)
+
+    async def watch(
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        *,
+        resource_version: str,
+        timeout_seconds: int = 300,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> AsyncIterator[WatchEvent]:
+        """Stream events after ``resource_version`` until the server ends the watch.
+
+        Raises:
+            WatchExpired: the resourceVersion is too old; re-list.
+            APIError: the connection failed or the server refused.
+        """
+        query = [
+            ("watch", "true"),
+            ("resourceVersion", resource_version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(timeout_seconds)),
+            *_selectors(label_selector, field_selector),
+        ]
+        self.stats["watch_opened"] += 1
+        path = kind.path(namespace)
+        # No total timeout: the server closes the stream after timeoutSeconds; the read
+        # timeout catches a dead connection (bookmarks arrive about once a minute).
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30)
+        resp = await self._request("GET", path, query=query, timeout=timeout)
+        async with resp:
+            if resp.status != 200:
+                raise self._error("WATCH", path, resp.status, await resp.read())
+            while True:
+                try:
+                    line = await resp.content.readline()
+                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    raise APIError(f"WATCH {path}: {exc!r}") from exc
+                if not line:
+                    return
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                obj = event.get("object") or {}
+                if event.get("type") == "ERROR":
+                    code = int(obj.get("code", 0))
+                    raise self._error("WATCH", path, code, line)
+                obj.setdefault("apiVersion", kind.api_version)
+                obj.setdefault("kind", kind.kind)
+                self.stats["watch_event"] += 1
+                yield WatchEvent(str(event.get("type")), KObject(obj))
+
+
+def _selectors(label_selector: str | None, field_selector: str | None) -> list[tuple[str, str]]:
+    query = []
+    if label_selector:
+        query.append(("labelSelector", label_selector))
+    if field_selector:
+        query.append(("fieldSelector", field_selector))
+    return query
+
+
+def _backoff(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
+    """Full-jitter exponential backoff (AWS architecture blog's recommendation)."""
+    return random.uniform(0, min(cap, base * 2**attempt))
+
+
+def json_pointer(*parts: str) -> str:
+    """An RFC 6901 pointer; map keys may contain ``/`` and ``~``."""
+    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
