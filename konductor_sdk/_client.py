@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, final
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from ._clock import SYSTEM_CLOCK, Clock
@@ -89,6 +90,10 @@ class Client:
     async def connect(self) -> Client:
         """Load configuration and learn the namespace; idempotent and concurrency-safe."""
         if self._closed:
+            # A background task spawned just before aclose() may get here before its first
+            # checkpoint; the checkpoint lets aclose()'s cancellation end it quietly
+            # instead of failing the client's task group with this error.
+            await anyio.lowlevel.checkpoint()
             raise RuntimeError("Client is closed")
         if self._store is not None and self._namespace is not None:
             return self
@@ -148,12 +153,19 @@ class Client:
     async def watch(self, kind: ResourceKind, namespace: str | None) -> KindWatch:
         """The shared, synced watch of ``kind`` in ``namespace`` (``None``: all namespaces)."""
         await self.connect()
+        watch = self.start_watch(kind, namespace)
+        await watch.synced.wait()
+        return watch
+
+    def start_watch(self, kind: ResourceKind, namespace: str | None) -> KindWatch:
+        """The shared watch of ``kind`` in ``namespace``, started if needed, without waiting
+        for it to sync (check ``watch.synced`` / ``watch.last_error``). Needs :meth:`connect`.
+        """
         key = (kind, namespace)
         watch = self._watches.get(key)
         if watch is None:
             watch = self._watches[key] = KindWatch(self.store, kind, namespace)
             self.spawn(watch.run)
-        await watch.synced.wait()
         return watch
 
     def cached_watch(self, kind: ResourceKind, namespace: str | None) -> KindWatch | None:

@@ -1,0 +1,149 @@
+"""KindWatch against a scripted store: list, watch, resume, re-list on 410, fan-out."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from konductor_sdk._errors import APIError
+from konductor_sdk._store import SEMAPHORE, KObject, ObjectList, WatchEvent, WatchExpired
+from konductor_sdk._watch import KindWatch
+
+pytestmark = pytest.mark.anyio
+
+
+def obj(name: str, rv: int, **status: Any) -> KObject:
+    return KObject(
+        {
+            "metadata": {"name": name, "namespace": "ns", "resourceVersion": str(rv)},
+            "status": status,
+        }
+    )
+
+
+class ScriptedStore:
+    """Each watch() call plays the next script: a list of events, then an optional error."""
+
+    def __init__(
+        self, listing: list[KObject], scripts: list[tuple[list[WatchEvent], Exception | None]]
+    ):
+        self.listing = listing
+        self.list_rv = "10"
+        self.scripts = scripts
+        self.stats: Counter[str] = Counter()
+        self.watch_from: list[str] = []
+        self.done = anyio.Event()
+        self.relistings: list[tuple[list[KObject], str]] = []
+
+    async def list(self, kind: Any, namespace: Any, **_: Any) -> ObjectList:
+        self.stats["list"] += 1
+        if self.relistings and self.stats["list"] > 1:
+            self.listing, self.list_rv = self.relistings.pop(0)
+        return ObjectList(tuple(self.listing), self.list_rv)
+
+    async def watch(
+        self, kind: Any, namespace: Any, *, resource_version: str, **_: Any
+    ) -> AsyncIterator[WatchEvent]:
+        self.watch_from.append(resource_version)
+        self.stats["watch_opened"] += 1
+        if not self.scripts:
+            self.done.set()
+            await anyio.sleep_forever()
+        events, error = self.scripts.pop(0)
+        for event in events:
+            yield event
+        if error is not None:
+            raise error
+
+
+async def run_until_done(store: ScriptedStore) -> KindWatch:
+    watch = KindWatch(store, SEMAPHORE, "ns")  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch.run)
+        with anyio.fail_after(5):
+            await store.done.wait()
+        tg.cancel_scope.cancel()
+    return watch
+
+
+async def test_lists_then_watches_from_the_list_version_and_resumes() -> None:
+    store = ScriptedStore(
+        [obj("a", 5)],
+        [
+            ([WatchEvent("MODIFIED", obj("a", 11, n=1))], None),  # server ends the stream
+            ([WatchEvent("BOOKMARK", obj("", 15)), WatchEvent("ADDED", obj("b", 16))], None),
+        ],
+    )
+    watch = await run_until_done(store)
+    assert store.watch_from == ["10", "11", "16"]  # resumed from the last rv, bookmarks too
+    assert store.stats["list"] == 1
+    a = watch.get("a")
+    assert a is not None
+    assert a.status == {"n": 1}
+    assert watch.get("b") is not None
+
+
+async def test_gone_relists_and_drops_objects_deleted_meanwhile() -> None:
+    store = ScriptedStore(
+        [obj("a", 5), obj("b", 6)],
+        [([], WatchExpired("gone", status=410))],
+    )
+    store.relistings = [([obj("b", 20)], "21")]  # "a" was deleted while we were away
+    watch = await run_until_done(store)
+    assert store.stats["list"] == 2
+    assert watch.get("a") is None
+    b = watch.get("b")
+    assert b is not None
+    assert b.resource_version == "20"
+    assert store.watch_from == ["10", "21"]
+
+
+async def test_connection_errors_resume_from_last_version_without_relisting() -> None:
+    store = ScriptedStore(
+        [],
+        [([WatchEvent("ADDED", obj("a", 12))], APIError("reset")), ([], None)],
+    )
+    await run_until_done(store)
+    assert store.stats["list"] == 1
+    assert store.watch_from[:2] == ["10", "12"]
+
+
+async def test_next_change_fires_once_per_change_for_every_waiter() -> None:
+    watch = KindWatch(ScriptedStore([], []), SEMAPHORE, "ns")  # type: ignore[arg-type]
+    watch.synced.set()
+    events = [watch.next_change("a") for _ in range(1000)]
+    assert len({id(e) for e in events}) == 1  # one event shared by all waiters
+    other = watch.next_change("b")
+    watch._apply("ADDED", obj("a", 1))
+    assert events[0].is_set()
+    assert not other.is_set()
+    assert not watch.next_change("a").is_set()  # a fresh event for the next change
+
+
+async def test_observe_never_moves_the_cache_backwards() -> None:
+    watch = KindWatch(ScriptedStore([], []), SEMAPHORE, "ns")  # type: ignore[arg-type]
+    watch.synced.set()
+    watch.observe(obj("a", 30, v="new"))
+    watch._apply("MODIFIED", obj("a", 29, v="old"))  # a late watch event
+    a = watch.get("a")
+    assert a is not None
+    assert a.status == {"v": "new"}
+
+
+async def test_a_failing_listener_does_not_break_the_watch() -> None:
+    watch = KindWatch(ScriptedStore([], []), SEMAPHORE, "ns")  # type: ignore[arg-type]
+    seen: list[str] = []
+
+    def bad(etype: str, o: KObject) -> None:
+        raise RuntimeError("boom")
+
+    watch.add_listener(bad)
+    remove = watch.add_listener(lambda etype, o: seen.append(o.name))
+    watch._apply("ADDED", obj("a", 1))
+    remove()
+    watch._apply("ADDED", obj("b", 2))
+    assert seen == ["a"]
