@@ -16,7 +16,7 @@ import json
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Literal, Protocol, final
+from typing import Any, Literal, Protocol, final, runtime_checkable
 from urllib.parse import quote
 
 import aiohttp
@@ -237,6 +237,17 @@ class Store(Protocol):
     ) -> AsyncIterator[WatchEvent]: ...
 
 
+@runtime_checkable
+class Discovery(Protocol):
+    """Optional store capability: the API server's discovery documents (kind -> plural).
+
+    Only needed to reach objects named by apiVersion/kind (the Gate's ``object``
+    conditions); :class:`KubeStore` has it, test fakes need not.
+    """
+
+    async def discover(self, group: str, version: str) -> list[dict[str, Any]]: ...
+
+
 # Reads are retried on these; writes never are (the caller owns that decision).
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -342,6 +353,20 @@ class KubeStore:
     async def get(self, kind: ResourceKind, namespace: str | None, name: str) -> KObject:
         return KObject(await self._json("GET", kind.path(namespace, name)))
 
+    async def discover(self, group: str, version: str) -> list[dict[str, Any]]:
+        """The ``resources`` of ``/apis/<group>/<version>`` (``/api/v1`` for the core group).
+
+        Raises:
+            NotFoundError: the group/version is not served.
+        """
+        path = (
+            f"/apis/{quote(group, safe='')}/{quote(version, safe='')}"
+            if group
+            else (f"/api/{quote(version, safe='')}")
+        )
+        data = await self._json("GET", path)
+        return [dict(r) for r in data.get("resources") or () if isinstance(r, Mapping)]
+
     async def list(
         self,
         kind: ResourceKind,
@@ -439,24 +464,34 @@ class KubeStore:
         async with resp:
             if resp.status != 200:
                 raise self._error("WATCH", path, resp.status, await resp.read())
-            while True:
-                try:
-                    line = await resp.content.readline()
-                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                    raise APIError(f"WATCH {path}: {exc!r}") from exc
-                if not line:
-                    return
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                obj = event.get("object") or {}
-                if event.get("type") == "ERROR":
-                    code = int(obj.get("code", 0))
-                    raise self._error("WATCH", path, code, line)
-                obj.setdefault("apiVersion", kind.api_version)
-                obj.setdefault("kind", kind.kind)
-                self.stats["watch_event"] += 1
-                yield WatchEvent(str(event.get("type")), KObject(obj))
+            try:
+                while True:
+                    try:
+                        line = await resp.content.readline()
+                    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                        raise APIError(f"WATCH {path}: {exc!r}") from exc
+                    if not line:
+                        return
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    obj = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        code = int(obj.get("code", 0))
+                        raise self._error("WATCH", path, code, line)
+                    obj.setdefault("apiVersion", kind.api_version)
+                    obj.setdefault("kind", kind.kind)
+                    self.stats["watch_event"] += 1
+                    yield WatchEvent(str(event.get("type")), KObject(obj))
+            except BaseException:
+                # A stream left mid-way (cancelled, consumer gone, error) cannot be reused.
+                # Abort its connection now: the graceful TLS shutdown that releasing it
+                # would start needs the server's answer, is awaited by nobody, and may
+                # outlive the event loop (an unclosed socket, a ResourceWarning).
+                conn = resp.connection
+                if conn is not None and conn.transport is not None:
+                    conn.transport.abort()
+                raise
 
 
 def _selectors(label_selector: str | None, field_selector: str | None) -> list[tuple[str, str]]:

@@ -56,7 +56,14 @@ def run(func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T
     async def call() -> T:
         return await func(*args, **kwargs)
 
-    return portal().call(call)
+    future = portal().start_task_soon(call)
+    try:
+        return future.result()
+    except BaseException:
+        # Interrupted while waiting (KeyboardInterrupt, SystemExit): cancel the call in the
+        # loop rather than leave it running unattended. A no-op if it already finished.
+        future.cancel()
+        raise
 
 
 def make(factory: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

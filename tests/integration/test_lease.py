@@ -1,0 +1,275 @@
+"""Lease on the real API server: grants, contention, cancellation, loss, handoff."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from konductor_sdk import (
+    AlreadyExistsError,
+    Client,
+    LeadershipLost,
+    NotFoundError,
+    WouldBlock,
+)
+from konductor_sdk._store import LEASE, KObject, Store
+from konductor_sdk.lease import HeldLease, Lease
+
+MakeClient = Callable[..., Client]
+
+
+async def wait_for(client: Client, name: str, predicate: Callable[[KObject], bool]) -> KObject:
+    """Wait (on the shared watch, no polling) until the lease object satisfies ``predicate``."""
+    watch = await client.watch(LEASE, client.namespace)
+    with anyio.fail_after(30):
+        while True:
+            changed = watch.next_change(name)
+            obj = watch.get(name)
+            if obj is not None and predicate(obj):
+                return obj
+            await changed.wait()
+
+
+def has_candidate(holder: str) -> Callable[[KObject], bool]:
+    return lambda o: any(e["holder"] == holder for e in o.status.get("candidates", {}).values())
+
+
+def holder_is(holder: str) -> Callable[[KObject], bool]:
+    return lambda o: o.status.get("holder") == holder
+
+
+@pytest.mark.anyio
+async def test_tokens_strictly_increase_across_acquisitions(client: Client) -> None:
+    lease = Lease("tokens", ttl=5, client=client)
+    tokens = []
+    for _ in range(3):
+        async with lease as held:
+            tokens.append(held.token)
+            status = await lease.status()
+            assert (status.holder, status.token, status.key) == (
+                client.identity.holder,
+                held.token,
+                held.key,
+            )
+    held = await lease.acquire_nowait()
+    tokens.append(held.token)
+    await held.release()
+    await held.release()  # idempotent
+    assert tokens == [1, 2, 3, 4]
+    status = await lease.status()
+    assert status.holder is None
+    assert (status.fencing_token, status.transitions) == (4, 4)
+    stats = lease.statistics()
+    assert (stats.acquisitions, stats.releases, stats.losses, stats.held) == (4, 4, 0, 0)
+
+
+@pytest.mark.anyio
+async def test_acquire_nowait_names_the_holder(make_client: MakeClient) -> None:
+    a, b = make_client("alpha"), make_client("beta")
+    async with Lease("busy", ttl=30, client=a) as held:
+        with pytest.raises(WouldBlock, match="held by alpha"):
+            await Lease("busy", ttl=30, client=b).acquire_nowait()
+        assert held.token == 1
+    status = await Lease("busy", client=b).status()
+    assert status.candidates == ()  # a failed nowait never registers
+
+
+@pytest.mark.anyio
+async def test_contention_between_processes_never_overlaps(make_client: MakeClient) -> None:
+    inside: list[str] = []
+    log: list[tuple[str, int]] = []
+    overlaps = []
+
+    async def worker(c: Client, rounds: int) -> None:
+        lease = Lease("contended", ttl=5, client=c)
+        for _ in range(rounds):
+            async with lease as held:
+                inside.append(c.identity.holder)
+                if len(inside) > 1:
+                    overlaps.append(list(inside))
+                log.append((c.identity.holder, held.token))
+                for _ in range(3):
+                    await anyio.lowlevel.checkpoint()
+                inside.remove(c.identity.holder)
+
+    clients = [make_client(f"w{i}") for i in range(6)]
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for c in clients:
+                tg.start_soon(worker, c, 4)
+    assert overlaps == []
+    tokens = [t for _, t in log]
+    assert tokens == list(range(1, 25))  # strictly increasing, none lost, none reused
+    assert {h for h, _ in log} == {c.identity.holder for c in clients}
+
+
+@pytest.mark.anyio
+async def test_release_hands_over_without_waiting_out_the_ttl(make_client: MakeClient) -> None:
+    # An hour-long TTL: if the standby got the lease in this test at all, it did not
+    # wait the TTL out; it reacted to the release on its watch.
+    a, b = make_client("leader"), make_client("standby")
+    held = await Lease("handoff", ttl=3600, client=a).acquire()
+    standby = Lease("handoff", ttl=3600, client=b)
+    async with anyio.create_task_group() as tg:
+        got: list[HeldLease] = []
+
+        async def wait() -> None:
+            got.append(await standby.acquire())
+
+        tg.start_soon(wait)
+        await wait_for(a, "handoff", has_candidate("standby"))
+        assert not got
+        await held.release()
+    assert got[0].token == held.token + 1
+    await got[0].release()
+
+
+@pytest.mark.anyio
+async def test_cancelled_waiter_leaves_nothing_behind(make_client: MakeClient) -> None:
+    a, b = make_client("holder"), make_client("quitter")
+    held = await Lease("quit", ttl=30, client=a).acquire()
+    quitter = Lease("quit", ttl=30, client=b, priority=0)
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(quitter.acquire)
+            await wait_for(a, "quit", has_candidate("quitter"))
+            scope.cancel()
+    assert quitter.statistics().waiting == 0
+    obj = await wait_for(a, "quit", lambda o: not o.status.get("candidates"))
+    assert obj.status["holder"] == "holder"
+    await held.release()
+
+
+class GrantThenHang:
+    """A store whose first status write that grants to ``key_prefix`` reaches the server,
+    but whose answer never arrives: the caller is cancelled not knowing it won."""
+
+    def __init__(self, inner: Store, holder: str) -> None:
+        self._inner = inner
+        self._holder = holder
+        self.hung = anyio.Event()
+        self.stats = inner.stats
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def replace(self, kind: Any, body: Any, *, subresource: str | None = None) -> KObject:
+        obj = await self._inner.replace(kind, body, subresource=subresource)
+        holders = (body.get("status") or {}).get("holders") or {}
+        if not self.hung.is_set() and any(e["holder"] == self._holder for e in holders.values()):
+            self.hung.set()
+            await anyio.sleep_forever()
+        return obj
+
+
+@pytest.mark.anyio
+async def test_grant_to_a_cancelled_caller_is_released(
+    client: Client, make_client: MakeClient
+) -> None:
+    base = make_client("unlucky")
+    await base.connect()
+    store = GrantThenHang(base.store, "unlucky")
+    unlucky = Client(store=store, namespace=client.namespace, identity=base.identity)
+    try:
+        lease = Lease("cancel-grant", ttl=30, client=unlucky)
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lease.acquire)
+                await store.hung.wait()
+                scope.cancel()
+        # The grant reached the server (token 1 was issued), and nothing but the cancelled
+        # caller itself could have removed it again.
+        obj = await client.store.get(LEASE, client.namespace, "cancel-grant")
+        assert obj.status["fencingToken"] == 1
+        assert obj.status["holder"] == "", obj.status
+        assert obj.status["candidates"] == {}
+        assert lease.statistics().held == 0
+    finally:
+        await unlucky.aclose()
+
+
+@pytest.mark.anyio
+async def test_loss_cancels_the_body_and_raises_on_exit(client: Client) -> None:
+    lease = Lease("lost", ttl=30, client=client)
+    reached_end = False
+    holds: list[HeldLease] = []
+
+    async def body() -> None:
+        nonlocal reached_end
+        async with lease as held:
+            holds.append(held)
+            # Someone else (an operator reaping it, an admin) removes our entry.
+            obj = await client.store.get(LEASE, client.namespace, "lost")
+            status = {**obj.status, "holders": {}, "holder": ""}
+            await client.store.replace(LEASE, obj.with_status(status), subresource="status")
+            await anyio.sleep_forever()
+            reached_end = True
+
+    with pytest.raises(LeadershipLost, match="removed") as info:
+        await body()
+    assert not reached_end
+    (held,) = holds
+    assert held.lost
+    assert "removed" in (held.lost_reason or "")
+    assert "token 1" in str(info.value)
+    assert lease.statistics().losses == 1
+
+
+@pytest.mark.anyio
+async def test_deleting_the_object_ends_the_hold(client: Client) -> None:
+    lease = Lease("deleted", ttl=30, client=client)
+
+    async def body() -> None:
+        async with lease:
+            await lease.delete()
+            await anyio.sleep_forever()
+
+    with pytest.raises(LeadershipLost, match="deleted"):
+        await body()
+    with pytest.raises(NotFoundError):
+        await lease.status()
+
+
+@pytest.mark.anyio
+async def test_body_errors_propagate_and_the_lease_is_released(client: Client) -> None:
+    lease = Lease("body-error", ttl=30, client=client)
+    with pytest.raises(KeyError):
+        async with lease:
+            raise KeyError("boom")
+    assert (await lease.status()).holder is None
+
+
+@pytest.mark.anyio
+async def test_create_status_delete(client: Client) -> None:
+    lease = Lease("admin", ttl=42, client=client)
+    await lease.create()
+    with pytest.raises(AlreadyExistsError):
+        await lease.create()
+    await lease.create(exist_ok=True)
+    status = await lease.status()
+    assert (status.ttl_seconds, status.holder, status.fencing_token) == (42, None, 0)
+    assert repr(lease) == f"<Lease {client.namespace}/admin ttl=42 priority=0 held=0 waiting=0>"
+    await lease.delete()
+    with pytest.raises(NotFoundError):
+        await lease.delete()
+
+
+@pytest.mark.anyio
+async def test_background_renewal_of_an_explicit_acquire(client: Client) -> None:
+    lease = Lease("renewed", ttl=1, client=client)
+    held = await lease.acquire()
+    first = (await lease.status()).renew_count
+    await wait_for(client, "renewed", lambda o: o.status["holders"][held.key]["renewCount"] >= 3)
+    assert first == 0
+    assert not held.lost
+    status = await lease.status()
+    assert status.renewed_at is not None
+    assert status.acquired_at is not None
+    assert status.renewed_at > status.acquired_at
+    assert repr(held).endswith("held>")
+    await held.release()
+    assert repr(held).endswith("released>")
