@@ -34,6 +34,10 @@ class CasResult:
     object: KObject
     attempts: int
     wrote: bool
+    sent: float | None = None
+    """``client.clock.monotonic()`` when the successful write was sent (``None``: no write).
+    An entry written by it was visible to nobody before then: renewal deadlines count from
+    here, not from the start of a CAS loop that may have lost many races first."""
 
 
 async def read(
@@ -76,6 +80,7 @@ async def update_status(
         new_status = mutate(obj)
         if new_status is None:
             return CasResult(obj, attempt - 1, wrote=False)
+        sent = client.clock.monotonic()
         try:
             written = await client.store.replace(
                 kind, obj.with_status(new_status), subresource="status"
@@ -89,7 +94,7 @@ async def update_status(
         watch = client.cached_watch(kind, namespace)
         if watch is not None:
             watch.observe(written)
-        return CasResult(written, attempt, wrote=True)
+        return CasResult(written, attempt, wrote=True, sent=sent)
     raise ConflictExhausted(
         f"{kind.kind} {namespace}/{name}: gave up after {max_attempts} conflicting writes",
         attempts=max_attempts,

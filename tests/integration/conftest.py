@@ -25,7 +25,9 @@ async def make_client(kubeconfig: Path, namespace: str) -> AsyncIterator[Callabl
 
     def factory(holder: str | None = None, **kwargs: object) -> Client:
         ident = Identity(holder=holder or f"test-holder-{len(made)}")
-        c = Client(kubeconfig=kubeconfig, namespace=namespace, identity=ident, **kwargs)  # type: ignore[arg-type]
+        kwargs.setdefault("kubeconfig", kubeconfig)
+        kwargs.setdefault("namespace", namespace)
+        c = Client(identity=ident, **kwargs)  # type: ignore[arg-type]
         made.append(c)
         return c
 

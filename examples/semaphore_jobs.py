@@ -1,0 +1,128 @@
+"""Several worker processes share a GPU pool; the parent prints who holds what.
+
+    python examples/semaphore_jobs.py                 # embedded control plane
+    python examples/semaphore_jobs.py --kubeconfig ~/.kube/config --namespace default
+
+Each worker is a separate Python process (as a pod would be) running the *blocking* API::
+
+    with Semaphore("gpu-pool").hold(weight=2) as permit:
+        train(fencing_token=permit.token)
+
+The parent watches the Semaphore object and prints its holders and queue on every change,
+straight from the server's state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import anyio
+
+from konductor_sdk import Client, Identity
+from konductor_sdk._store import SEMAPHORE, KObject
+from konductor_sdk.semaphore import Semaphore
+
+POOL = "gpu-pool"
+
+
+def worker(kubeconfig: str, namespace: str, name: str, jobs: int) -> None:
+    """One worker process: a few jobs, each holding 1 or 2 GPUs for a moment."""
+    from konductor_sdk.sync import _portal
+    from konductor_sdk.sync.semaphore import Semaphore as BlockingSemaphore
+
+    client = Client(kubeconfig=kubeconfig, namespace=namespace, identity=Identity(name))
+    pool = BlockingSemaphore(POOL, client=client, ttl=10)
+    rng = random.Random(name)
+    try:
+        for job in range(jobs):
+            gpus = rng.choice((1, 2))
+            with pool.hold(weight=gpus, priority=rng.choice((0, 1))) as permit:
+                print(f"  {name}: job {job} on {gpus} GPU(s), token {permit.token}", flush=True)
+                time.sleep(rng.uniform(0.2, 0.6))  # the "training"
+    finally:
+        _portal.run(client.aclose)  # an explicit client is ours to close
+
+
+def describe(obj: KObject) -> str:
+    st = obj.status
+    held = ", ".join(
+        f"{e['holder']}x{e['weight']}#{e['token']}"
+        for e in sorted((st.get("holders") or {}).values(), key=lambda e: e["token"])
+    )
+    queued = ", ".join(
+        f"{e['holder']}x{e['weight']}"
+        for e in sorted(
+            (st.get("waiters") or {}).values(), key=lambda e: (-e["priority"], e["ticket"])
+        )
+    )
+    return (
+        f"[{st.get('inUse', 0)}/{obj.spec['permits']} {st.get('phase', '?'):5}] "
+        f"holding: {held or '-'} | queue: {queued or '-'}"
+    )
+
+
+async def run(kubeconfig: Path, namespace: str, workers: int, permits: int, jobs: int) -> None:
+    async with Client(
+        kubeconfig=kubeconfig, namespace=namespace, identity=Identity("parent")
+    ) as client:
+        sem = Semaphore(POOL, permits=permits, client=client)
+        status = await sem.status() if await _exists(sem) else await sem.create()
+        print(f"{POOL}: {status.limit} GPUs, {workers} workers x {jobs} jobs", flush=True)
+        watch = await client.watch(SEMAPHORE, namespace)
+        peak = 0
+
+        def show(_: str, obj: KObject) -> None:
+            nonlocal peak
+            if obj.name == POOL:
+                peak = max(peak, int(obj.status.get("inUse", 0)))
+                print(describe(obj), flush=True)
+
+        remove = watch.add_listener(show)
+        cmd = [sys.executable, __file__, "--worker", str(kubeconfig), namespace]
+        procs = [
+            await anyio.open_process([*cmd, f"worker-{i}", str(jobs)], stdout=None, stderr=None)
+            for i in range(workers)
+        ]
+        codes = [await p.wait() for p in procs]
+        remove()
+        print(f"done: exit codes {codes}, at most {peak} of {permits} GPUs were ever in use")
+
+
+async def _exists(sem: Semaphore) -> bool:
+    from konductor_sdk import NotFoundError
+
+    try:
+        await sem.status()
+    except NotFoundError:
+        return False
+    return True
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        kubeconfig, namespace, name, jobs = sys.argv[2:6]
+        worker(kubeconfig, namespace, name, int(jobs))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kubeconfig", type=Path, help="default: start a local control plane")
+    parser.add_argument("--namespace", default="default")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--permits", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=3)
+    args = parser.parse_args()
+    if args.kubeconfig is not None:
+        anyio.run(run, args.kubeconfig, args.namespace, args.workers, args.permits, args.jobs)
+        return
+    from konductor_sdk.testing import LocalControlPlane
+
+    with LocalControlPlane() as cp:
+        cp.create_namespace("jobs")
+        anyio.run(run, cp.kubeconfig_path, "jobs", args.workers, args.permits, args.jobs)
+
+
+if __name__ == "__main__":
+    main()

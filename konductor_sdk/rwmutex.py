@@ -1,0 +1,192 @@
+"""RWMutex: shared readers or one exclusive writer, cluster-wide.
+
+::
+
+    rw = RWMutex("config")
+    async with rw.read():      # many readers at once
+        ...
+    async with rw.write():     # alone
+        ...
+
+Stored as an ``RWMutex`` object and run by the semaphore machinery with a limit of
+``spec.maxReaders`` units: a reader takes one unit, a writer all of them. **Writer
+preference**: the queue is strictly ordered, so a waiting writer blocks every reader that
+arrives after it (readers cannot starve a writer), while readers that queued before the
+writer are served first (a stream of writers cannot starve them either). Priorities and
+preemption work as for a Semaphore. Not re-entrant: a task holding the lock (in either
+mode) through this object gets ``RuntimeError`` if it tries again.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from functools import partial
+from typing import Any, Literal, final
+
+from . import _semaphore_state as state
+from ._client import Client
+from ._errors import ConfigurationError
+from ._names import check_object_name
+from ._semaphore_engine import Permit, Pool, check_int, check_ttl
+from .mutex import Owners
+from .semaphore import (
+    DEFAULT_TTL,
+    SemaphoreStatistics,
+    SemaphoreStatus,
+    check_namespace,
+    statistics_of,
+    status_of,
+)
+
+Mode = Literal["read", "write"]
+
+__all__ = ["Mode", "RWMutex"]
+
+
+@final
+class RWMutex:
+    """A readers-writer lock stored in an ``RWMutex`` custom resource.
+
+    Args:
+        name: the object's name (DNS subdomain).
+        max_readers: ``spec.maxReaders`` to create the object with if it does not exist
+            (1..2048, default 1024); an existing object keeps its own.
+        namespace: default: the client's namespace.
+        client: default: :func:`~konductor_sdk.default_client`.
+        ttl: seconds a holder may go without renewal (renewed every ``ttl/3``);
+            0: held until released or the pod ends (only in a pod).
+
+    Raises:
+        ConfigurationError: an argument is out of range (nothing is written).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_readers: int = state.RW_MAX_READERS_DEFAULT,
+        namespace: str | None = None,
+        client: Client | None = None,
+        ttl: int = DEFAULT_TTL,
+    ) -> None:
+        check_object_name(name)
+        check_namespace(namespace)
+        check_int(max_readers, "max_readers", 1, state.MAX_HOLDERS)
+        self._pool = Pool(
+            state.RWMUTEX_FLAVOR,
+            name,
+            namespace=namespace,
+            client=client,
+            ttl=check_ttl(ttl),
+            create_spec={"maxReaders": max_readers},
+        )
+        self._owners = Owners(self)
+
+    def __repr__(self) -> str:
+        return f"<RWMutex {self._pool.namespace or '(default)'}/{self.name}>"
+
+    @property
+    def name(self) -> str:
+        return self._pool.name
+
+    @property
+    def namespace(self) -> str | None:
+        return self._pool.namespace or None
+
+    def _kwargs(
+        self, mode: Mode, priority: int, preemptible: bool, ttl: int | None
+    ) -> dict[str, Any]:
+        if mode not in ("read", "write"):
+            raise ConfigurationError(f"mode must be 'read' or 'write', got {mode!r}")
+        self._pool.check_args(priority, ttl)
+        return {
+            "fields": {"mode": mode},
+            "priority": priority,
+            "preemptible": preemptible,
+            "ttl": ttl,
+            "allow_burst": False,
+        }
+
+    def read(
+        self, *, priority: int = 0, preemptible: bool = False, ttl: int | None = None
+    ) -> AbstractAsyncContextManager[Permit]:
+        """``async with rw.read()``: hold a shared read lock for the body.
+
+        The body is cancelled and :class:`~konductor_sdk.PermitLost` raised on exit if the
+        lock ends while held (or is preempted).
+
+        Raises:
+            ConfigurationError: bad arguments.
+            RuntimeError: this task already holds the lock through this object.
+        """
+        kwargs = self._kwargs("read", priority, preemptible, ttl)
+        return self._owners.hold(self._pool.hold(**kwargs, nowait=False))
+
+    def write(
+        self, *, priority: int = 0, preemptible: bool = False, ttl: int | None = None
+    ) -> AbstractAsyncContextManager[Permit]:
+        """``async with rw.write()``: hold the exclusive write lock for the body.
+
+        Raises:
+            ConfigurationError: bad arguments.
+            RuntimeError: this task already holds the lock through this object.
+        """
+        kwargs = self._kwargs("write", priority, preemptible, ttl)
+        return self._owners.hold(self._pool.hold(**kwargs, nowait=False))
+
+    async def acquire(
+        self,
+        mode: Mode,
+        *,
+        priority: int = 0,
+        preemptible: bool = False,
+        ttl: int | None = None,
+    ) -> Permit:
+        """Wait for the lock in ``mode``; renewed in the background until released.
+
+        Raises:
+            ConfigurationError: bad arguments.
+            RuntimeError: this task already holds the lock through this object.
+        """
+        kwargs = self._kwargs(mode, priority, preemptible, ttl)
+        return await self._owners.acquire(
+            partial(self._pool.acquire, **kwargs, nowait=False, background=True)
+        )
+
+    async def acquire_nowait(
+        self,
+        mode: Mode,
+        *,
+        priority: int = 0,
+        preemptible: bool = False,
+        ttl: int | None = None,
+    ) -> Permit:
+        """Take the lock in ``mode`` only if that is possible at once.
+
+        Raises:
+            WouldBlock: incompatible holders, or earlier/higher waiters are queued.
+        """
+        kwargs = self._kwargs(mode, priority, preemptible, ttl)
+        return await self._owners.acquire(
+            partial(self._pool.acquire, **kwargs, nowait=True, background=True)
+        )
+
+    async def create(self) -> SemaphoreStatus:
+        """Create the object. Raises ``AlreadyExistsError`` if it exists."""
+        spec = self._pool.create_spec or {}
+        return status_of(self._pool, await self._pool.create(spec))
+
+    async def delete(self) -> None:
+        """Delete the object; holders' locks are lost, waiters fail."""
+        await self._pool.delete()
+
+    async def status(self) -> SemaphoreStatus:
+        """A fresh snapshot; holders carry ``mode``."""
+        return status_of(self._pool, await self._pool.read(fresh=True))
+
+    async def force_release(self, who: str) -> tuple[str, ...]:
+        """Remove holders by acquisition key or holder id; returns the removed keys."""
+        return await self._pool.force_release(who)
+
+    def statistics(self) -> SemaphoreStatistics:
+        return statistics_of(self._pool)
