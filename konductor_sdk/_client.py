@@ -211,6 +211,13 @@ class Client:
                     await self._host_task
         if self._api_client is not None:
             with anyio.CancelScope(shield=True):
+                # Abort TLS connections instead of the graceful close_notify exchange:
+                # nothing awaits that exchange, so it could outlive the event loop and
+                # leave half-closed sockets behind (ResourceWarning at garbage collection).
+                session = getattr(self._api_client.rest_client, "pool_manager", None)
+                connector = getattr(session, "connector", None)
+                if connector is not None:
+                    await connector.close(abort_ssl=True)
                 await self._api_client.close()
 
     async def __aenter__(self) -> Client:
