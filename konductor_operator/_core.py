@@ -1,0 +1,371 @@
+"""The core controller: reaping, timeouts and status aggregation for every registered kind.
+
+Data flow, all event-driven::
+
+    shared watch of each kind ──► ObjectTracker.observe ──► TimerHeap (next deadline)
+            │                          │                         │ due
+            │                          └─ drift / dead pod? ──► WorkQueue ◄──┘
+    slim pod watch ──► objects naming that pod ───────────────────┘   │
+                                                                 workers: reconcile()
+                                                      one CAS per object per pass
+
+``reconcile`` judges the object as cached (expired entries, entries of dead pods, a due
+timeout, drift), then writes once with :func:`konductor_sdk._cas.update_status`. The
+mutation re-applies the judgment to whatever object the CAS read — after a conflict that
+is a fresh GET — and removes only entries that are still the very ones judged dead.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any, Final, final
+
+import anyio
+import attrs
+
+from konductor_sdk._cas import update_status
+from konductor_sdk._errors import APIError, ConflictExhausted, NotFoundError
+from konductor_sdk._kinds import KindRules, Status, registered
+from konductor_sdk._store import KObject
+from konductor_sdk._watch import KindWatch
+
+from ._context import OperatorContext
+from ._pods import UNKNOWN, PodWatcher
+from ._queue import TimerHeap, WorkQueue
+from ._reaping import Removal, apply_removals, drifted, pod_removal
+from ._reporting import report_changes, report_write
+from ._tracker import ObjectTracker, ObjKey, Observation, obj_key
+
+# A judgment that did not lead to a write (the entry was renewed meanwhile) is retried no
+# sooner than this: the watch will have delivered the renewal that restarts its clock.
+RETRY_FLOOR: Final = 0.5
+_ERROR_BACKOFF: Final = 2.0
+_TERMINAL_POD: Final = {"Succeeded", "Failed"}
+
+
+@final
+@attrs.frozen
+class CoreStatistics:
+    """A snapshot of a :class:`CoreController`."""
+
+    objects: int
+    timers: int
+    queued: int
+    passes: int
+    pod_confirmations: int
+
+
+@final
+class CoreController:
+    """Reaps, times out and re-aggregates every registered kind in the operator's scope.
+
+    Args:
+        ctx: the operator's context.
+        rules: the kinds to manage; default: every registered kind.
+    """
+
+    def __init__(
+        self, ctx: OperatorContext, *, rules: Mapping[str, KindRules] | None = None
+    ) -> None:
+        self.ctx = ctx
+        self.log = ctx.logger
+        self.rules = dict(rules if rules is not None else registered())
+        self.tracker = ObjectTracker(ctx.clock)
+        self.timers: TimerHeap[ObjKey] = TimerHeap()
+        self.queue: WorkQueue[ObjKey] = WorkQueue()
+        self.pods = PodWatcher(ctx.client, ctx.namespaces, self._on_pod, self._on_pods_synced)
+        self._watches: dict[tuple[str, str | None], KindWatch] = {}
+        self._reaping: dict[ObjKey, tuple[Removal, ...]] = {}
+        self._timer_wake = anyio.Event()
+        self._removers: list[Any] = []
+        self.passes = 0
+        self.ready = anyio.Event()
+        """Set once every watch has synced (what ``/readyz`` reports for ``core``)."""
+
+    def __repr__(self) -> str:
+        return f"<CoreController kinds={sorted(self.rules)} {self.tracker!r} {self.queue!r}>"
+
+    def statistics(self) -> CoreStatistics:
+        return CoreStatistics(
+            objects=len(self.tracker),
+            timers=len(self.timers),
+            queued=len(self.queue),
+            passes=self.passes,
+            pod_confirmations=self.pods.confirmations,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled (the operator cancels it when leadership ends)."""
+        ctx = self.ctx
+        await ctx.client.connect()
+        ctx.health.set_ready("core", False)
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.pods.run)
+                for rules in self.rules.values():
+                    for ns in ctx.namespaces if ctx.namespaces is not None else (None,):
+                        self._attach(rules, ns)
+                self._removers.append(ctx.metrics.add_object_source(self._objects))
+                ctx.metrics.tracked_objects.set_function(lambda: len(self.tracker))
+                tg.start_soon(self._timer_loop)
+                tg.start_soon(self._resync_loop)
+                tg.start_soon(self._readiness)
+                for _ in range(ctx.config.workers):
+                    tg.start_soon(self._worker)
+        finally:
+            for remove in self._removers:
+                remove()
+            self._removers.clear()
+            ctx.metrics.tracked_objects.set_function(lambda: 0)
+            ctx.health.remove("core")
+
+    def _attach(self, rules: KindRules, namespace: str | None) -> None:
+        watch = self.ctx.client.start_watch(rules.kind, namespace)
+        self._watches[(rules.kind.kind, namespace)] = watch
+        self._removers.append(
+            watch.add_listener(lambda etype, obj: self._on_object(rules, etype, obj))
+        )
+        # The cache may be synced already (a previous term as leader): replay it. No await
+        # between adding the listener and this loop, so no change can fall in between.
+        for obj in watch.objects():
+            self._on_object(rules, "ADDED", obj)
+
+    def _objects(self) -> Iterable[tuple[KindRules, KObject]]:
+        for (kind, _), watch in list(self._watches.items()):
+            rules = self.rules[kind]
+            for obj in watch.objects():
+                yield rules, obj
+
+    def _watch_of(self, kind: str, namespace: str) -> KindWatch | None:
+        return self._watches.get((kind, namespace)) or self._watches.get((kind, None))
+
+    def kinds_ready(self) -> bool:
+        """Every kind's watch synced, or its CRD is not served (nothing to manage)."""
+        return all(
+            w.synced.is_set() or isinstance(w.last_error, NotFoundError)
+            for w in self._watches.values()
+        )
+
+    async def _readiness(self) -> None:
+        warned = False
+        started = time.monotonic()
+        while not (self.kinds_ready() and self.pods.all_synced()):
+            if not warned and time.monotonic() - started > 30:
+                warned = True
+                pending = [
+                    f"{k}/{ns or '*'}"
+                    for (k, ns), w in self._watches.items()
+                    if not w.synced.is_set()
+                ]
+                self.log.warning("watches not synced after 30s: %s", ", ".join(pending))
+            await anyio.sleep(0.05)
+        for (kind, ns), watch in self._watches.items():
+            if not watch.synced.is_set():
+                self.log.warning("%s is not served in %s (CRD missing?); skipped", kind, ns or "*")
+        self.ctx.health.set_ready("core", True)
+        self.ready.set()
+        self.log.info("core controller ready", extra={"objects": len(self.tracker)})
+
+    # -- observation (watch listeners: synchronous, must not block) --------------------------
+
+    def _on_object(self, rules: KindRules, etype: str, obj: KObject) -> None:
+        key = obj_key(rules, obj)
+        if etype == "DELETED":
+            self.tracker.forget(key)
+            self.timers.schedule(key, None)
+            return
+        observation = self.tracker.observe(rules, obj)
+        reaping = {r.entry for r in self._reaping.get(key, ())}
+        report_changes(self.ctx.events, rules, obj, observation, reaping)
+        self._schedule(key)
+        if self._needs_attention(rules, key, obj, observation):
+            self.queue.add(key)
+
+    def _needs_attention(
+        self, rules: KindRules, key: ObjKey, obj: KObject, change: Observation
+    ) -> bool:
+        # Pods change through pod events (_on_pod); here only new references can be
+        # suspicious. Entry-internal edits other than renewals are caught by the resync.
+        refs = self.tracker.pod_refs(key)
+        new = refs.values() if change.first else [refs[i] for i, _ in change.added if i in refs]
+        if any(self.pods.suspicious(ref) for ref in new):
+            return True
+        return change.reshaped and _safe_drifted(rules, obj, self.log)
+
+    def _on_pod(self, etype: str, pod: KObject) -> None:
+        for key in self.tracker.objects_of_pod((pod.namespace, pod.name)):
+            refs = [r for r in self.tracker.pod_refs(key).values() if r.name == pod.name]
+            if (
+                etype == "DELETED"
+                or pod.status.get("phase") in _TERMINAL_POD
+                or any(r.uid and r.uid != pod.uid for r in refs)
+            ):
+                self.queue.add(key)
+
+    def _on_pods_synced(self, namespace: str | None) -> None:
+        # Entries whose pods vanished while nobody watched produce no pod event: check
+        # every object naming a pod of that namespace once the pod cache is complete.
+        for pod in self.tracker.pods():
+            if namespace is None or pod[0] == namespace:
+                for key in self.tracker.objects_of_pod(pod):
+                    self.queue.add(key)
+
+    def _schedule(self, key: ObjKey, *, floor: float | None = None) -> None:
+        when = self.tracker.deadline(key)
+        if when is not None and floor is not None:
+            when = max(when, floor)
+        if self.timers.schedule(key, when):
+            self._timer_wake.set()
+
+    # -- scheduling loops -------------------------------------------------------------------
+
+    def poke(self) -> None:
+        """Re-check deadlines now (after a clock jump; tests advancing a fake clock)."""
+        self._timer_wake.set()
+
+    async def _timer_loop(self) -> None:
+        clock = self.ctx.clock
+        while True:
+            for key in self.timers.pop_due(clock.monotonic()):
+                self.queue.add(key)
+            if self._timer_wake.is_set():
+                self._timer_wake = anyio.Event()
+            nxt = self.timers.next_deadline()
+            delay = 3600.0 if nxt is None else max(0.0, nxt - clock.monotonic())
+            with anyio.move_on_after(delay):
+                await self._timer_wake.wait()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.ctx.config.resync_seconds)
+            for key in self.tracker.keys():  # noqa: SIM118 - a copy: the loop may mutate
+                self.queue.add(key)
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            try:
+                await self.reconcile(key)
+            except (APIError, ConflictExhausted) as exc:
+                self.log.warning("reconcile %s failed: %s", "/".join(key), exc)
+                self._retry_later(key)
+            except Exception:
+                self.log.exception("reconcile %s crashed", "/".join(key))
+                self._retry_later(key)
+            finally:
+                self.queue.done(key)
+
+    def _retry_later(self, key: ObjKey) -> None:
+        if self.timers.schedule(key, self.ctx.clock.monotonic() + _ERROR_BACKOFF):
+            self._timer_wake.set()
+
+    # -- one pass over one object -----------------------------------------------------------
+
+    async def reconcile(self, key: ObjKey) -> None:
+        """Judge ``key`` as cached and write at most one CAS covering everything due."""
+        kind, namespace, name = key
+        rules = self.rules[kind]
+        watch = self._watch_of(kind, namespace)
+        obj = watch.get(name, namespace) if watch is not None else None
+        if obj is None:
+            self.tracker.forget(key)
+            self.timers.schedule(key, None)
+            return
+        if key not in self.tracker:
+            self.tracker.observe(rules, obj)
+        clock = self.ctx.clock
+        started = clock.monotonic()
+        self.passes += 1
+        removals = self.tracker.expired(key) + await self._pod_removals(key)
+        episode = self.tracker.timeout_due(key)
+        drift = _safe_drifted(rules, obj, self.log)
+        if not removals and episode is None and not drift:
+            self._schedule(key, floor=clock.monotonic() + RETRY_FLOOR)
+            return
+        # What the last mutate() call decided: (removals applied, timeout fired, timeout due).
+        written: list[tuple[tuple[Removal, ...], bool, bool]] = []
+
+        def mutate(fresh: KObject) -> Status | None:
+            if fresh.uid != obj.uid:
+                return None  # deleted and re-created: a different object, judge it anew
+            status, applied = apply_removals(rules, fresh.spec, fresh.status, removals)
+            fired = due = False
+            if episode is not None and self._timeout_still_due(rules, key, fresh, episode):
+                assert rules.on_timeout is not None
+                due = True
+                timed_out = rules.on_timeout(KObject({**fresh.raw, "status": status}))
+                if timed_out is not None:
+                    status, fired = timed_out, True
+            self._reaping[key] = applied
+            written[:] = [(applied, fired, due)]
+            if status == dict(fresh.status):
+                return None
+            if not applied and not fired and not _idempotent(rules, fresh.spec, status):
+                self.log.error("%s: normalize is not idempotent; not writing", "/".join(key))
+                return None
+            return status
+
+        try:
+            result = await update_status(
+                self.ctx.client, rules.kind, namespace, name, mutate, current=obj
+            )
+        except NotFoundError:
+            self.tracker.forget(key)
+            self.timers.schedule(key, None)
+            return
+        finally:
+            self._reaping.pop(key, None)
+        applied, fired, due = written[0] if written else ((), False, False)
+        if episode is not None and due:
+            self.tracker.mark_timeout_handled(key, episode)
+        if result.wrote:
+            report_write(self.ctx, rules, result.object, applied, fired=fired, drift=drift)
+        self.ctx.metrics.reconcile_seconds.labels(kind).observe(clock.monotonic() - started)
+        self._schedule(key, floor=clock.monotonic() + RETRY_FLOOR)
+
+    def _timeout_still_due(
+        self, rules: KindRules, key: ObjKey, fresh: KObject, episode: Hashable
+    ) -> bool:
+        if rules.timer is None or rules.on_timeout is None:
+            return False
+        running = rules.timer(fresh)
+        started = self.tracker.timer_started(key)
+        if running is None or running[0] != episode or started is None:
+            return False
+        return self.ctx.clock.monotonic() >= started + float(running[1])
+
+    async def _pod_removals(self, key: ObjKey) -> list[Removal]:
+        out = []
+        verdicts: dict[tuple[str, str, str], str | None] = {}
+        for entry_id, ref in self.tracker.pod_refs(key).items():
+            ident = (ref.namespace, ref.name, ref.uid)
+            if ident not in verdicts:
+                verdicts[ident] = await self.pods.verdict(ref)
+            reason = verdicts[ident]
+            entry = self.tracker.entry(key, entry_id)
+            if reason not in (None, UNKNOWN) and entry is not None:
+                assert reason is not None
+                out.append(pod_removal(entry_id, entry, reason))
+        return out
+
+
+def _safe_drifted(rules: KindRules, obj: KObject, log: logging.Logger) -> bool:
+    try:
+        return drifted(rules, obj)
+    except Exception:
+        log.exception("normalize failed on %s %s/%s", rules.kind.kind, obj.namespace, obj.name)
+        return False
+
+
+def _idempotent(rules: KindRules, spec: Mapping[str, Any], status: Status) -> bool:
+    return rules.normalize(spec, copy.deepcopy(status)) == status
+
+
+async def run(ctx: OperatorContext) -> None:
+    """The core controller (``konductor_operator._core:run``), as a plug-in controller."""
+    await CoreController(ctx).run()

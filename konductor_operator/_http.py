@@ -1,0 +1,66 @@
+"""``/metrics``, ``/healthz`` and ``/readyz`` on one port (aiohttp, in the operator's loop)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import anyio
+from aiohttp import web
+from anyio.abc import TaskStatus
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ._context import Health
+from ._metrics import Metrics
+
+_TEXT: Final = "text/plain"
+
+
+def make_app(metrics: Metrics, health: Health) -> web.Application:
+    """The probe/metrics application (separate so tests can drive it in-process)."""
+
+    async def get_metrics(request: web.Request) -> web.Response:
+        body = metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(request: web.Request) -> web.Response:
+        # Answering at all proves the event loop turns; that is what liveness is about.
+        return web.Response(text="ok\n", content_type=_TEXT)
+
+    async def readyz(request: web.Request) -> web.Response:
+        if health.ready():
+            return web.Response(text="ok\n", content_type=_TEXT)
+        waiting = ", ".join(health.not_ready()) or "API server connection"
+        return web.Response(status=503, text=f"not ready: {waiting}\n", content_type=_TEXT)
+
+    app = web.Application()
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def serve(
+    metrics: Metrics,
+    health: Health,
+    *,
+    host: str,
+    port: int,
+    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until cancelled; ``task_status.started(port)`` once listening.
+
+    Raises:
+        OSError: the port cannot be bound.
+    """
+    runner = web.AppRunner(make_app(metrics, health), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        addresses = runner.addresses
+        bound = int(addresses[0][1]) if addresses and isinstance(addresses[0], tuple) else port
+        task_status.started(bound)
+        await anyio.sleep_forever()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await runner.cleanup()

@@ -1,0 +1,135 @@
+"""The operator's scheduling: a timer heap for the next deadline and a deduplicating queue.
+
+Neither scans all objects: the heap holds one live deadline per object (stale ones are
+skipped when they surface), and the queue holds each object at most once however many
+times it is marked dirty, like client-go's workqueue (an object re-marked while it is
+being processed is queued again when processing ends, never processed twice at once).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Hashable
+from typing import Generic, TypeVar, final
+
+import anyio
+
+K = TypeVar("K", bound=Hashable)
+
+
+@final
+class TimerHeap(Generic[K]):
+    """At most one deadline per key; the earliest is found in O(log n)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, K]] = []
+        self._current: dict[K, float] = {}
+        self._seq = itertools.count()
+
+    def __repr__(self) -> str:
+        return f"<TimerHeap timers={len(self._current)}>"
+
+    def __len__(self) -> int:
+        return len(self._current)
+
+    def schedule(self, key: K, when: float | None) -> bool:
+        """Set (``None``: clear) the deadline of ``key``; True if it became the earliest."""
+        old = self._current.get(key)
+        if when is None:
+            self._current.pop(key, None)
+            return False
+        if old == when:
+            return False
+        self._current[key] = when
+        heapq.heappush(self._heap, (when, next(self._seq), key))
+        self._compact()
+        return self._heap[0][2] == key and self._heap[0][0] == when
+
+    def deadline(self, key: K) -> float | None:
+        return self._current.get(key)
+
+    def next_deadline(self) -> float | None:
+        self._drop_stale()
+        return self._heap[0][0] if self._heap else None
+
+    def pop_due(self, now: float) -> list[K]:
+        """Remove and return every key whose deadline is ``<= now``."""
+        due = []
+        while self._heap and self._heap[0][0] <= now:
+            when, _, key = heapq.heappop(self._heap)
+            if self._current.get(key) == when:
+                del self._current[key]
+                due.append(key)
+        return due
+
+    def _drop_stale(self) -> None:
+        while self._heap and self._current.get(self._heap[0][2]) != self._heap[0][0]:
+            heapq.heappop(self._heap)
+
+    def _compact(self) -> None:
+        # Rescheduling leaves stale tuples behind; rebuild when they outnumber live ones
+        # so memory stays proportional to the number of objects.
+        if len(self._heap) > 64 and len(self._heap) > 4 * len(self._current):
+            self._heap = [(w, s, k) for w, s, k in self._heap if self._current.get(k) == w]
+            heapq.heapify(self._heap)
+
+
+@final
+class WorkQueue(Generic[K]):
+    """A FIFO of distinct keys; a key being processed is never handed out twice."""
+
+    def __init__(self) -> None:
+        self._order: deque[K] = deque()
+        self._queued: set[K] = set()
+        self._processing: set[K] = set()
+        self._redo: set[K] = set()
+        self._changed = anyio.Event()
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    def __repr__(self) -> str:
+        return f"<WorkQueue queued={len(self._queued)} processing={len(self._processing)}>"
+
+    def __len__(self) -> int:
+        return len(self._queued)
+
+    def add(self, key: K) -> None:
+        """Mark ``key`` dirty (never blocks: safe from watch listeners)."""
+        if key in self._processing:
+            self._redo.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._order.append(key)
+            self._changed.set()
+            if self._idle.is_set():
+                self._idle = anyio.Event()
+
+    async def get(self) -> K:
+        """The next dirty key; call :meth:`done` with it when finished."""
+        while not self._order:
+            if self._changed.is_set():
+                self._changed = anyio.Event()
+            await self._changed.wait()
+        key = self._order.popleft()
+        self._queued.discard(key)
+        self._processing.add(key)
+        return key
+
+    def done(self, key: K) -> None:
+        self._processing.discard(key)
+        if key in self._redo:
+            self._redo.discard(key)
+            self.add(key)
+        elif self.idle():
+            self._idle.set()
+
+    def idle(self) -> bool:
+        """Nothing queued and nothing being processed."""
+        return not self._order and not self._processing
+
+    async def join(self) -> None:
+        """Wait until the queue is :meth:`idle`."""
+        while not self.idle():
+            await self._idle.wait()

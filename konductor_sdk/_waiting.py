@@ -1,0 +1,35 @@
+"""Small helpers for waiters on the shared watch (see :mod:`konductor_sdk._watch`)."""
+
+from __future__ import annotations
+
+import anyio
+
+from ._store import KObject
+from ._watch import _rv_int
+
+
+def newest(*objects: KObject | None) -> KObject | None:
+    """The most recent of several views of one object (the watch cache, a CAS result, a
+    fresh GET), by resourceVersion; ``None`` if all are ``None``."""
+    best: KObject | None = None
+    for obj in objects:
+        if obj is not None and (
+            best is None or _rv_int(obj.resource_version) > _rv_int(best.resource_version)
+        ):
+            best = obj
+    return best
+
+
+async def wait_any(*events: anyio.Event, delay: float | None = None) -> None:
+    """Return when any of ``events`` is set, or after ``delay`` seconds (``None``: never)."""
+    if any(event.is_set() for event in events):
+        return
+    with anyio.move_on_after(delay):
+        async with anyio.create_task_group() as tg:
+
+            async def one(event: anyio.Event) -> None:
+                await event.wait()
+                tg.cancel_scope.cancel()
+
+            for event in events:
+                tg.start_soon(one, event)

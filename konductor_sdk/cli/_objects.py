@@ -1,0 +1,141 @@
+"""Kind table and human summaries of objects, shared by ``get``, ``list`` and ``watch``.
+
+Summaries come from each kind's own :class:`~konductor_sdk._kinds.KindRules` (the same
+``describe`` the operator puts in Events), so koncli never re-implements a primitive's
+bookkeeping; entry maps (holders, waiters, arrivals...) are counted generically.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from konductor_sdk import _store
+from konductor_sdk._store import KObject, ResourceKind
+
+if TYPE_CHECKING:
+    from konductor_sdk._kinds import KindRules
+
+# CLI name -> resource, in the order ``watch`` shows them.
+KINDS: Final[Mapping[str, ResourceKind]] = {
+    "semaphore": _store.SEMAPHORE,
+    "mutex": _store.MUTEX,
+    "rwmutex": _store.RWMUTEX,
+    "lease": _store.LEASE,
+    "barrier": _store.BARRIER,
+    "gate": _store.GATE,
+    "once": _store.ONCE,
+    "waitgroup": _store.WAITGROUP,
+}
+_BY_KIND: Final = {rk.kind: name for name, rk in KINDS.items()}
+_WAITER_MAPS: Final = ("waiters", "queue", "readWaiters", "writeWaiters")
+
+
+def cli_name(kind: str) -> str | None:
+    """``"Semaphore"`` -> ``"semaphore"``; ``None`` for a kind koncli does not know."""
+    return _BY_KIND.get(kind)
+
+
+def resource_for(name: str) -> ResourceKind:
+    """The resource of a CLI kind name, its plural, or its ``Kind`` (any case)."""
+    lowered = name.lower()
+    for cli, rk in KINDS.items():
+        if lowered in (cli, rk.plural, rk.kind.lower()):
+            return rk
+    from konductor_sdk._errors import ConfigurationError
+
+    raise ConfigurationError(f"unknown kind {name!r} (allowed: {', '.join(KINDS)})")
+
+
+@functools.cache
+def _rules() -> dict[str, KindRules]:
+    from konductor_sdk._kinds import registered
+
+    try:
+        return registered()
+    except Exception:  # a half-written primitive module must not break inspection
+        return {}
+
+
+def entry_maps(obj: KObject) -> dict[str, Mapping[str, Any]]:
+    """The status maps of TTL entries (by the kind's rules; else every map of mappings)."""
+    rules = _rules().get(str(obj.raw.get("kind", "")))
+    status = obj.status
+    if rules is not None:
+        names: Sequence[str] = rules.entry_maps
+    else:
+        names = [
+            k
+            for k, v in status.items()
+            if isinstance(v, Mapping) and v and all(isinstance(e, Mapping) for e in v.values())
+        ]
+    return {n: status[n] for n in names if isinstance(status.get(n), Mapping)}
+
+
+def holders(obj: KObject) -> list[str]:
+    """Holder ids currently recorded (``status.holders`` entries, else ``status.holder``)."""
+    entries = entry_maps(obj).get("holders")
+    if entries:
+        return [str(e.get("holder", key)) for key, e in entries.items()]
+    single = obj.status.get("holder")
+    return [single] if isinstance(single, str) and single else []
+
+
+def waiters(obj: KObject) -> int:
+    maps = entry_maps(obj)
+    return sum(len(maps[name]) for name in _WAITER_MAPS if name in maps)
+
+
+def phase(obj: KObject) -> str:
+    value = obj.status.get("phase")
+    if value:
+        return str(value)
+    return "Deleting" if obj.deleting else ""
+
+
+def summary(obj: KObject) -> str:
+    """One line about ``obj``: the kind's own ``describe``, else its entry counts."""
+    rules = _rules().get(str(obj.raw.get("kind", "")))
+    if rules is not None and rules.describe is not None:
+        try:
+            return rules.describe(obj)
+        except Exception:  # describe() on a malformed object: fall back to counts
+            pass
+    counts = [f"{name}={len(entries)}" for name, entries in entry_maps(obj).items()]
+    spec = [f"{k}={v}" for k, v in obj.spec.items() if isinstance(v, int | str | float)]
+    return " ".join(spec + counts)
+
+
+def row(obj: KObject) -> dict[str, Any]:
+    """The fields of one line of ``list``/``watch`` (also their JSON shape)."""
+    return {
+        "kind": cli_name(str(obj.raw.get("kind", ""))) or obj.raw.get("kind"),
+        "namespace": obj.namespace,
+        "name": obj.name,
+        "phase": phase(obj),
+        "holders": holders(obj),
+        "waiters": waiters(obj),
+        "summary": summary(obj),
+    }
+
+
+_SERVER_FIELDS: Final = (
+    "resourceVersion",
+    "uid",
+    "creationTimestamp",
+    "generation",
+    "managedFields",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "selfLink",
+)
+
+
+def manifest(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """``obj`` stripped of server-owned fields (status, uid, resourceVersion...), so the
+    output of ``get -o yaml`` can be fed back to ``koncli create -f``."""
+    metadata = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _SERVER_FIELDS}
+    out = {k: v for k, v in obj.items() if k not in ("status", "metadata")}
+    out["metadata"] = metadata
+    return out

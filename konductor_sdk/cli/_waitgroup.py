@@ -1,0 +1,62 @@
+"""``koncli waitgroup ...``: add, done, wait, status."""
+
+from __future__ import annotations
+
+import click
+
+from . import _app, _output, _verbs
+from ._commands import GROUPS
+
+waitgroup = GROUPS["waitgroup"]
+
+
+def _emit_counter(name: str, counter: int) -> None:
+    data = {"name": name, "counter": counter}
+    _output.emit(data, _app.output_format(), lambda d: str(d["counter"]))
+
+
+@waitgroup.command("add")
+@_verbs.name_arg("waitgroup")
+@click.argument("delta", type=int, default=1)
+@_app.async_command
+async def add(name: str, delta: int) -> None:
+    """Add DELTA (default 1, may be negative) to the counter; print the new value."""
+    from konductor_sdk.waitgroup import WaitGroup
+
+    async with _app.open_client(_app.settings()) as client:
+        _emit_counter(name, await WaitGroup(name, client=client).add(delta))
+
+
+@waitgroup.command("done")
+@_verbs.name_arg("waitgroup")
+@_app.async_command
+async def done(name: str) -> None:
+    """Decrement the counter; print the new value (exit 2 if it is already 0)."""
+    from konductor_sdk.waitgroup import WaitGroup
+
+    async with _app.open_client(_app.settings()) as client:
+        _emit_counter(name, await WaitGroup(name, client=client).done())
+
+
+@waitgroup.command("wait")
+@_verbs.name_arg("waitgroup")
+@_app.timeout_option
+@_app.async_command
+async def wait(name: str, wait_timeout: float | None) -> None:
+    """Wait until the counter is zero."""
+    from konductor_sdk.waitgroup import WaitGroup
+
+    async with _app.open_client(_app.settings()) as client:
+        with _app.wait_limit(wait_timeout, f"waitgroup {name}"):
+            await WaitGroup(name, client=client).wait()
+
+
+@waitgroup.command("status")
+@_verbs.name_arg("waitgroup")
+@_app.async_command
+async def status(name: str) -> None:
+    """The counter and its history."""
+    from konductor_sdk.waitgroup import WaitGroup
+
+    async with _app.open_client(_app.settings()) as client:
+        _verbs.emit_status(await WaitGroup(name, client=client).status())

@@ -1,0 +1,337 @@
+"""The operator as a separate process against the real control plane.
+
+One operator process manages this module's namespace; each test uses its own objects.
+Holders are real SDK clients (some in child processes that get SIGKILLed). Nothing here
+asserts a duration: each test is built so that only the operator can make the awaited
+change happen (a ``ttl=0`` permit is never reaped by time; a semaphore waiter never frees
+a dead holder's unit itself), and waits for it on the watch with a generous bound.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from _operator_support import (
+    OperatorProcess,
+    await_until,
+    ready_leader,
+    start_operator,
+    wait_for_event,
+    wait_until,
+    watch_until,
+)
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from konductor_sdk import Client, Identity, NotFoundError, PodRef
+from konductor_sdk._cas import update_status
+from konductor_sdk._clock import parse_rfc3339
+from konductor_sdk._store import BARRIER, POD, SEMAPHORE, KObject
+from konductor_sdk.semaphore import Semaphore
+from konductor_sdk.testing import ClusterHandle
+
+pytestmark = pytest.mark.anyio
+
+# A holder process: acquire one permit with a 2 s TTL, say so, then wait to be killed.
+HOLDER = """
+import sys, anyio
+from konductor_sdk import Client, Identity
+from konductor_sdk.semaphore import Semaphore
+
+async def main():
+    kubeconfig, namespace, name, holder = sys.argv[1:5]
+    async with Client(kubeconfig=kubeconfig, namespace=namespace,
+                      identity=Identity(holder=holder)) as client:
+        permit = await Semaphore(name, permits=1, client=client, ttl=2).acquire()
+        print("held", permit.token, flush=True)
+        await anyio.sleep_forever()
+
+anyio.run(main)
+"""
+
+
+@pytest.fixture(scope="module")
+def op_namespace(control_plane: ClusterHandle) -> Iterator[str]:
+    name = control_plane.create_namespace(f"operator-e2e-{secrets.token_hex(3)}")
+    yield name
+    control_plane.rest().request("DELETE", f"/api/v1/namespaces/{name}")
+
+
+@pytest.fixture(scope="module")
+def operator(
+    control_plane: ClusterHandle, op_namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    op = start_operator(
+        control_plane.kubeconfig_path, op_namespace, tmp_path_factory.mktemp("operator")
+    )
+    try:
+        wait_until(lambda: ready_leader(op), timeout=60, what="ready and leading", op=op)
+        yield op
+    finally:
+        op.stop()
+
+
+@pytest.fixture
+async def admin(kubeconfig: Path, op_namespace: str) -> AsyncIterator[Client]:
+    async with Client(kubeconfig=kubeconfig, namespace=op_namespace) as client:
+        yield client
+
+
+def reaped(op: OperatorProcess, reason: str, kind: str = "Semaphore") -> float:
+    return op.metric("konductor_operator_reaped_total", kind=kind, reason=reason) or 0.0
+
+
+async def test_a_killed_holder_is_reaped_after_its_ttl(
+    operator: OperatorProcess, op_namespace: str, kubeconfig: Path, admin: Client
+) -> None:
+    name = f"killed-{secrets.token_hex(2)}"
+    before = reaped(operator, "Expired")
+    child = await anyio.open_process(
+        [sys.executable, "-c", HOLDER, str(kubeconfig), op_namespace, name, "doomed"],
+        stderr=None,
+    )
+    try:
+        assert child.stdout is not None
+        with anyio.fail_after(60):
+            line = await BufferedByteReceiveStream(child.stdout).receive_until(b"\n", 256)
+        assert line.startswith(b"held 1")
+    finally:
+        child.kill()  # SIGKILL: no release, no clean-up; only its TTL can end the grant
+        await child.wait()
+    # A waiter never frees a dead holder's unit itself: this grant needs the operator.
+    with anyio.fail_after(30):
+        async with Semaphore(name, client=admin, ttl=5).hold() as permit:
+            assert permit.token == 2
+    with anyio.fail_after(20):
+        reap = await wait_for_event(admin, op_namespace, name, "Reaped", "doomed")
+        await wait_for_event(admin, op_namespace, name, "Granted")
+    assert "not renewed within its ttlSeconds" in reap.raw["message"]
+    assert reap.raw["involvedObject"]["kind"] == "Semaphore"
+    await await_until(
+        lambda: reaped(operator, "Expired") >= before + 1, within=10, what="reap counter"
+    )
+
+
+class SkewedClock:
+    """Real monotonic time, wall time off by ``skew`` seconds (a node with a bad clock)."""
+
+    def __init__(self, skew: float) -> None:
+        self.skew = skew
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.skew)
+
+
+@pytest.mark.parametrize("skew", [3600.0, -3600.0])
+async def test_a_renewing_holder_is_never_reaped_even_with_a_skewed_clock(
+    operator: OperatorProcess, op_namespace: str, kubeconfig: Path, admin: Client, skew: float
+) -> None:
+    name = f"skewed-{secrets.token_hex(2)}"
+    await Semaphore(name, permits=2, client=admin).create()
+    live_client = Client(
+        kubeconfig=kubeconfig,
+        namespace=op_namespace,
+        identity=Identity(holder="skewed"),
+        clock=SkewedClock(skew),
+    )
+    dead_client = Client(kubeconfig=kubeconfig, namespace=op_namespace, identity=Identity("dead"))
+    async with live_client, Semaphore(name, client=live_client, ttl=2).hold() as permit:
+        # A positive control on the same object: a holder that stops renewing (its
+        # client goes away without releasing) must be reaped meanwhile.
+        async with dead_client:
+            dead = await Semaphore(name, client=dead_client, ttl=2).acquire()
+        obj = await watch_until(
+            admin,
+            SEMAPHORE,
+            op_namespace,
+            name,
+            lambda o: o is not None and dead.key not in o.status.get("holders", {}),
+        )
+        assert obj is not None
+        written = parse_rfc3339(obj.status["holders"][permit.key]["renewedAt"])
+        off = (written - dt.datetime.now(dt.UTC)).total_seconds()
+        assert abs(off - skew) < 600, "the holder's wall clock really is skewed"
+        # Live through 5 TTLs, counted in its own renewals (3 per TTL).
+        with anyio.fail_after(60):
+            await watch_until(
+                admin,
+                SEMAPHORE,
+                op_namespace,
+                name,
+                lambda o: (
+                    o is not None
+                    and o.status["holders"].get(permit.key, {}).get("renewCount", 0) >= 15
+                ),
+            )
+        assert not permit.lost
+        obj = await admin.store.get(SEMAPHORE, op_namespace, name)
+        assert permit.key in obj.status["holders"]
+
+
+async def test_deleted_or_failed_pods_have_their_permits_reaped(
+    operator: OperatorProcess, op_namespace: str, kubeconfig: Path, admin: Client
+) -> None:
+    name = f"podsem-{secrets.token_hex(2)}"
+    await Semaphore(name, permits=2, client=admin).create()
+    before = {r: reaped(operator, r) for r in ("PodDeleted", "PodFailed")}
+    permits = {}
+    for pod_name in ("worker-0", "worker-1"):
+        pod = await admin.store.create(
+            POD,
+            op_namespace,
+            {
+                "metadata": {"name": pod_name},
+                "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+            },
+        )
+        identity = Identity.for_pod(PodRef(pod_name, op_namespace, pod.uid))
+        client = Client(kubeconfig=kubeconfig, namespace=op_namespace, identity=identity)
+        await client.connect()
+        # ttl=0: held until released or the pod ends; only pod lifecycle can reap it.
+        permits[pod_name] = (client, await Semaphore(name, client=client, ttl=0).acquire())
+    try:
+        started = time.monotonic()
+        await admin.store.delete(POD, op_namespace, "worker-0")
+        _, gone = permits["worker-0"]
+        with anyio.fail_after(20):
+            await watch_until(
+                admin,
+                SEMAPHORE,
+                op_namespace,
+                name,
+                lambda o: o is not None and gone.key not in o.status["holders"],
+            )
+        print(f"pod deletion -> permit reaped in {time.monotonic() - started:.3f}s")
+        # No kubelet runs here, so the pod's phase is set the way a kubelet would.
+        await admin.store.patch(
+            POD, op_namespace, "worker-1", {"status": {"phase": "Failed"}}, subresource="status"
+        )
+        _, failed = permits["worker-1"]
+        with anyio.fail_after(20):
+            obj = await watch_until(
+                admin,
+                SEMAPHORE,
+                op_namespace,
+                name,
+                lambda o: o is not None and failed.key not in o.status["holders"],
+            )
+        assert obj is not None
+        assert obj.status["inUse"] == 0
+        with anyio.fail_after(10):
+            await gone.wait_lost()  # the holder learns it at its next renewal attempt
+        with anyio.fail_after(20):
+            await wait_for_event(admin, op_namespace, name, "Reaped", "its pod was deleted")
+            await wait_for_event(admin, op_namespace, name, "Reaped", "its pod failed")
+        await await_until(
+            lambda: all(reaped(operator, r) >= before[r] + 1 for r in before),
+            within=10,
+            what="reap counters by reason",
+        )
+    finally:
+        for client, _ in permits.values():
+            await client.aclose()
+
+
+async def test_status_drift_is_repaired(
+    operator: OperatorProcess, op_namespace: str, admin: Client
+) -> None:
+    name = f"drift-{secrets.token_hex(2)}"
+    await Semaphore(name, permits=3, client=admin).create()
+
+    def corrupt(obj: KObject) -> dict[str, Any]:
+        return {**obj.status, "inUse": 3, "available": 0, "phase": "Full"}
+
+    await update_status(admin, SEMAPHORE, op_namespace, name, corrupt)
+    with anyio.fail_after(20):
+        obj = await watch_until(
+            admin,
+            SEMAPHORE,
+            op_namespace,
+            name,
+            lambda o: o is not None and o.status.get("inUse") == 0,
+        )
+    assert obj is not None
+    assert (obj.status["available"], obj.status["phase"]) == (3, "Ready")
+
+
+async def test_metrics_export_gauges_per_primitive(
+    operator: OperatorProcess, op_namespace: str, admin: Client
+) -> None:
+    name = f"gauges-{secrets.token_hex(2)}"
+    async with Semaphore(name, permits=4, client=admin, ttl=30).hold(weight=3):
+        labels = {"kind": "Semaphore", "namespace": op_namespace, "name": name}
+        await await_until(
+            lambda: operator.metric("konductor_in_use", **labels) == 3.0,
+            within=20,
+            what="konductor_in_use == 3",
+            op=operator,
+        )
+        assert operator.metric("konductor_limit", **labels) == 4.0
+        assert operator.metric("konductor_holders", **labels) == 1.0
+    assert operator.metric("konductor_operator_leader") == 1.0
+    count = operator.metric("konductor_operator_reconcile_seconds_count", kind="Semaphore")
+    assert count is not None
+
+
+async def test_a_barrier_that_times_out_fails_naming_who_is_missing(
+    operator: OperatorProcess, op_namespace: str, admin: Client
+) -> None:
+    name = f"timeout-{secrets.token_hex(2)}"
+    try:
+        await admin.store.list(BARRIER, op_namespace)
+    except NotFoundError:
+        pytest.skip("the Barrier CRD is not installed (crds/barrier.yaml missing)")
+    await admin.store.create(
+        BARRIER,
+        op_namespace,
+        {"metadata": {"name": name}, "spec": {"expected": 3, "timeoutSeconds": 2}},
+    )
+
+    def arrive(obj: KObject) -> dict[str, Any]:
+        # A party that arrived and then hung (renewing, never leaving): only the timeout
+        # can end this generation.
+        entry = {
+            "holder": "rank-0",
+            "ttlSeconds": 3600,
+            "renewCount": 0,
+            "acquiredAt": "2026-01-01T00:00:00.000000Z",
+            "renewedAt": "2026-01-01T00:00:00.000000Z",
+            "index": 0,
+            "generation": 1,
+            "arrivedAt": "2026-01-01T00:00:00.000000Z",
+        }
+        return {
+            **obj.status,
+            "generation": 1,
+            "phase": "Waiting",
+            "arrivals": {"rank-0": entry},
+            "arrived": 1,
+            "nextIndex": 1,
+            "roster": ["rank-0", "rank-1"],
+        }
+
+    await update_status(admin, BARRIER, op_namespace, name, arrive)
+    with anyio.fail_after(30):
+        obj = await watch_until(
+            admin,
+            BARRIER,
+            op_namespace,
+            name,
+            lambda o: o is not None and o.status.get("phase") == "Failed",
+        )
+    assert obj is not None
+    assert obj.status["reason"] == "Timeout"
+    assert obj.status["missing"] == ["rank-1", "<1 more>"]
+    with anyio.fail_after(20):
+        failed = await wait_for_event(admin, op_namespace, name, "Failed")
+    assert failed.raw["type"] == "Warning"

@@ -1,0 +1,140 @@
+"""koncli's command tree, option handling and exit codes, without a cluster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from konductor_sdk.cli import cli, main
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for var in (
+        "KONDUCTOR_CONFIG",
+        "KONDUCTOR_NAMESPACE",
+        "KONDUCTOR_OUTPUT",
+        "KONDUCTOR_TTL",
+        "KONDUCTOR_CONTEXT",
+        "KONDUCTOR_KUBECONFIG",
+        "POD_NAME",
+        "POD_NAMESPACE",
+        "POD_UID",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    code = info.value.code
+    return (code if isinstance(code, int) else 1), out, err
+
+
+def test_every_primitive_has_a_group_with_the_generic_commands() -> None:
+    for kind in ("semaphore", "mutex", "rwmutex", "lease", "barrier", "gate", "once", "waitgroup"):
+        group = cli.commands[kind]
+        assert {"get", "list", "delete", "status"} <= set(group.commands), kind  # type: ignore[attr-defined]
+    assert {"run", "watch", "create", "delete", "release", "completion", "config"} <= set(
+        cli.commands
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "verbs"),
+    [
+        ("semaphore", {"create", "acquire", "release", "set-permits"}),
+        ("mutex", {"create", "lock", "unlock"}),
+        ("rwmutex", {"create", "lock", "unlock"}),
+        ("lease", {"create", "acquire", "release", "elect"}),
+        ("barrier", {"create", "wait", "arrive", "reset", "set-expected"}),
+        ("gate", {"create", "wait", "mark"}),
+        ("once", {"run", "reset"}),
+        ("waitgroup", {"add", "done", "wait"}),
+    ],
+)
+def test_verbs(kind: str, verbs: set[str]) -> None:
+    assert verbs <= set(cli.commands[kind].commands)  # type: ignore[attr-defined]
+
+
+def test_global_options_work_before_and_after_the_subcommand(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(capsys, "-n", "before", "config", "view", "-o", "json")
+    assert code == 0
+    assert json.loads(out)["namespace"] == "before"
+    code, out, _ = run(capsys, "-n", "before", "config", "view", "-n", "after", "-o", "json")
+    assert json.loads(out)["namespace"] == "after"  # the later flag wins
+
+
+def test_help_lists_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "run", "--help")
+    assert code == 0
+    assert "5    lost" in out
+    assert "--grace-period" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (("semaphore", "acquire", "gpu"), "--ttl is required"),
+        (("mutex", "lock", "m", "--for-pod"), "--for-pod needs the pod's identity"),
+        (("rwmutex", "lock", "rw", "--ttl", "5"), "give --read or --write"),
+        (("run", "--semaphore", "gpu:0", "--", "true"), "weight must be an integer >= 1"),
+        (("run", "--mutex", "m", "--mutex", "m", "--", "true"), "is given twice"),
+        (("delete", "semaphore"), "KIND needs --selector"),
+        (("release", "semaphore", "-l", "a=b"), "exactly one of --holder ID or --all-holders"),
+        (("watch", "nosuchkind"), "unknown kind 'nosuchkind'"),
+        (("-o", "xml", "semaphore", "list"), "'xml' is not one of"),
+        (("semaphore", "acquire", "gpu", "--ttl", "0"), "0 is not in the range"),
+        (("semaphore", "acquire", "gpu", "--ttl", "5", "--timeout", "0"), "--timeout"),
+    ],
+)
+def test_usage_errors_exit_2_before_any_connection(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], fragment: str
+) -> None:
+    code, _, err = run(capsys, *argv)
+    assert code == 2, err
+    assert fragment in err
+
+
+def test_a_missing_kubeconfig_is_reported_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "semaphore", "list")
+    assert code == 2
+    assert err.startswith("koncli: kubeconfig: no such file")
+    assert "Traceback" not in err
+
+
+def test_bad_config_file_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("ttl = 0\n")
+    monkeypatch.setenv("KONDUCTOR_CONFIG", str(cfg))
+    code, _, err = run(capsys, "config", "view")
+    assert code == 2
+    assert "ttl must be an integer number of seconds in [1, 86400], got 0" in err
+
+
+def test_config_path_follows_flag_and_environment(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run(capsys, "config", "path")[1].strip() == str(
+        tmp_path / "xdg" / "konductor" / "config.toml"
+    )
+    monkeypatch.setenv("KONDUCTOR_CONFIG", str(tmp_path / "env.toml"))
+    assert run(capsys, "config", "path")[1].strip() == str(tmp_path / "env.toml")
+    assert run(capsys, "config", "path", "--config", "/x.toml")[1].strip() == "/x.toml"
+
+
+def test_completion_scripts(capsys: pytest.CaptureFixture[str]) -> None:
+    for shell in ("bash", "zsh", "fish"):
+        code, out, _ = run(capsys, "completion", shell)
+        assert code == 0
+        assert "_KONCLI_COMPLETE" in out
+    assert run(capsys, "completion", "tcsh")[0] == 2

@@ -1,0 +1,94 @@
+"""Output rendering: the same plain data as JSON, YAML or a table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import attrs
+import pytest
+import yaml
+from rich.console import Console
+
+from konductor_sdk._store import KObject
+from konductor_sdk.cli import _objects, _output
+from konductor_sdk.cli._generic import list_table, render_object
+
+
+@attrs.frozen
+class Inner:
+    when: dt.datetime
+    tags: tuple[str, ...]
+
+
+@attrs.frozen
+class Outer:
+    name: str
+    inner: Inner
+    items: tuple[Inner, ...]
+
+
+def test_plain_converts_attrs_datetimes_and_tuples() -> None:
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    value = Outer("x", Inner(when, ("a",)), (Inner(when, ()),))
+    assert _output.plain(value) == {
+        "name": "x",
+        "inner": {"when": "2026-01-02T03:04:05+00:00", "tags": ["a"]},
+        "items": [{"when": "2026-01-02T03:04:05+00:00", "tags": []}],
+    }
+    assert json.loads(_output.dumps(value, "json")) == yaml.safe_load(_output.dumps(value, "yaml"))
+
+
+def test_emit_json_goes_to_stdout_verbatim(capsys: pytest.CaptureFixture[str]) -> None:
+    _output.emit({"b": 1, "a": [1, 2]}, "json")
+    assert json.loads(capsys.readouterr().out) == {"b": 1, "a": [1, 2]}
+
+
+def _render(renderable: object) -> str:
+    console = Console(width=200, record=True, force_terminal=False)
+    console.print(renderable)
+    return console.export_text()
+
+
+SEM = KObject(
+    {
+        "kind": "Semaphore",
+        "metadata": {"name": "gpu", "namespace": "ml", "generation": 2, "resourceVersion": "9"},
+        "spec": {"permits": 2},
+        "status": {
+            "phase": "Full",
+            "inUse": 2,
+            "holders": {
+                "h1#1": {"holder": "h1", "weight": 1, "token": 3},
+                "h2#1": {"holder": "h2", "weight": 1, "token": 4},
+            },
+            "waiters": {"h3#1": {"holder": "h3", "weight": 2, "ticket": 9}},
+        },
+    }
+)
+
+
+def test_rows_count_holders_and_waiters() -> None:
+    row = _objects.row(SEM)
+    assert (row["kind"], row["name"], row["phase"]) == ("semaphore", "gpu", "Full")
+    assert (row["holders"], row["waiters"]) == (["h1", "h2"], 1)
+    lease = KObject({"kind": "Lease", "metadata": {"name": "l"}, "status": {"holder": "x"}})
+    assert _objects.holders(lease) == ["x"]
+
+
+def test_object_view_has_a_table_per_entry_map() -> None:
+    text = _render(render_object(SEM))
+    assert "Semaphore ml/gpu" in text
+    assert "holders (2)" in text
+    assert "waiters (1)" in text
+    assert "h3#1" in text
+    table = _render(list_table([_objects.row(SEM)]))
+    assert "h1,h2" in table
+
+
+def test_manifest_strips_server_fields() -> None:
+    assert _objects.manifest(SEM.raw) == {
+        "kind": "Semaphore",
+        "metadata": {"name": "gpu", "namespace": "ml"},
+        "spec": {"permits": 2},
+    }
