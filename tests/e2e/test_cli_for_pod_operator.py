@@ -1,0 +1,77 @@
+"""The initContainer pattern end to end: ``koncli ... --for-pod`` holds a permit for its pod,
+the operator (a separate process) releases it when the Pod object is deleted."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from _operator_support import start_operator, watch_until
+
+from konductor_sdk import Client, Identity
+from konductor_sdk._store import POD, SEMAPHORE
+from konductor_sdk.semaphore import Semaphore
+
+pytestmark = pytest.mark.anyio
+
+KONCLI = str(Path(sys.executable).with_name("koncli"))
+
+
+async def test_for_pod_permit_is_released_when_its_pod_is_deleted(
+    kubeconfig: Path, namespace: str, tmp_path: Path
+) -> None:
+    async with Client(
+        kubeconfig=kubeconfig, namespace=namespace, identity=Identity(holder="test")
+    ) as sdk:
+        await Semaphore("gpu", permits=1, client=sdk).create()
+        pod = await sdk.store.create(
+            POD,
+            namespace,
+            {
+                "metadata": {"name": "trainer-0"},
+                "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+            },
+        )
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("KONDUCTOR_", "POD_", "KUBERNETES_"))
+        } | {
+            "KUBECONFIG": str(kubeconfig),
+            "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+            "POD_NAME": "trainer-0",
+            "POD_NAMESPACE": namespace,
+            "POD_UID": pod.uid,
+        }
+        # What the initContainer runs; it exits, the permit stays with the pod.
+        done = await anyio.run_process(
+            [KONCLI, "-n", namespace, "semaphore", "acquire", "gpu", "--for-pod", "-o", "json"],
+            env=env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        key = json.loads(done.stdout)["key"]
+
+        op = start_operator(kubeconfig, namespace, tmp_path)
+        try:
+            obj = await sdk.store.get(SEMAPHORE, namespace, "gpu")
+            assert key in obj.status["holders"]
+            # The pod still exists: the operator must leave the permit alone.
+            await sdk.store.delete(POD, namespace, "trainer-0")
+            with anyio.fail_after(60):
+                await watch_until(
+                    sdk,
+                    SEMAPHORE,
+                    namespace,
+                    "gpu",
+                    lambda o: o is not None and key not in (o.status.get("holders") or {}),
+                )
+            final = await sdk.store.get(SEMAPHORE, namespace, "gpu")
+            assert final.status.get("inUse", 0) == 0
+        finally:
+            op.stop()
+        assert op.proc.returncode in (0, -15), op.log_tail()
