@@ -1,0 +1,134 @@
+"""The spec of a Barrier: parsing what is stored (total) and validating what callers pass.
+
+``spec`` is written by the creator (SDK ``create``/``wait``, koncli, kubectl); the CRD
+checks it too (ranges, and a CEL rule ``quorum <= expected``), but callers get a
+:class:`~konductor_sdk._errors.ConfigurationError` naming the argument before anything is
+sent, and the pure state functions parse whatever is stored without ever failing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+
+from ._errors import ConfigurationError
+
+Spec = Mapping[str, Any]
+
+MAX_EXPECTED: Final = 1024
+MAX_LAST_CALL_SECONDS: Final = 86_400.0
+MAX_TIMEOUT_SECONDS: Final = 7 * 86_400.0
+
+
+def _int(value: Any, default: int, minimum: int = 0) -> int:
+    # normalize() must be total: the operator runs it on whatever is stored.
+    if isinstance(value, bool) or not isinstance(value, int):
+        return default
+    return max(value, minimum)
+
+
+def _real(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+@attrs.frozen
+class BarrierSpec:
+    """The configuration of one barrier (``spec`` of the object).
+
+    Attributes:
+        expected: parties that open it at once.
+        quorum: parties that open it after ``last_call`` seconds (``None``: ``expected``).
+        last_call: seconds the barrier stays open for late parties once ``quorum`` arrived.
+        timeout: seconds after a generation's first arrival before it fails.
+    """
+
+    expected: int
+    quorum: int | None = None
+    last_call: float | None = None
+    timeout: float | None = None
+
+    @property
+    def effective_quorum(self) -> int:
+        return self.expected if self.quorum is None else max(1, min(self.quorum, self.expected))
+
+    @property
+    def last_call_seconds(self) -> float:
+        return self.last_call or 0.0
+
+    def to_mapping(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"expected": self.expected}
+        if self.quorum is not None:
+            out["quorum"] = self.quorum
+        if self.last_call is not None:
+            out["lastCallSeconds"] = _compact(self.last_call)
+        if self.timeout is not None:
+            out["timeoutSeconds"] = _compact(self.timeout)
+        return out
+
+
+def _compact(seconds: float) -> int | float:
+    return int(seconds) if float(seconds).is_integer() else seconds
+
+
+def parse_spec(spec: Spec) -> BarrierSpec:
+    """A :class:`BarrierSpec` from whatever is stored; out-of-range fields get defaults."""
+    expected = _int(spec.get("expected"), 1, minimum=1)
+    quorum = spec.get("quorum")
+    last_call = _real(spec.get("lastCallSeconds"))
+    timeout = _real(spec.get("timeoutSeconds"))
+    return BarrierSpec(
+        expected=expected,
+        quorum=_int(quorum, expected, minimum=1) if quorum is not None else None,
+        last_call=max(last_call, 0.0) if last_call is not None else None,
+        timeout=timeout if timeout is not None and timeout > 0 else None,
+    )
+
+
+def validate_spec(
+    *,
+    expected: object,
+    quorum: object = None,
+    last_call: object = None,
+    timeout: object = None,
+) -> BarrierSpec:
+    """Check the arguments of a barrier; raise before anything is written.
+
+    Raises:
+        ConfigurationError: naming the argument and its allowed range.
+    """
+    if isinstance(expected, bool) or not isinstance(expected, int):
+        raise ConfigurationError(f"expected must be an integer, got {expected!r}")
+    if not 1 <= expected <= MAX_EXPECTED:
+        raise ConfigurationError(f"expected must be in 1..{MAX_EXPECTED}, got {expected}")
+    if quorum is not None:
+        if isinstance(quorum, bool) or not isinstance(quorum, int):
+            raise ConfigurationError(f"quorum must be an integer, got {quorum!r}")
+        if not 1 <= quorum <= expected:
+            raise ConfigurationError(f"quorum must be in 1..expected ({expected}), got {quorum}")
+    lc = _seconds("last_call", last_call, 0.0, MAX_LAST_CALL_SECONDS, allow_zero=True)
+    if lc is not None and quorum is None:
+        raise ConfigurationError(
+            "last_call needs quorum: it is how long a barrier waits for late parties "
+            "after quorum parties arrived"
+        )
+    to = _seconds("timeout", timeout, 0.0, MAX_TIMEOUT_SECONDS, allow_zero=False)
+    return BarrierSpec(expected=expected, quorum=quorum, last_call=lc, timeout=to)
+
+
+def _seconds(
+    field: str, value: object, low: float, high: float, *, allow_zero: bool
+) -> float | None:
+    if value is None:
+        return None
+    seconds = _real(value)
+    bracket = "[" if allow_zero else "("
+    if seconds is None or seconds > high or seconds < low or (seconds == low and not allow_zero):
+        raise ConfigurationError(
+            f"{field} must be a number of seconds in {bracket}{low:g}, {high:g}], got {value!r}"
+        )
+    return seconds

@@ -1,0 +1,180 @@
+"""WaitGroup: Go's ``sync.WaitGroup`` across the cluster.
+
+::
+
+    wg = WaitGroup("shards")
+    await wg.add(3)          # the coordinator, before starting the workers
+    ...
+    await wg.done()          # each worker, when its part is finished
+    await wg.wait()          # anyone: returns once the counter is zero
+
+``add``/``done`` are CAS writes of ``status.counter`` (it can never go negative: that is a
+:class:`~konductor_sdk.ConfigurationError` and nothing is written); ``wait`` watches. The
+counter is bare, as in Go: a worker that dies before ``done()`` leaves it up, so bound your
+waits with ``anyio.fail_after`` (or track workers with a Barrier, whose arrivals expire).
+"""
+
+from __future__ import annotations
+
+from typing import final
+
+import attrs
+
+from . import _waitgroup_state as state
+from ._cas import ensure_exists, read, update_status
+from ._client import Client, default_client
+from ._clock import rfc3339
+from ._errors import NotFoundError
+from ._names import check_object_name
+from ._store import WAITGROUP, KObject
+from ._telemetry import span
+from ._waiting import wait_any
+
+
+@final
+@attrs.frozen
+class WaitGroupStatus:
+    """A WaitGroup as read from the server."""
+
+    name: str
+    namespace: str
+    counter: int
+    epoch: int
+    phase: str
+    last_zero_at: str | None
+
+    @classmethod
+    def from_object(cls, obj: KObject) -> WaitGroupStatus:
+        s = state.normalize(obj.spec, obj.status)
+        return cls(
+            obj.name, obj.namespace, s["counter"], s["epoch"], s["phase"], s.get("lastZeroAt")
+        )
+
+
+@final
+@attrs.frozen
+class WaitGroupStatistics:
+    """What this :class:`WaitGroup` instance has done.
+
+    Attributes:
+        added: sum of the deltas this instance applied.
+        waits: :meth:`WaitGroup.wait` calls that returned.
+        writes: status writes made; attempts: writes tried (lost races are retried).
+    """
+
+    added: int
+    waits: int
+    writes: int
+    attempts: int
+
+
+@final
+class WaitGroup:
+    """A cluster-wide counter to wait on.
+
+    Args:
+        name: the WaitGroup object's name.
+        namespace: default: the client's.
+        client: default: :func:`~konductor_sdk.default_client`.
+
+    Raises:
+        ConfigurationError: a bad name.
+    """
+
+    def __init__(
+        self, name: str, *, namespace: str | None = None, client: Client | None = None
+    ) -> None:
+        self.name = check_object_name(name)
+        if namespace is not None:
+            check_object_name(namespace, field="namespace")
+        self._namespace = namespace
+        self._client = client
+        self._added = self._waits = self._writes = self._attempts = 0
+
+    def __repr__(self) -> str:
+        return f"<WaitGroup {self._namespace or '?'}/{self.name}>"
+
+    def statistics(self) -> WaitGroupStatistics:
+        """Counters of this instance (no I/O)."""
+        return WaitGroupStatistics(self._added, self._waits, self._writes, self._attempts)
+
+    async def _connect(self) -> tuple[Client, str]:
+        if self._client is None:
+            self._client = default_client()
+        client = await self._client.connect()
+        if self._namespace is None:
+            self._namespace = client.namespace
+        return client, self._namespace
+
+    async def add(self, delta: int = 1) -> int:
+        """Add ``delta`` (may be negative) to the counter; creates the object if needed.
+
+        Returns:
+            The counter after the change.
+
+        Raises:
+            ConfigurationError: ``delta`` is not an integer, or the counter would become
+                negative; nothing is written.
+        """
+        state.check_delta(delta)
+        client, ns = await self._connect()
+        await ensure_exists(client, WAITGROUP, ns, self.name, {})
+        now = rfc3339(client.clock.now())
+
+        def mutate(obj: KObject) -> state.Status | None:
+            new = state.add(obj.spec, obj.status, delta=delta, now=now)
+            if new is not None:
+                new["observedGeneration"] = obj.generation
+            return new
+
+        # A decrement is judged on a fresh read: a lagging cache could show a counter still
+        # at zero after someone's add() and reject a legitimate done().
+        current = await client.store.get(WAITGROUP, ns, self.name) if delta < 0 else None
+        with span("waitgroup.add", waitgroup=self.name, namespace=ns, delta=delta):
+            result = await update_status(client, WAITGROUP, ns, self.name, mutate, current=current)
+        self._attempts += result.attempts
+        self._writes += int(result.wrote)
+        self._added += delta
+        return int(state.normalize(result.object.spec, result.object.status)["counter"])
+
+    async def done(self) -> int:
+        """``add(-1)``.
+
+        Raises:
+            ConfigurationError: the counter is already zero.
+        """
+        return await self.add(-1)
+
+    async def wait(self) -> None:
+        """Return once the counter is zero (or has been zero since this call started)."""
+        client, ns = await self._connect()
+        with span("waitgroup.wait", waitgroup=self.name, namespace=ns):
+            await ensure_exists(client, WAITGROUP, ns, self.name, {})
+            watch = await client.watch(WAITGROUP, ns)
+            since: int | None = None
+            while True:
+                changed = watch.next_change(self.name, ns)
+                obj = watch.get(self.name, ns)
+                if obj is None:  # deleted while we waited: a new one starts at zero
+                    obj = await ensure_exists(client, WAITGROUP, ns, self.name, {})
+                s = state.normalize(obj.spec, obj.status)
+                if since is None:
+                    since = s["epoch"]
+                if state.released(s, since_epoch=since):
+                    self._waits += 1
+                    return
+                await wait_any(changed)
+
+    async def status(self) -> WaitGroupStatus:
+        """The WaitGroup as the server (or the watch cache) has it now."""
+        client, ns = await self._connect()
+        return WaitGroupStatus.from_object(await read(client, WAITGROUP, ns, self.name))
+
+    async def delete(self) -> bool:
+        """Delete the object; ``False`` if it did not exist."""
+        client, ns = await self._connect()
+        try:
+            await client.store.delete(WAITGROUP, ns, self.name)
+        except NotFoundError:
+            return False
+        return True

@@ -1,0 +1,131 @@
+"""Many concurrent parties on one barrier: it opens exactly once per generation, every
+party gets a distinct rank, and parties that gave up do not count."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import pytest
+from _barrier_helpers import until
+
+from konductor_sdk import Client
+from konductor_sdk import _barrier_state as bs
+from konductor_sdk._store import BARRIER
+from konductor_sdk.barrier import Barrier
+
+pytestmark = pytest.mark.anyio
+
+MakeClient = Callable[..., Client]
+
+
+async def history(client: Client, name: str) -> list[dict[str, Any]]:
+    await client.connect()
+    obj = await client.store.get(BARRIER, client.namespace, name)
+    return list(obj.status["history"])
+
+
+async def test_64_parties_as_tasks_open_together(make_client: MakeClient) -> None:
+    clients = [make_client(holder=f"proc-{i}") for i in range(8)]
+    barriers = [Barrier("sixty-four", expected=64, client=clients[i % 8]) for i in range(64)]
+    ranks: dict[int, int] = {}
+    opened_before: list[bool] = []
+
+    async def party(i: int) -> None:
+        ranks[i] = await barriers[i].wait()
+        # Nobody returns while the barrier is still waiting for someone.
+        opened_before.append(len(ranks) <= 64)
+
+    with anyio.fail_after(90):
+        async with anyio.create_task_group() as tg:
+            for i in range(64):
+                tg.start_soon(party, i)
+    assert sorted(ranks.values()) == list(range(64))
+    status = await barriers[0].status()
+    assert (status.phase, status.arrived, status.generation) == (bs.OPEN, 64, 1)
+    assert {a.party: a.index for a in status.arrivals} == {
+        barriers[i].party: ranks[i] for i in range(64)
+    }
+    assert [h["phase"] for h in await history(clients[0], "sixty-four")] == [bs.OPEN]
+    writes = sum(b.statistics().writes for b in barriers)
+    assert writes == 64  # one arrival write each; the last one also opened it
+
+
+async def test_churn_with_cancellations_keeps_ranks_consistent(make_client: MakeClient) -> None:
+    """12 parties loop on a barrier for 6; a third of their waits are cancelled at random
+    moments. Every generation opens once; in each, the ranks told are distinct and below
+    the number it opened with; when everything is cancelled, no arrival is left behind."""
+    rng = random.Random(4)
+    clients = [make_client(holder=f"c{i}") for i in range(4)]
+    observer = make_client(holder="observer")
+    barriers = [
+        Barrier("churn", expected=6, client=clients[i % 4], party=f"p{i}") for i in range(12)
+    ]
+    told: dict[int, dict[str, int]] = {}  # generation -> party -> rank
+    cancelled = 0
+
+    async def party(b: Barrier, seed: int) -> None:
+        nonlocal cancelled
+        local = random.Random(seed)
+        while True:
+            with anyio.CancelScope() as scope:
+                if local.random() < 1 / 3:
+                    scope.deadline = anyio.current_time() + local.uniform(0, 0.2)
+                generation = await b.arrive()
+                rank = await b.wait_open()
+                told.setdefault(generation, {})[b.party or ""] = rank
+            if scope.cancelled_caught:
+                cancelled += 1
+
+    def opened(obj: Any) -> bool:
+        return sum(h["phase"] == bs.OPEN for h in obj.status.get("history", ())) >= 5
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for b in barriers:
+                tg.start_soon(party, b, rng.random())
+            await observer.connect()
+            await until(observer, BARRIER, "churn", opened)
+            tg.cancel_scope.cancel()
+    assert cancelled > 0
+    obj = await observer.store.get(BARRIER, observer.namespace, "churn")
+    history = obj.status["history"]
+    generations = [h["generation"] for h in history if h["phase"] == bs.OPEN]
+    assert len(generations) == len(set(generations)) >= 5  # each opened once
+    arrived = {h["generation"]: h["arrived"] for h in history}
+    for generation, ranks in told.items():
+        values = sorted(ranks.values())
+        assert len(values) == len(set(values)), generation  # distinct ranks
+        assert values[-1] < arrived[generation], generation
+    status = obj.status
+    if status["phase"] == bs.OPEN:
+        parties = status["parties"]
+        assert all(parties[rank] == p for p, rank in told.get(status["generation"], {}).items())
+    else:
+        assert status["phase"] == bs.WAITING
+        # Every waiter was cancelled; each arrival is withdrawn (by its caller, or by the
+        # combined writer when the cancellation caught its write in flight).
+        with anyio.fail_after(20):
+            await until(observer, BARRIER, "churn", lambda o: not o.status.get("arrivals"))
+
+
+async def test_a_late_party_joins_the_next_generation(make_client: MakeClient) -> None:
+    first = [Barrier("late", expected=2, client=make_client(holder=f"a{i}")) for i in range(2)]
+    async with anyio.create_task_group() as tg:
+        for b in first:
+            tg.start_soon(b.wait)
+    late = Barrier("late", expected=2, client=make_client(holder="late"))
+    assert await late.arrive() == 2
+    partner = Barrier("late", expected=2, client=make_client(holder="partner"))
+    results = []
+    async with anyio.create_task_group() as tg:
+
+        async def wait(b: Barrier) -> None:
+            results.append(await b.wait_open() if b is late else await b.wait())
+
+        tg.start_soon(wait, late)
+        tg.start_soon(wait, partner)
+    assert sorted(results) == [0, 1]
+    assert (await late.status()).generation == 2
