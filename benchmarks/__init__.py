@@ -1,0 +1,1 @@
+"""Konductor's benchmark suite: ``python -m benchmarks`` (see docs/performance.md)."""
