@@ -66,16 +66,21 @@ def run_rank(rank: int, world_size: int, options: dict[str, Any]) -> None:
         ttl=30,
     )
     rng = random.Random(rank)
+    try:
+        shard = [(x, 3.0 * x + 1.0 + rng.gauss(0, 0.01)) for x in (rng.random() for _ in range(64))]
+        time.sleep(rng.uniform(0, 0.5))  # ranks load at different speeds
+        stages.wait("load")
 
-    shard = [(x, 3.0 * x + 1.0 + rng.gauss(0, 0.01)) for x in (rng.random() for _ in range(64))]
-    time.sleep(rng.uniform(0, 0.5))  # ranks load at different speeds
-    stages.wait("load")
+        w, b = fit(shard)
+        stages.wait("train")
 
-    w, b = fit(shard)
-    stages.wait("train")
+        print(f"rank {rank}/{world_size}: w={w:.2f} b={b:.2f}", flush=True)
+        stages.wait("export")
+    finally:
+        # The blocking facade's event loop owns the client: close it there.
+        from konductor_sdk.sync import _portal
 
-    print(f"rank {rank}/{world_size}: w={w:.2f} b={b:.2f}", flush=True)
-    stages.wait("export")
+        _portal.run(client.aclose)
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from ._client import Client
 from ._clock import rfc3339
 from ._errors import APIError, BarrierFailed, BarrierTimeout, NotFoundError
 from ._store import BARRIER, KObject
-from ._waiting import newest, wait_any
+from ._waiting import caught_up, newest, wait_any
 
 log = logging.getLogger("konductor_sdk.barrier")
 
@@ -62,6 +62,10 @@ class Joined:
     since: float
     """Monotonic time the party saw its generation waiting: its timeout counts from here."""
     scope: anyio.CancelScope
+    seen: KObject | None = None
+    """The object as this party's arrival left it. The shared watch may still be older
+    (it may have been listing while the arrival was written): views older than this one
+    are never judged, or a party could think its own arrival was removed."""
     deadline: float | None = None
     """Monotonic time of the next timed action the party waits for (timeout, last call)."""
     lost: str | None = None
@@ -255,14 +259,18 @@ class Site:
     async def await_outcome(self, joined: Joined) -> int:
         """Wait until ``joined``'s generation concludes; its index, or raise."""
         watch = await self.client.watch(BARRIER, self.namespace)
-        latest: KObject | None = None
+        latest = joined.seen
         windows: dict[tuple[int, int], float] = {}
         while True:
             changed = watch.next_change(self.name, self.namespace)
             lost = joined.lost
             if lost is not None:
                 latest = await self._get()  # the cache may lag behind the loss
-            obj = newest(watch.get(self.name, self.namespace), latest)
+                if latest is None:
+                    raise BarrierFailed(f"barrier {self.namespace}/{self.name} was deleted")
+            cached = watch.get(self.name, self.namespace)
+            latest = caught_up(cached, latest)
+            obj = newest(cached, latest)
             if obj is None or obj.uid != joined.uid:
                 obj = await self._get()
                 if obj is None or obj.uid != joined.uid:
@@ -281,8 +289,7 @@ class Site:
                 )
             delay = await self._step(joined, obj, windows)
             if delay == 0:
-                latest = None  # something was written: the cache has it (observe)
-                continue
+                continue  # something was written: the cache has it (observe)
             await wait_any(changed, joined.wake, delay=delay)
 
     async def _get(self) -> KObject | None:

@@ -20,6 +20,16 @@ def newest(*objects: KObject | None) -> KObject | None:
     return best
 
 
+def caught_up(cached: KObject | None, latest: KObject | None) -> KObject | None:
+    """``latest`` while the watch cache is still older than it, then ``None``: a view this
+    process got from its own write or a fresh read is used only until the shared watch has
+    caught up (after that the cache alone also shows deletions)."""
+    if cached is None or latest is None:
+        return latest
+    caught = _rv_int(cached.resource_version) >= _rv_int(latest.resource_version)
+    return None if caught else latest
+
+
 async def wait_any(*events: anyio.Event, delay: float | None = None) -> None:
     """Return when any of ``events`` is set, or after ``delay`` seconds (``None``: never)."""
     if any(event.is_set() for event in events):

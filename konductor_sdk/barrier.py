@@ -378,6 +378,7 @@ class Barrier:
             uid=cas.object.uid,
             since=client.clock.monotonic(),
             scope=anyio.CancelScope(),
+            seen=cas.object,
         )
         self._joined = joined
         renewal = Renewal(

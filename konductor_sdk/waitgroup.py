@@ -28,7 +28,7 @@ from ._errors import NotFoundError
 from ._names import check_object_name
 from ._store import WAITGROUP, KObject
 from ._telemetry import span
-from ._waiting import wait_any
+from ._waiting import caught_up, newest, wait_any
 
 
 @final
@@ -151,12 +151,17 @@ class WaitGroup:
         with span("waitgroup.wait", waitgroup=self.name, namespace=ns):
             await ensure_exists(client, WAITGROUP, ns, self.name, {})
             watch = await client.watch(WAITGROUP, ns)
+            # A fresh read first: the shared watch may have been listing while this task
+            # add()ed, and its view must not be older than what this task already did.
+            latest: KObject | None = await client.store.get(WAITGROUP, ns, self.name)
             since: int | None = None
             while True:
                 changed = watch.next_change(self.name, ns)
-                obj = watch.get(self.name, ns)
+                cached = watch.get(self.name, ns)
+                latest = caught_up(cached, latest)
+                obj = newest(cached, latest)
                 if obj is None:  # deleted while we waited: a new one starts at zero
-                    obj = await ensure_exists(client, WAITGROUP, ns, self.name, {})
+                    obj = latest = await ensure_exists(client, WAITGROUP, ns, self.name, {})
                 s = state.normalize(obj.spec, obj.status)
                 if since is None:
                     since = s["epoch"]

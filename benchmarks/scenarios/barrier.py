@@ -2,20 +2,17 @@
 
 The parties live in several child processes (8 full, 4 quick), each sharing one client
 (one HTTP session, one watch) among its parties, plus the *last* party in the harness's
-own process. Per round, each child's parties arrive one after another (so at most one
-arrival per process is in flight: a handful of concurrent writers, as pods finishing an
-epoch at slightly different times would be), then all of them wait. Once the harness's
-watch shows 255 arrivals in the generation, the last party calls ``wait()`` at ``t0``;
-each party records when its ``wait()`` returned. Figures: ``(last release) - t0`` and
-the median party's ``release - t0``. Rounds reuse the barrier (it is cyclic).
+own process. Per round, every child's parties call ``wait()`` at once (a process's
+simultaneous arrivals are combined into few writes by the SDK); once the harness's watch
+shows 255 arrivals in the generation, the last party calls ``wait()`` at ``t0``. Each
+party records when its ``wait()`` returned. Figures: ``(last release) - t0`` and the
+median party's ``release - t0``, pooled over all rounds; the time the 255 arrivals took,
+and requests and 409s per party. Rounds reuse the barrier (it is cyclic). Arrivals keep
+the default TTL (30 s), so they are renewed while the parties wait, as in production.
 
 Baseline, same object, same clients, every round: the harness PATCHes an annotation on
 the barrier and each process reports when its watch cache had it; ``(last seen) - sent``
 is the floor of "one write, every process told".
-
-Once per run (repeat 0) a *storm* follows: all 256 parties call ``arrive()`` at the same
-moment on a fresh barrier, bounded in time; how many arrived within the bound, how long
-that took and the 409s it cost are reported, and the parties then leave.
 """
 
 from __future__ import annotations
@@ -37,10 +34,6 @@ from .._report import Measurement, Row
 
 NAME = "parties"
 PARTIES = 256
-ROUND_TTL = 300
-"""Arrival TTL in the measured rounds. With the default (30 s) every arrival is renewed
-every 10 s, and 256 renewals of one ~80 kB object per 10 s stall the arrivals until
-parties lose theirs (docs/performance.md); the storm keeps the default."""
 
 
 async def _until(client: Client, name: str, done: Any) -> KObject:
@@ -70,7 +63,7 @@ async def barrier_child(params: dict[str, Any], link: Link) -> dict[str, Any]:
     ) as client:
         await client.watch(BARRIER, client.namespace)
         barriers = [
-            Barrier(NAME, expected=PARTIES, client=client, party=f"p{index}-{i}", ttl=ROUND_TTL)
+            Barrier(NAME, expected=PARTIES, client=client, party=f"p{index}-{i}")
             for i in range(params["parties"])
         ]
         await link.send("ready")
@@ -85,50 +78,18 @@ async def barrier_child(params: dict[str, Any], link: Link) -> dict[str, Any]:
                 await _until(client, NAME, lambda obj, v=value: annotation(obj) == v)
                 await link.send("seen", t=time.monotonic())
             elif command["op"] == "round":
-                for barrier in barriers:
-                    await barrier.arrive()
                 releases: list[float] = []
                 async with anyio.create_task_group() as tg:
                     for barrier in barriers:
-                        tg.start_soon(_wait_open, barrier, releases)
+                        tg.start_soon(_wait, barrier, releases)
                 await link.send("released", releases=releases, stats=_stats_since(client, before))
-            elif command["op"] == "storm":
-                await link.send("storm", **await _storm(client, command, len(barriers), index))
             else:
                 raise ValueError(f"unknown command {command!r}")
 
 
-async def _wait_open(barrier: Any, releases: list[float]) -> None:
-    await barrier.wait_open()
+async def _wait(barrier: Any, releases: list[float]) -> None:
+    await barrier.wait()
     releases.append(time.monotonic())
-
-
-async def _storm(client: Client, command: dict[str, Any], parties: int, index: int) -> Any:
-    """Every party arrives at ``start`` on barrier ``name``; stop at ``until``."""
-    from konductor_sdk.barrier import Barrier
-
-    before = client.store.stats.copy()
-    barriers = [
-        Barrier(command["name"], expected=PARTIES, client=client, party=f"s{index}-{i}")
-        for i in range(parties)
-    ]
-    arrived: list[float] = []
-
-    async def arrive(barrier: Barrier) -> None:
-        await barrier.arrive()
-        arrived.append(time.monotonic())
-
-    await anyio.sleep(max(0.0, command["start"] - time.monotonic()))
-    with anyio.move_on_after(max(0.0, command["until"] - time.monotonic())):
-        async with anyio.create_task_group() as tg:
-            for barrier in barriers:
-                tg.start_soon(arrive, barrier)
-    stats = _stats_since(client, before)
-    with anyio.move_on_after(30):
-        async with anyio.create_task_group() as tg:
-            for barrier in barriers:
-                tg.start_soon(barrier.leave)  # stops its renewal; bounded, never raises
-    return {"arrived": arrived, "stats": stats}
 
 
 @final
@@ -153,10 +114,7 @@ class BarrierScenario(Scenario):
         Row("API writes per party (successful)", "per_party.writes_ok"),
         Row("409s per party", "per_party.conflicts"),
         Row("GETs per party", "per_party.reads"),
-        Row("255 staggered arrivals: time until all recorded", "arrivals_s"),
-        Row("storm: parties arrived within the bound", "storm.arrived"),
-        Row("storm: time until the last of those", "storm.last_arrival_s"),
-        Row("storm: 409s per arrival", "storm.conflicts_per_arrival"),
+        Row("255 simultaneous arrivals: time until all recorded", "arrivals_s"),
     )
     requires_kinds: ClassVar[tuple[ResourceKind, ...]] = (BARRIER,)
     requires: ClassVar[tuple[str, ...]] = ("konductor_sdk.barrier",)
@@ -185,8 +143,8 @@ class BarrierScenario(Scenario):
     async def run_once(self, ctx: Context, repeat: int) -> Measurement:
         from konductor_sdk.barrier import Barrier
 
-        rounds = ctx.size(full=2, quick=1)
-        last = Barrier(NAME, expected=PARTIES, client=self.client, party="last", ttl=ROUND_TTL)
+        rounds = ctx.size(full=3, quick=1)
+        last = Barrier(NAME, expected=PARTIES, client=self.client, party="last")
         m = Measurement()
         last_release, median_release, fanout, arrivals = [], [], [], []
         stats: Counter[str] = Counter()
@@ -222,34 +180,9 @@ class BarrierScenario(Scenario):
         m.add("arrivals_s", statistics.median(arrivals), "s")
         m.add_counts("per_party", request_counts(Counter(), stats), PARTIES * rounds)
         m.notes.append(
-            f"{self.processes} processes share {PARTIES - 1} parties (each process arrives "
-            f"its parties one after another), the harness has the last; arrival ttl "
-            f"{ROUND_TTL}s in the rounds (see ROUND_TTL), the default 30s in the storm"
+            f"{self.processes} processes share {PARTIES - 1} parties, the harness has the last"
         )
-        if repeat == 0:
-            await self._storm(ctx, m)
         return m
-
-    async def _storm(self, ctx: Context, m: Measurement) -> None:
-        bound = ctx.seconds(full=30.0, quick=10.0)
-        start = time.monotonic() + 0.5
-        name = f"storm-{next_value()}"
-        for child in self.children:
-            await child.send(op="storm", name=name, start=start, until=start + bound)
-        arrived: list[float] = []
-        stats: Counter[str] = Counter()
-        for child in self.children:
-            message = await child.expect("storm")
-            arrived += message["arrived"]
-            stats.update(message["stats"])
-        counts = request_counts(Counter(), stats)
-        m.add("storm.arrived", len(arrived), "parties")
-        m.add("storm.last_arrival_s", max(arrived) - start if arrived else float("nan"), "s")
-        m.add("storm.conflicts_per_arrival", counts["conflicts"] / max(len(arrived), 1), "409s")
-        m.notes.append(
-            f"storm: {PARTIES - 1} parties in {self.processes} processes call arrive() at "
-            f"once, bounded at {bound:g}s (the harness's party sits it out)"
-        )
 
     async def _generation(self) -> int:
         obj = (await self.client.watch(BARRIER, self.client.namespace)).get(NAME)

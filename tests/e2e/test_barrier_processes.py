@@ -32,9 +32,11 @@ BARRIER_CHILD = textwrap.dedent(
 
     kubeconfig, namespace, holder, expected = sys.argv[1:5]
     client = Client(kubeconfig=kubeconfig, namespace=namespace, identity=Identity(holder))
-    barrier = Barrier("together", expected=int(expected), client=client, party=holder)
+    barrier = Barrier("together", expected=int(expected), client=client, party=holder, ttl=120)
     rank = barrier.wait()
     print(json.dumps({"holder": holder, "rank": rank, "pid": __import__("os").getpid()}))
+    from konductor_sdk.sync import _portal
+    _portal.run(client.aclose)
     """
 )
 
@@ -90,8 +92,10 @@ async def test_64_tasks_and_8_processes_open_together(
 
     async def task_party(i: int) -> None:
         party = f"task-{i}"
+        # A generous TTL: on a shared, overloaded 2-core machine renewals can be slow;
+        # a party that cannot renew in time rightly gives up, which is not under test.
         ranks[party] = await Barrier(
-            "together", expected=expected, client=clients[i % 4], party=party
+            "together", expected=expected, client=clients[i % 4], party=party, ttl=120
         ).wait()
 
     async def process_party(i: int) -> None:
@@ -159,13 +163,8 @@ async def test_the_training_example_runs_three_ranks_through_three_stages(
     output = result.stdout.decode()
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert "all 3 ranks passed load -> train -> export" in output
-    assert sorted(
-        line.split(":")[0] for line in output.splitlines() if line.startswith("rank")
-    ) == [
-        "rank 0/3",
-        "rank 1/3",
-        "rank 2/3",
-    ]
+    for rank in range(3):  # three processes share the pipe: look for each, not for lines
+        assert f"rank {rank}/3: w=" in output, output
     for stage in ("load", "train", "export"):
         status = await Barrier(
             f"train-job-{stage}", expected=None, client=make_client("k")

@@ -336,3 +336,55 @@ async def test_joining_a_missing_barrier_without_expected_fails(client: Client) 
 
     with pytest.raises(NotFoundError):
         await Barrier("nope", expected=None, client=client).arrive()
+
+
+class SlowListStore:
+    """Delegates to a real store, but a list of barriers returns only when ``gate`` is set
+    (its answer reflecting the moment it was asked): a shared watch still syncing."""
+
+    def __init__(self, inner: Any, gate: anyio.Event) -> None:
+        self._inner = inner
+        self._gate = gate
+        self.stats = inner.stats
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def list(self, kind: Any, namespace: Any, **kwargs: Any) -> Any:
+        listed = await self._inner.list(kind, namespace, **kwargs)
+        if kind == BARRIER:
+            await self._gate.wait()
+        return listed
+
+
+async def test_a_watch_listed_before_the_arrival_does_not_make_it_look_removed(
+    make_client: MakeClient,
+) -> None:
+    base = make_client(holder="base")
+    await base.connect()
+    gate = anyio.Event()
+    from konductor_sdk import Identity
+
+    slow = Client(
+        store=SlowListStore(base.store, gate),  # type: ignore[arg-type]
+        namespace=base.namespace,
+        identity=Identity("slow"),
+    )
+    try:
+        party = Barrier("stale", expected=2, client=slow)
+        await party.create()
+        results: list[int] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(slow.watch, BARRIER, slow.namespace)  # lists now, answers later
+            await party.arrive()  # written while the watch is still syncing
+            gate.set()  # the watch syncs with a list older than the arrival
+
+            async def wait() -> None:
+                results.append(await party.wait_open())
+
+            tg.start_soon(wait)
+            other = Barrier("stale", expected=2, client=make_client(holder="other"))
+            results.append(await other.wait())
+        assert sorted(results) == [0, 1]
+    finally:
+        await slow.aclose()
