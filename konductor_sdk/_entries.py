@@ -32,7 +32,7 @@ import attrs
 
 from ._client import Client
 from ._clock import Clock, rfc3339
-from ._errors import APIError, ConflictError, InvalidObjectError, NotFoundError
+from ._errors import APIError, InvalidObjectError, NotFoundError
 from ._store import ResourceKind, _backoff, json_pointer
 
 MIN_TTL_SECONDS = 1
@@ -151,9 +151,11 @@ class Renewal:
                 patch_type="json",
                 subresource="status",
             )
-        except (NotFoundError, InvalidObjectError, ConflictError) as exc:
-            # A failed JSON-patch "test" (or a missing path) comes back as 422 (or 409 on
-            # some servers); a deleted object as 404. Either way the entry is not ours.
+        except (NotFoundError, InvalidObjectError) as exc:
+            # A failed JSON-patch "test" (or a missing path) comes back as 422, a deleted
+            # object as 404: the entry is not ours. A 409 is not among them: the server can
+            # answer it when its own retries of a contended patch run out, and that is a
+            # transient failure to retry before the deadline, not a loss.
             raise EntryGone(str(exc)) from exc
         self.renew_count += 1
         self.last_ok_sent = sent
