@@ -196,7 +196,9 @@ async def load(
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    result: dict[str, Any] = {"args": vars(args) | {"out": str(args.out)}}
+    result: dict[str, Any] = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    }
     plane = None
     if args.kubeconfig is None:
         plane = LocalControlPlane()

@@ -97,6 +97,7 @@ class Site:
         self._lock = anyio.Lock()
         self._ensure_lock = anyio.Lock()
         self._exists = False
+        self._view: tuple[tuple[str, str], state.View] | None = None
 
     def __repr__(self) -> str:
         return f"<Site barrier {self.namespace}/{self.name} pending={len(self._pending)}>"
@@ -256,6 +257,13 @@ class Site:
 
     # --- waiting -------------------------------------------------------------------------
 
+    def view(self, obj: KObject) -> state.View:
+        """``state.view`` of ``obj``, computed once per version for all parties here."""
+        version = (obj.uid, obj.resource_version)
+        if self._view is None or self._view[0] != version:
+            self._view = (version, state.view(obj.spec, obj.status))
+        return self._view[1]
+
     async def await_outcome(self, joined: Joined) -> int:
         """Wait until ``joined``'s generation concludes; its index, or raise."""
         watch = await self.client.watch(BARRIER, self.namespace)
@@ -275,7 +283,8 @@ class Site:
                 obj = await self._get()
                 if obj is None or obj.uid != joined.uid:
                     raise BarrierFailed(f"barrier {self.namespace}/{self.name} was deleted")
-            out = state.outcome(obj.status, key=joined.key, generation=joined.generation)
+            seen = self.view(obj)
+            out = state.outcome_of(seen.status, key=joined.key, generation=joined.generation)
             if out.state == state.OPENED:
                 assert out.index is not None
                 return out.index
@@ -287,7 +296,7 @@ class Site:
                     f"arrival: {lost}",
                     arrived=tuple(obj.status.get("arrivals") or ()),
                 )
-            delay = await self._step(joined, obj, windows)
+            delay = await self._step(joined, obj, seen, windows)
             if delay == 0:
                 continue  # something was written: the cache has it (observe)
             await wait_any(changed, joined.wake, delay=delay)
@@ -299,17 +308,21 @@ class Site:
             return None
 
     async def _step(
-        self, joined: Joined, obj: KObject, windows: dict[tuple[int, int], float]
+        self,
+        joined: Joined,
+        obj: KObject,
+        seen: state.View,
+        windows: dict[tuple[int, int], float],
     ) -> float | None:
         """Do what is due on ``obj`` for a pending party: a write (returns 0) or nothing
         (returns how long until something is due; ``None``: only a change can help)."""
         now, wall = self.client.clock.monotonic(), self._now()
-        if state.advance(obj.spec, obj.status, now=wall) is not None:
+        if seen.advance_due:
             cas = await self.transition(lambda o: state.advance(o.spec, o.status, now=wall), obj)
             if cas.wrote:
                 return 0
         deadlines: list[float] = []
-        timeout = state.timeout_seconds(obj.spec, obj.status)
+        timeout = seen.timeout
         if timeout is not None:
             due = joined.since + timeout
             if now < due:
@@ -333,9 +346,9 @@ class Site:
                 )
                 # Not written: the fresh object has concluded; the watch will bring it.
                 return 0 if cas.wrote else None
-        episode = state.last_call_episode(obj.spec, obj.status)
+        episode = seen.last_call
         if episode is not None:
-            due = windows.setdefault(episode, now) + state.parse_spec(obj.spec).last_call_seconds
+            due = windows.setdefault(episode, now) + seen.last_call_seconds
             if now < due:
                 deadlines.append(due)
             else:

@@ -311,8 +311,10 @@ def reset(spec: Spec, status: Mapping[str, Any], *, now: str, message: str) -> S
 def last_call_episode(spec: Spec, status: Mapping[str, Any]) -> tuple[int, int] | None:
     """``(generation, quorumEpisode)`` while a last-call window is running, else ``None``.
     Each waiter times the window on its own monotonic clock from when it first saw it."""
-    sp = parse_spec(spec)
-    s = normalize(spec, status)
+    return _last_call_episode(parse_spec(spec), normalize(spec, status))
+
+
+def _last_call_episode(sp: BarrierSpec, s: Mapping[str, Any]) -> tuple[int, int] | None:
     quorum = sp.effective_quorum
     if (
         s["phase"] != WAITING
@@ -339,8 +341,10 @@ def open_last_call(
 
 def timeout_seconds(spec: Spec, status: Mapping[str, Any]) -> float | None:
     """``spec.timeoutSeconds`` while the generation waits with someone in it, else ``None``."""
-    sp = parse_spec(spec)
-    s = normalize(spec, status)
+    return _timeout_seconds(parse_spec(spec), normalize(spec, status))
+
+
+def _timeout_seconds(sp: BarrierSpec, s: Mapping[str, Any]) -> float | None:
     if sp.timeout is None or s["phase"] != WAITING or not s["arrivals"]:
         return None
     return sp.timeout
@@ -381,7 +385,11 @@ def _concluded(generation: int, key: str, record: Mapping[str, Any]) -> Outcome:
 
 def outcome(status: Mapping[str, Any], *, key: str, generation: int) -> Outcome:
     """What party ``key``, which arrived in ``generation``, makes of ``status``."""
-    s = normalize({"expected": MAX_EXPECTED}, status)
+    return outcome_of(normalize({"expected": MAX_EXPECTED}, status), key=key, generation=generation)
+
+
+def outcome_of(s: Mapping[str, Any], *, key: str, generation: int) -> Outcome:
+    """:func:`outcome` of an already normalized status (read, never modified)."""
     current = s["generation"]
     if current < generation:
         return Outcome(PENDING, generation)  # a cache that has not caught up with us yet
@@ -396,6 +404,40 @@ def outcome(status: Mapping[str, Any], *, key: str, generation: int) -> Outcome:
         if record.get("generation") == generation and record.get("phase") == FAILED:
             return _concluded(generation, key, record)
     return Outcome(UNKNOWN, generation)
+
+
+@attrs.frozen
+class View:
+    """Everything a waiting party reads off one version of the object, none of it specific
+    to the party: computed once per resourceVersion and shared by all the parties of a
+    process (each recomputing it costs a deep copy of every arrival, per party, per event,
+    which made releasing 256 parties take seconds)."""
+
+    status: Mapping[str, Any]
+    """The normalized status. Shared: never modified."""
+    advance_due: bool
+    """:func:`advance` would write (whatever ``now`` it is given)."""
+    timeout: float | None
+    """:func:`timeout_seconds`."""
+    last_call: tuple[int, int] | None
+    """:func:`last_call_episode`."""
+    last_call_seconds: float
+
+
+def view(spec: Spec, status: Mapping[str, Any]) -> View:
+    """The :class:`View` of ``(spec, status)``: the same answers as :func:`outcome`,
+    :func:`advance`, :func:`timeout_seconds` and :func:`last_call_episode`."""
+    sp = parse_spec(spec)
+    s = normalize(spec, status)
+    advanced = copy.deepcopy(s)
+    _advance_in_place(sp, advanced, "")
+    return View(
+        status=s,
+        advance_due=advanced != status,
+        timeout=_timeout_seconds(sp, s),
+        last_call=_last_call_episode(sp, s),
+        last_call_seconds=sp.last_call_seconds,
+    )
 
 
 # --- operator hooks ----------------------------------------------------------------------

@@ -166,6 +166,11 @@ class BarrierMachine(RuleBasedStateMachine):
                 spec["lastCallSeconds"] = last_call
         self.spec = spec
 
+    @rule(timeout=st.sampled_from([None, 30]))
+    def set_timeout(self, timeout: int | None) -> None:
+        spec = {k: v for k, v in self.spec.items() if k != "timeoutSeconds"}
+        self.spec = spec if timeout is None else {**spec, "timeoutSeconds": timeout}
+
     @precondition(lambda self: bool(self.status))
     @invariant()
     def stored_status_is_normalized(self) -> None:
@@ -194,6 +199,20 @@ class BarrierMachine(RuleBasedStateMachine):
             assert len(indices) == len(set(indices))
             assert all(i < s["nextIndex"] for i in indices)
             assert all(e["generation"] == s["generation"] for e in s["arrivals"].values())
+
+    @invariant()
+    def the_shared_view_answers_like_the_functions(self) -> None:
+        # Waiting parties of a process read one View per version instead of calling these.
+        v = bs.view(self.spec, self.status)
+        assert v.advance_due == (bs.advance(self.spec, self.status, now=NOW) is not None)
+        assert v.timeout == bs.timeout_seconds(self.spec, self.status)
+        assert v.last_call == bs.last_call_episode(self.spec, self.status)
+        assert v.last_call_seconds == bs.parse_spec(self.spec).last_call_seconds
+        for party in PARTIES:
+            for generation in range(1, v.status["generation"] + 2):
+                assert bs.outcome_of(v.status, key=party, generation=generation) == bs.outcome(
+                    self.status, key=party, generation=generation
+                )
 
 
 TestBarrierMachine = BarrierMachine.TestCase
