@@ -20,10 +20,18 @@ Renewals are JSON patches without a resourceVersion: they ``test`` that the entr
 ours (holder and token) and bump ``renewCount``. They cannot conflict semantically with
 anyone else's write, so the server may apply them on top of whatever is current; if the
 entry was reaped or replaced, the ``test`` fails and the owner learns it lost.
+
+Renewals of one object by one client that fall due together go in **one** patch (every
+entry's ``test`` ops, then its bumps): 256 barrier parties of a process, or 1,000 queued
+waiters, renew with one write per round instead of one each. Entries written together
+(one combined arrival, one group commit) share their send time and so their schedule.
+If a combined patch fails its ``test`` (one of the entries is gone), each entry is renewed
+on its own to learn which.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, final
 
@@ -33,7 +41,7 @@ import attrs
 from ._client import Client
 from ._clock import Clock, rfc3339
 from ._errors import APIError, InvalidObjectError, NotFoundError
-from ._store import ResourceKind, _backoff, json_pointer
+from ._store import KObject, ResourceKind, _backoff, json_pointer
 
 MIN_TTL_SECONDS = 1
 MAX_TTL_SECONDS = 86_400
@@ -141,16 +149,8 @@ class Renewal:
 
     async def renew_once(self) -> None:
         """One renewal. Raises :class:`EntryGone` if the entry is no longer ours."""
-        sent = self.client.clock.monotonic()
         try:
-            obj = await self.client.store.patch(
-                self.kind,
-                self.namespace,
-                self.name,
-                self.ops(),
-                patch_type="json",
-                subresource="status",
-            )
+            sent, obj = await _combiner(self).renew(self)
         except (NotFoundError, InvalidObjectError) as exc:
             # A failed JSON-patch "test" (or a missing path) comes back as 422, a deleted
             # object as 404: the entry is not ours. A 409 is not among them: the server can
@@ -170,7 +170,10 @@ class Renewal:
         failures = 0
         while True:
             now = self.client.clock.monotonic()
-            wait = every if failures == 0 else _backoff(failures, base=0.1, cap=every)
+            # Due ``every`` after the last successful send, not after this task last ran:
+            # entries renewed in one patch stay due together (see _Combiner).
+            due = self.last_ok_sent + every - now
+            wait = due if failures == 0 else _backoff(failures, base=0.1, cap=every)
             await anyio.sleep(max(0.0, min(wait, self.deadline - now)))
             remaining = self.deadline - self.client.clock.monotonic()
             if remaining <= 0:
@@ -185,3 +188,118 @@ class Renewal:
                 return
             except (APIError, TimeoutError):
                 failures += 1
+
+
+@attrs.define(eq=False)
+class _Request:
+    renewal: Renewal
+    done: anyio.Event = attrs.Factory(anyio.Event)
+    cancelled: bool = False
+    sent: float = 0.0
+    object: KObject | None = None
+    error: BaseException | None = None
+
+
+@final
+class _Combiner:
+    """Sends the renewals of one object by one client that are pending together as one
+    JSON patch. Whoever asks first starts a flusher in the client's task group; renewals
+    asked for while a patch is in flight go in the next one."""
+
+    def __init__(self, client: Client, key: tuple[str, str, str]) -> None:
+        self._client = client
+        self._key = key
+        self._pending: list[_Request] = []
+        self._flushing = False
+
+    async def renew(self, renewal: Renewal) -> tuple[float, KObject]:
+        """Renew ``renewal``'s entry; when the patch carrying it was sent, and the result."""
+        request = _Request(renewal)
+        self._pending.append(request)
+        if not self._flushing:
+            try:
+                self._client.spawn(self._flush_all)
+            except RuntimeError:
+                # The client is closing: no task group to flush in; renew directly.
+                self._pending.remove(request)
+                await self._send([request])
+                assert request.object is not None
+                return request.sent, request.object
+            self._flushing = True
+        try:
+            await request.done.wait()
+        except BaseException:
+            request.cancelled = True  # a patch already carrying it is harmless
+            raise
+        if request.error is not None:
+            raise request.error
+        assert request.object is not None
+        return request.sent, request.object
+
+    async def _flush_all(self) -> None:
+        try:
+            while self._pending:
+                batch = [r for r in self._pending if not r.cancelled]
+                self._pending = []
+                if batch:
+                    await self._flush(batch)
+        finally:
+            self._flushing = False
+            for request in self._pending:  # only if the flusher itself was cancelled
+                request.error = RuntimeError("the client was closed")
+                request.done.set()
+            self._pending = []
+            combiners = _COMBINERS.get(self._client)
+            if combiners is not None and combiners.get(self._key) is self:
+                del combiners[self._key]
+
+    async def _flush(self, batch: list[_Request]) -> None:
+        try:
+            try:
+                await self._send(batch)
+            except InvalidObjectError:
+                if len(batch) == 1:
+                    raise
+                # Some entry is no longer ours; only a patch of its own tells which.
+                for request in batch:
+                    if not request.cancelled:
+                        try:
+                            await self._send([request])
+                        except APIError as exc:
+                            request.error = exc
+        except APIError as exc:
+            for request in batch:
+                if request.object is None and request.error is None:
+                    request.error = exc
+        except BaseException:
+            for request in batch:
+                if request.object is None and request.error is None:
+                    request.error = RuntimeError("the client was closed")
+            raise
+        finally:
+            for request in batch:
+                request.done.set()
+
+    async def _send(self, batch: list[_Request]) -> None:
+        first = batch[0].renewal
+        ops = [op for request in batch for op in request.renewal.ops()]
+        sent = self._client.clock.monotonic()
+        obj = await self._client.store.patch(
+            first.kind, first.namespace, first.name, ops, patch_type="json", subresource="status"
+        )
+        for request in batch:
+            request.sent, request.object = sent, obj
+
+
+_COMBINERS: weakref.WeakKeyDictionary[Client, dict[tuple[str, str, str], _Combiner]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _combiner(renewal: Renewal) -> _Combiner:
+    key = (renewal.kind.plural, renewal.namespace, renewal.name)
+    combiners = _COMBINERS.setdefault(renewal.client, {})
+    found = combiners.get(key)
+    if found is None:
+        found = combiners[key] = _Combiner(renewal.client, key)
+    return found
