@@ -21,6 +21,7 @@ import anyio
 import attrs
 
 from . import _barrier_state as state
+from ._batching import Batcher
 from ._cas import CasResult, ensure_exists, update_status
 from ._client import Client
 from ._clock import rfc3339
@@ -92,15 +93,14 @@ class Site:
         self.client = client
         self.namespace = namespace
         self.name = name
-        self._pending: list[ArrivalRequest] = []
-        self._flushing = False
+        self._arrivals = Batcher[ArrivalRequest](client, self._flush)
         self._lock = anyio.Lock()
         self._ensure_lock = anyio.Lock()
         self._exists = False
         self._view: tuple[tuple[str, str], state.View] | None = None
 
     def __repr__(self) -> str:
-        return f"<Site barrier {self.namespace}/{self.name} pending={len(self._pending)}>"
+        return f"<Site barrier {self.namespace}/{self.name} pending={len(self._arrivals)}>"
 
     def _now(self) -> str:
         return rfc3339(self.client.clock.now())
@@ -128,10 +128,7 @@ class Site:
         dropped, one being written is withdrawn by the flusher, one already written is
         withdrawn here (shielded).
         """
-        self._pending.append(request)
-        if not self._flushing:
-            self._flushing = True
-            self.client.spawn(self._flush_all)
+        self._arrivals.submit(request)
         try:
             await request.done.wait()
         except BaseException:
@@ -142,20 +139,6 @@ class Site:
             raise
         if request.error is not None:
             raise request.error
-
-    async def _flush_all(self) -> None:
-        try:
-            while self._pending:
-                batch = [r for r in self._pending if not r.cancelled]
-                self._pending = []
-                if batch:
-                    await self._flush(batch)
-        finally:
-            self._flushing = False
-            for request in self._pending:  # only if the flusher itself was cancelled
-                request.error = RuntimeError("the client was closed")
-                request.done.set()
-            self._pending = []
 
     async def _flush(self, batch: list[ArrivalRequest]) -> None:
         now = self._now()

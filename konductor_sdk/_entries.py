@@ -38,6 +38,7 @@ from typing import Any, final
 import anyio
 import attrs
 
+from ._batching import Batcher
 from ._client import Client
 from ._clock import Clock, rfc3339
 from ._errors import APIError, InvalidObjectError, NotFoundError
@@ -203,55 +204,36 @@ class _Request:
 @final
 class _Combiner:
     """Sends the renewals of one object by one client that are pending together as one
-    JSON patch. Whoever asks first starts a flusher in the client's task group; renewals
-    asked for while a patch is in flight go in the next one."""
+    JSON patch; renewals asked for while a patch is in flight go in the next one."""
 
     def __init__(self, client: Client, key: tuple[str, str, str]) -> None:
         self._client = client
         self._key = key
-        self._pending: list[_Request] = []
-        self._flushing = False
+        self._batcher = Batcher[_Request](client, self._flush, idle=self._forget)
 
     async def renew(self, renewal: Renewal) -> tuple[float, KObject]:
         """Renew ``renewal``'s entry; when the patch carrying it was sent, and the result."""
         request = _Request(renewal)
-        self._pending.append(request)
-        if not self._flushing:
-            try:
-                self._client.spawn(self._flush_all)
-            except RuntimeError:
-                # The client is closing: no task group to flush in; renew directly.
-                self._pending.remove(request)
-                await self._send([request])
-                assert request.object is not None
-                return request.sent, request.object
-            self._flushing = True
         try:
-            await request.done.wait()
-        except BaseException:
-            request.cancelled = True  # a patch already carrying it is harmless
-            raise
+            self._batcher.submit(request)
+        except RuntimeError:
+            # The client is closing: no task group to flush in; renew directly.
+            await self._send([request])
+        else:
+            try:
+                await request.done.wait()
+            except BaseException:
+                request.cancelled = True  # a patch already carrying it is harmless
+                raise
         if request.error is not None:
             raise request.error
         assert request.object is not None
         return request.sent, request.object
 
-    async def _flush_all(self) -> None:
-        try:
-            while self._pending:
-                batch = [r for r in self._pending if not r.cancelled]
-                self._pending = []
-                if batch:
-                    await self._flush(batch)
-        finally:
-            self._flushing = False
-            for request in self._pending:  # only if the flusher itself was cancelled
-                request.error = RuntimeError("the client was closed")
-                request.done.set()
-            self._pending = []
-            combiners = _COMBINERS.get(self._client)
-            if combiners is not None and combiners.get(self._key) is self:
-                del combiners[self._key]
+    def _forget(self) -> None:
+        combiners = _COMBINERS.get(self._client)
+        if combiners is not None and combiners.get(self._key) is self:
+            del combiners[self._key]
 
     async def _flush(self, batch: list[_Request]) -> None:
         try:
