@@ -8,10 +8,10 @@ is ours while telling the one that is not.
 from __future__ import annotations
 
 import os
-import textwrap
 
 import anyio
 import pytest
+from _scratch_crd import install_scratch_crd
 
 from konductor_sdk import Client
 from konductor_sdk._entries import EntryGone, Renewal, new_entry
@@ -27,32 +27,7 @@ N = 40
 
 @pytest.fixture(scope="module")
 def entryset_crd(control_plane: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -> None:
-    directory = tmp_path_factory.mktemp("crds")
-    (directory / "entryset.yaml").write_text(
-        textwrap.dedent(
-            f"""\
-            apiVersion: apiextensions.k8s.io/v1
-            kind: CustomResourceDefinition
-            metadata: {{name: entrysets.{GROUP}}}
-            spec:
-              group: {GROUP}
-              scope: Namespaced
-              names: {{plural: entrysets, singular: entryset, kind: EntrySet}}
-              versions:
-                - name: v1
-                  served: true
-                  storage: true
-                  subresources: {{status: {{}}}}
-                  schema:
-                    openAPIV3Schema:
-                      type: object
-                      properties:
-                        spec: {{type: object, x-kubernetes-preserve-unknown-fields: true}}
-                        status: {{type: object, x-kubernetes-preserve-unknown-fields: true}}
-            """
-        )
-    )
-    control_plane.install_crds(directory)
+    install_scratch_crd(control_plane, tmp_path_factory.mktemp("crds"), ENTRIES)
 
 
 @pytest.fixture
