@@ -10,6 +10,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # Two workers share one control plane (started by the xdist controller).
 PYTEST_ARGS ?= -n 2
+BENCH_ARGS ?=
 
 .PHONY: demo test check lint typecheck binaries bench clean
 
@@ -38,7 +39,7 @@ typecheck: $(STAMP)
 check: lint typecheck
 
 bench: binaries
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

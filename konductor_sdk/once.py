@@ -26,12 +26,12 @@ import anyio
 import attrs
 
 from . import _once_state as state
-from ._cas import CasResult, ensure_exists, read, update_status
-from ._client import Client, default_client
+from ._admin import ObjectFront
+from ._cas import CasResult, ensure_exists, update_status
+from ._client import Client
 from ._clock import rfc3339
 from ._entries import MAX_TTL_SECONDS, MIN_TTL_SECONDS, ExpiryTracker, Renewal, new_entry
 from ._errors import APIError, ConfigurationError, NotFoundError, OnceFailed
-from ._names import check_object_name
 from ._store import ONCE, KObject
 from ._telemetry import span
 from ._waiting import newest, wait_any
@@ -96,7 +96,7 @@ class OnceStatistics:
 
 
 @final
-class Once:
+class Once(ObjectFront):
     """Run a function exactly once per name, cluster-wide.
 
     Args:
@@ -110,6 +110,8 @@ class Once:
         ConfigurationError: an argument is out of range.
     """
 
+    KIND = ONCE
+
     def __init__(
         self,
         name: str,
@@ -118,9 +120,7 @@ class Once:
         client: Client | None = None,
         ttl: float = 30,
     ) -> None:
-        self.name = check_object_name(name)
-        if namespace is not None:
-            check_object_name(namespace, field="namespace")
+        super().__init__(name, namespace=namespace, client=client)
         ttl_ok = isinstance(ttl, int | float) and not isinstance(ttl, bool)
         if not ttl_ok or not MIN_TTL_SECONDS <= ttl <= MAX_TTL_SECONDS:
             raise ConfigurationError(
@@ -128,8 +128,6 @@ class Once:
                 f"got {ttl!r}"
             )
         self._ttl = math.ceil(ttl)
-        self._namespace = namespace
-        self._client = client
         self._ran = self._took_over = self._waited = self._writes = 0
 
     def __repr__(self) -> str:
@@ -138,14 +136,6 @@ class Once:
     def statistics(self) -> OnceStatistics:
         """Counters of this instance (no I/O)."""
         return OnceStatistics(self._ran, self._took_over, self._waited, self._writes)
-
-    async def _connect(self) -> tuple[Client, str]:
-        if self._client is None:
-            self._client = default_client()
-        client = await self._client.connect()
-        if self._namespace is None:
-            self._namespace = client.namespace
-        return client, self._namespace
 
     async def _cas(
         self,
@@ -166,8 +156,7 @@ class Once:
 
     async def status(self) -> OnceStatus:
         """The Once as the server (or the watch cache) has it now."""
-        client, ns = await self._connect()
-        return OnceStatus.from_object(await read(client, ONCE, ns, self.name))
+        return OnceStatus.from_object(await self._read())
 
     async def reset(self) -> bool:
         """Forget the outcome so that the next :meth:`run` runs the function again (a
@@ -178,15 +167,6 @@ class Once:
         except NotFoundError:
             return False
         return result.wrote
-
-    async def delete(self) -> bool:
-        """Delete the object; ``False`` if it did not exist."""
-        client, ns = await self._connect()
-        try:
-            await client.store.delete(ONCE, ns, self.name)
-        except NotFoundError:
-            return False
-        return True
 
     async def run(self, fn: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``fn`` if nobody has (or is running it), else wait for its outcome.

@@ -20,23 +20,14 @@ mode) through this object gets ``RuntimeError`` if it tries again.
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from functools import partial
 from typing import Any, Literal, final
 
 from . import _semaphore_state as state
+from ._admin import LockFront
 from ._client import Client
 from ._errors import ConfigurationError
-from ._names import check_object_name
-from ._semaphore_engine import Permit, Pool, check_int, check_ttl
-from .mutex import Owners
-from .semaphore import (
-    DEFAULT_TTL,
-    SemaphoreStatistics,
-    SemaphoreStatus,
-    check_namespace,
-    statistics_of,
-    status_of,
-)
+from ._semaphore_engine import Permit, check_int
+from .semaphore import DEFAULT_TTL
 
 Mode = Literal["read", "write"]
 
@@ -44,7 +35,7 @@ __all__ = ["Mode", "RWMutex"]
 
 
 @final
-class RWMutex:
+class RWMutex(LockFront):
     """A readers-writer lock stored in an ``RWMutex`` custom resource.
 
     Args:
@@ -69,43 +60,22 @@ class RWMutex:
         client: Client | None = None,
         ttl: int = DEFAULT_TTL,
     ) -> None:
-        check_object_name(name)
-        check_namespace(namespace)
         check_int(max_readers, "max_readers", 1, state.MAX_HOLDERS)
-        self._pool = Pool(
+        super().__init__(
             state.RWMUTEX_FLAVOR,
             name,
             namespace=namespace,
             client=client,
-            ttl=check_ttl(ttl),
+            ttl=ttl,
             create_spec={"maxReaders": max_readers},
         )
-        self._owners = Owners(self)
 
-    def __repr__(self) -> str:
-        return f"<RWMutex {self._pool.namespace or '(default)'}/{self.name}>"
-
-    @property
-    def name(self) -> str:
-        return self._pool.name
-
-    @property
-    def namespace(self) -> str | None:
-        return self._pool.namespace or None
-
-    def _kwargs(
+    def _request_in(
         self, mode: Mode, priority: int, preemptible: bool, ttl: int | None
     ) -> dict[str, Any]:
         if mode not in ("read", "write"):
             raise ConfigurationError(f"mode must be 'read' or 'write', got {mode!r}")
-        self._pool.check_args(priority, ttl)
-        return {
-            "fields": {"mode": mode},
-            "priority": priority,
-            "preemptible": preemptible,
-            "ttl": ttl,
-            "allow_burst": False,
-        }
+        return self._request({"mode": mode}, priority, preemptible, ttl)
 
     def read(
         self, *, priority: int = 0, preemptible: bool = False, ttl: int | None = None
@@ -119,8 +89,7 @@ class RWMutex:
             ConfigurationError: bad arguments.
             RuntimeError: this task already holds the lock through this object.
         """
-        kwargs = self._kwargs("read", priority, preemptible, ttl)
-        return self._owners.hold(self._pool.hold(**kwargs, nowait=False))
+        return self._hold(self._request_in("read", priority, preemptible, ttl))
 
     def write(
         self, *, priority: int = 0, preemptible: bool = False, ttl: int | None = None
@@ -131,8 +100,7 @@ class RWMutex:
             ConfigurationError: bad arguments.
             RuntimeError: this task already holds the lock through this object.
         """
-        kwargs = self._kwargs("write", priority, preemptible, ttl)
-        return self._owners.hold(self._pool.hold(**kwargs, nowait=False))
+        return self._hold(self._request_in("write", priority, preemptible, ttl))
 
     async def acquire(
         self,
@@ -148,10 +116,8 @@ class RWMutex:
             ConfigurationError: bad arguments.
             RuntimeError: this task already holds the lock through this object.
         """
-        kwargs = self._kwargs(mode, priority, preemptible, ttl)
-        return await self._owners.acquire(
-            partial(self._pool.acquire, **kwargs, nowait=False, background=True)
-        )
+        request = self._request_in(mode, priority, preemptible, ttl)
+        return await self._acquire(request, nowait=False)
 
     async def acquire_nowait(
         self,
@@ -166,27 +132,5 @@ class RWMutex:
         Raises:
             WouldBlock: incompatible holders, or earlier/higher waiters are queued.
         """
-        kwargs = self._kwargs(mode, priority, preemptible, ttl)
-        return await self._owners.acquire(
-            partial(self._pool.acquire, **kwargs, nowait=True, background=True)
-        )
-
-    async def create(self) -> SemaphoreStatus:
-        """Create the object. Raises ``AlreadyExistsError`` if it exists."""
-        spec = self._pool.create_spec or {}
-        return status_of(self._pool, await self._pool.create(spec))
-
-    async def delete(self) -> None:
-        """Delete the object; holders' locks are lost, waiters fail."""
-        await self._pool.delete()
-
-    async def status(self) -> SemaphoreStatus:
-        """A fresh snapshot; holders carry ``mode``."""
-        return status_of(self._pool, await self._pool.read(fresh=True))
-
-    async def force_release(self, who: str) -> tuple[str, ...]:
-        """Remove holders by acquisition key or holder id; returns the removed keys."""
-        return await self._pool.force_release(who)
-
-    def statistics(self) -> SemaphoreStatistics:
-        return statistics_of(self._pool)
+        request = self._request_in(mode, priority, preemptible, ttl)
+        return await self._acquire(request, nowait=True)

@@ -21,11 +21,10 @@ from typing import final
 import attrs
 
 from . import _waitgroup_state as state
-from ._cas import ensure_exists, read, update_status
-from ._client import Client, default_client
+from ._admin import ObjectFront
+from ._cas import ensure_exists, update_status
+from ._client import Client
 from ._clock import rfc3339
-from ._errors import NotFoundError
-from ._names import check_object_name
 from ._store import WAITGROUP, KObject
 from ._telemetry import span
 from ._waiting import caught_up, newest, wait_any
@@ -69,7 +68,7 @@ class WaitGroupStatistics:
 
 
 @final
-class WaitGroup:
+class WaitGroup(ObjectFront):
     """A cluster-wide counter to wait on.
 
     Args:
@@ -81,14 +80,12 @@ class WaitGroup:
         ConfigurationError: a bad name.
     """
 
+    KIND = WAITGROUP
+
     def __init__(
         self, name: str, *, namespace: str | None = None, client: Client | None = None
     ) -> None:
-        self.name = check_object_name(name)
-        if namespace is not None:
-            check_object_name(namespace, field="namespace")
-        self._namespace = namespace
-        self._client = client
+        super().__init__(name, namespace=namespace, client=client)
         self._added = self._waits = self._writes = self._attempts = 0
 
     def __repr__(self) -> str:
@@ -97,14 +94,6 @@ class WaitGroup:
     def statistics(self) -> WaitGroupStatistics:
         """Counters of this instance (no I/O)."""
         return WaitGroupStatistics(self._added, self._waits, self._writes, self._attempts)
-
-    async def _connect(self) -> tuple[Client, str]:
-        if self._client is None:
-            self._client = default_client()
-        client = await self._client.connect()
-        if self._namespace is None:
-            self._namespace = client.namespace
-        return client, self._namespace
 
     async def add(self, delta: int = 1) -> int:
         """Add ``delta`` (may be negative) to the counter; creates the object if needed.
@@ -172,14 +161,4 @@ class WaitGroup:
 
     async def status(self) -> WaitGroupStatus:
         """The WaitGroup as the server (or the watch cache) has it now."""
-        client, ns = await self._connect()
-        return WaitGroupStatus.from_object(await read(client, WAITGROUP, ns, self.name))
-
-    async def delete(self) -> bool:
-        """Delete the object; ``False`` if it did not exist."""
-        client, ns = await self._connect()
-        try:
-            await client.store.delete(WAITGROUP, ns, self.name)
-        except NotFoundError:
-            return False
-        return True
+        return WaitGroupStatus.from_object(await self._read())

@@ -1,7 +1,11 @@
 """Test-suite wiring: the local control plane plugin (fixtures, markers, xdist sharing).
 
-The plugin starts one kube-apiserver + etcd per session only when integration or e2e tests
-are selected, so ``pytest tests/unit`` stays fast. Fixtures it provides: ``control_plane``,
+Installing konductor registers the plugin (a ``pytest11`` entry point); it is listed here too
+so the suite also runs with ``PYTEST_DISABLE_PLUGIN_AUTOLOAD=1``. The entry point is named
+after the module, so pytest does not register it twice.
+
+The plugin starts one kube-apiserver + etcd per session only when a selected test uses its
+fixtures, so ``pytest tests/unit`` stays fast. Fixtures it provides: ``control_plane``,
 ``kubeconfig``, ``api_client``, ``namespace`` and ``anyio_backend`` (see docs/testing.md).
 """
 

@@ -5,18 +5,27 @@ a daemon thread, started on first use through an anyio :class:`BlockingPortal`. 
 blocking method is the async one run in that loop, so the sync and async APIs cannot drift
 apart, background renewals keep running while the caller's thread is busy, and one watch
 per kind serves every blocking waiter in the process.
+
+At interpreter exit the loop's default client (the one primitives created without
+``client=`` share) is closed in the loop, and then the loop is stopped; a client the
+script made itself is the script's to close.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import concurrent.futures
 import functools
 import threading
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, ParamSpec, TypeVar
 
+import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from .._client import _DEFAULTS
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -24,6 +33,10 @@ P = ParamSpec("P")
 _lock = threading.Lock()
 _portal: BlockingPortal | None = None
 _portal_cm: AbstractContextManager[BlockingPortal] | None = None
+
+# How long interpreter exit waits for the default client to close (seconds). Closing aborts
+# the TLS connections rather than negotiating, so this only matters if the loop is stuck.
+_CLOSE_TIMEOUT = 5.0
 
 
 def portal() -> BlockingPortal:
@@ -40,11 +53,35 @@ def portal() -> BlockingPortal:
 def _stop() -> None:
     global _portal, _portal_cm
     with _lock:
-        cm, _portal_cm, _portal = _portal_cm, None, None
-    if cm is not None:
-        # Cancels whatever still runs there (renewers of permits never released);
-        # their entries then expire by TTL like those of any process that died.
-        cm.__exit__(None, None, None)
+        cm, portal_, _portal_cm, _portal = _portal_cm, _portal, None, None
+    if cm is None or portal_ is None:
+        return
+    _close_default_client(portal_)
+    # Cancels whatever still runs there (renewers of permits never released);
+    # their entries then expire by TTL like those of any process that died.
+    cm.__exit__(None, None, None)
+
+
+def _close_default_client(portal_: BlockingPortal) -> None:
+    """Close the loop's default client, so its HTTP session and sockets do not outlive the
+    loop (``ResourceWarning: unclosed ...`` at exit). Never blocks exit for long."""
+
+    async def close() -> None:
+        client = _DEFAULTS.get(asyncio.get_running_loop())
+        if client is not None:
+            with anyio.move_on_after(_CLOSE_TIMEOUT):
+                await client.aclose()
+
+    try:
+        future = portal_.start_task_soon(close)
+    except RuntimeError:
+        return  # the loop is already gone: nothing can be closed there
+    try:
+        future.result(timeout=_CLOSE_TIMEOUT + 1)
+    except concurrent.futures.TimeoutError:
+        future.cancel()  # the loop is stuck; exit anyway
+    except Exception:  # best effort at exit: the loop is stopped next regardless
+        pass
 
 
 def run(func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:

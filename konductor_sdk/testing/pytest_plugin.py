@@ -1,20 +1,24 @@
 """pytest plugin: one real control plane per test session, shared by all xdist workers.
 
-Enable it from a ``conftest.py``::
+Installing konductor registers this plugin (a ``pytest11`` entry point named after this
+module), so there is nothing to enable; ``-p no:konductor_sdk.testing.pytest_plugin`` turns it
+off. Listing it in ``pytest_plugins`` still works (it is then not registered twice).
 
-    pytest_plugins = ["konductor_sdk.testing.pytest_plugin"]
+It starts nothing unless a test uses its fixtures. Who starts the control plane:
 
-Who starts the control plane:
+* with pytest-xdist, a worker whose collected tests use the ``control_plane`` fixture
+  (directly or through the others) says so through a temporary directory before it reports
+  its collection; the controller then starts the control plane, before any test is
+  scheduled, and publishes its address and CA there for every worker. The controller only
+  offers this when the command line can reach integration or e2e tests (a path under an
+  ``integration``/``e2e`` directory, and a ``-m`` expression that does not exclude both
+  markers);
+* otherwise (no xdist, or no sharing offered), the process that collected tests needing the
+  ``control_plane`` fixture starts its own after collection.
 
-* with pytest-xdist, the controller process starts it in ``pytest_configure`` when the
-  command line can reach integration or e2e tests (a path under an ``integration``/``e2e``
-  directory, and a ``-m`` expression that does not exclude both markers), and hands its
-  address and CA to every worker through ``workerinput``;
-* otherwise (no xdist, or the controller guessed "no"), the process that collected tests
-  needing the ``control_plane`` fixture starts its own after collection.
-
-So ``pytest tests/unit`` never starts one. ``KONDUCTOR_TEST_KUBECONFIG=/path`` replaces the
-local control plane by an existing cluster (the CRDs are still installed into it).
+So ``pytest tests/unit`` never starts one, and neither does a project that merely has
+konductor installed. ``KONDUCTOR_TEST_KUBECONFIG=/path`` replaces the local control plane by
+an existing cluster (the CRDs are still installed into it).
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -56,22 +62,85 @@ _SKIP_DIRS: Final = frozenset({".git", ".venv", "venv", "node_modules", "__pycac
 
 
 @final
-class _SessionCluster:
-    """The session's cluster: started on first need, stopped at unconfigure if we own it."""
+class _Rendezvous:
+    """A directory through which xdist workers and their controller share one cluster.
 
-    def __init__(self, handle: ClusterHandle | None = None) -> None:
-        self._handle = handle
+    A worker whose tests need the cluster leaves a ``need-<worker>`` file *before* it reports
+    its collection; the controller, on that report and before it schedules any test, starts
+    the cluster and publishes its handle (or why it could not) for every worker to read.
+    """
+
+    _HANDLE = "cluster.json"
+    _FAILURE = "failure.txt"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @classmethod
+    def create(cls) -> _Rendezvous:
+        return cls(Path(tempfile.mkdtemp(prefix="konductor-pytest-")))
+
+    def request(self, worker: str) -> None:
+        (self.directory / f"need-{worker}").touch()
+
+    def requested(self) -> bool:
+        return any(self.directory.glob("need-*"))
+
+    def publish(self, handle: ClusterHandle) -> None:
+        self._write(self._HANDLE, json.dumps(handle.to_dict()))
+
+    def publish_failure(self, message: str) -> None:
+        self._write(self._FAILURE, message)
+
+    def read(self) -> ClusterHandle | None:
+        """The controller's cluster; None if it started none (the worker starts its own)."""
+        failure = self.directory / self._FAILURE
+        if failure.exists():
+            raise pytest.UsageError(failure.read_text())
+        handle = self.directory / self._HANDLE
+        if not handle.exists():
+            return None
+        return ClusterHandle.from_dict(json.loads(handle.read_text()))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _write(self, name: str, text: str) -> None:
+        partial = self.directory / f".{name}.partial"
+        partial.write_text(text)
+        partial.replace(self.directory / name)  # readers never see half a file
+
+
+@final
+class _SessionCluster:
+    """The session's cluster: started on first need, stopped at unconfigure if we own it.
+
+    Args:
+        rendezvous: Where an xdist controller and its workers meet, if sharing is offered.
+        controller: Whether this process is the xdist controller (it owns the rendezvous).
+    """
+
+    def __init__(self, rendezvous: _Rendezvous | None = None, *, controller: bool = False) -> None:
+        self._handle: ClusterHandle | None = None
         self._plane: LocalControlPlane | None = None
         self._failure: pytest.UsageError | None = None
         self._restore_sigterm: Callable[[], None] | None = None
+        self._rendezvous = rendezvous
+        self._controller = controller
 
     @property
-    def started(self) -> bool:
-        return self._handle is not None
+    def rendezvous(self) -> _Rendezvous | None:
+        return self._rendezvous
 
     def get(self) -> ClusterHandle:
         if self._failure is not None:  # fail every dependent test fast, not one start each
             raise self._failure
+        if self._handle is None and self._rendezvous is not None and not self._controller:
+            try:
+                self._handle = self._rendezvous.read()
+            except pytest.UsageError as error:
+                self._failure = error
+                raise
         if self._handle is None:
             try:
                 self._handle = self._start()
@@ -80,6 +149,22 @@ class _SessionCluster:
                 self._failure = pytest.UsageError(f"konductor: no control plane: {error}")
                 raise self._failure from error
         return self._handle
+
+    def serve_workers(self) -> None:
+        """On the controller: start and publish the cluster once a worker has asked for it."""
+        rendezvous = self._rendezvous
+        if not self._controller or rendezvous is None or not rendezvous.requested():
+            return
+        if self._handle is not None or self._failure is not None:
+            return  # already published
+        try:
+            handle = self.get()
+        except pytest.UsageError as error:
+            # Raising here would be an xdist INTERNALERROR; every test that needs the
+            # cluster fails with this message instead.
+            rendezvous.publish_failure(str(error))
+        else:
+            rendezvous.publish(handle)
 
     def _start(self) -> ClusterHandle:
         existing = os.environ.get(EXISTING_CLUSTER_ENV)
@@ -98,6 +183,8 @@ class _SessionCluster:
         if self._restore_sigterm is not None:
             self._restore_sigterm()
             self._restore_sigterm = None
+        if self._controller and self._rendezvous is not None:
+            self._rendezvous.remove()
 
 
 _CLUSTER: Final = pytest.StashKey[_SessionCluster]()
@@ -170,24 +257,36 @@ def _controller_wants_cluster(config: pytest.Config) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the markers; on the xdist controller, start the shared control plane."""
+    """Register the markers; on the xdist controller, offer workers a shared cluster.
+
+    Nothing is started here: the cluster starts only once a collected test needs it.
+    """
     config.addinivalue_line("markers", "integration: needs the real local control plane")
     config.addinivalue_line("markers", "e2e: runs separate processes against the control plane")
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
-    shared = (workerinput or {}).get(_WORKERINPUT_KEY)
-    handle = ClusterHandle.from_dict(json.loads(shared)) if shared else None
-    cluster = _SessionCluster(handle)
+    if workerinput is not None:
+        shared = workerinput.get(_WORKERINPUT_KEY)
+        rendezvous = _Rendezvous(Path(json.loads(shared)["rendezvous"])) if shared else None
+        cluster = _SessionCluster(rendezvous)
+    elif _controller_wants_cluster(config):
+        cluster = _SessionCluster(_Rendezvous.create(), controller=True)
+    else:
+        cluster = _SessionCluster()
     config.stash[_CLUSTER] = cluster
-    if workerinput is None and _controller_wants_cluster(config):
-        cluster.get()
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """Hand the controller's cluster to an xdist worker (an xdist hook)."""
-    cluster = node.config.stash[_CLUSTER]
-    if cluster.started:
-        node.workerinput[_WORKERINPUT_KEY] = json.dumps(cluster.get().to_dict())
+    """Tell an xdist worker where to ask for the shared cluster (an xdist hook)."""
+    rendezvous = node.config.stash[_CLUSTER].rendezvous
+    if rendezvous is not None:
+        node.workerinput[_WORKERINPUT_KEY] = json.dumps({"rendezvous": str(rendezvous.directory)})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """On the controller, before any test is scheduled: start the cluster a worker needs."""
+    node.config.stash[_CLUSTER].serve_workers()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -202,12 +301,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(marker)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reports its collection
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the cluster now (outside any test's timeout) if a selected test needs it."""
-    if session.config.option.collectonly:
+    """Start the cluster now (outside any test's timeout) if a selected test needs it.
+
+    An xdist worker offered a shared cluster asks the controller for it instead.
+    """
+    config = session.config
+    if config.option.collectonly:
         return
-    if any("control_plane" in getattr(item, "fixturenames", ()) for item in session.items):
-        session.config.stash[_CLUSTER].get()
+    if not any("control_plane" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    cluster = config.stash[_CLUSTER]
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    if cluster.rendezvous is not None and workerinput is not None:
+        cluster.rendezvous.request(str(workerinput.get("workerid", os.getpid())))
+    else:
+        cluster.get()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
