@@ -5,9 +5,13 @@ through :func:`update_status`: the mutation is a pure function of the object as 
 write is a status PUT carrying that object's resourceVersion, and the API server rejects
 it with 409 if anyone wrote in between. Nothing is ever decided on stale state.
 
-The first read comes from the shared watch cache when one is synced (no round trip); after
-a conflict the object is re-read with a GET, because the cache may still lag behind the
-write that beat us. Retries back off with full jitter and are bounded.
+The first read comes from the shared watch cache when one is synced (no round trip). A 409
+means the server holds a newer version than the one we wrote on; the retry waits for the
+shared watch to deliver it (it is on its way to every client anyway), then sleeps a
+full-jitter back-off so that the writers who lost to the same write do not all retry in
+the same instant, and recomputes on the newest version cached by then. Only without a
+synced watch, or when the watch has not delivered a newer version within
+:data:`WATCH_WAIT_SECONDS`, is the object re-read with a GET. Retries are bounded.
 """
 
 from __future__ import annotations
@@ -21,10 +25,19 @@ import attrs
 from ._client import Client
 from ._errors import AlreadyExistsError, ConflictError, ConflictExhausted, NotFoundError
 from ._store import KObject, ResourceKind, _backoff
+from ._watch import _rv_int
 
 Mutation = Callable[[KObject], Mapping[str, Any] | None]
 
 DEFAULT_MAX_ATTEMPTS = 64
+WATCH_WAIT_SECONDS = 0.25
+"""Longest a retry waits for the watch to deliver the write that beat it before a GET."""
+JITTER_BASE = 0.005
+JITTER_CAP = 1.0
+"""Full-jitter back-off before a retry (``_backoff(attempt, JITTER_BASE, JITTER_CAP)``).
+The cap is only reached after 8 lost races in a row, i.e. under heavy contention, where
+spreading the retries wider costs fewer 409s (each nearly as dear to the API server as a
+successful write) than it costs in latency (docs/performance.md, "2. Contention")."""
 
 
 @attrs.frozen
@@ -50,6 +63,35 @@ async def read(
             obj = watch.get(name, namespace)
             if obj is not None:
                 return obj
+    return await client.store.get(kind, namespace, name)
+
+
+async def _newer_than(
+    client: Client, kind: ResourceKind, namespace: str, name: str, stale: KObject, attempt: int
+) -> KObject:
+    """The object after a write on ``stale`` got a 409: from the watch once it has delivered
+    a newer version (then after a jittered pause), else from a GET."""
+    watch = client.cached_watch(kind, namespace)
+    stale_rv = _rv_int(stale.resource_version)
+    if watch is not None and stale_rv >= 0:
+        delivered = False
+        with anyio.move_on_after(WATCH_WAIT_SECONDS):
+            while True:
+                changed = watch.next_change(name, namespace)  # before reading the cache
+                cached = watch.get(name, namespace)
+                if cached is None:
+                    break  # deleted, or never cached: let the GET tell
+                if _rv_int(cached.resource_version) > stale_rv:
+                    delivered = True
+                    break
+                await changed.wait()
+        if delivered:
+            await anyio.sleep(_backoff(attempt, base=JITTER_BASE, cap=JITTER_CAP))
+            cached = watch.get(name, namespace)  # the newest by now, never older
+            if cached is not None and _rv_int(cached.resource_version) > stale_rv:
+                return cached
+    else:
+        await anyio.sleep(_backoff(attempt, base=JITTER_BASE, cap=JITTER_CAP))
     return await client.store.get(kind, namespace, name)
 
 
@@ -88,8 +130,7 @@ async def update_status(
         except ConflictError:
             if attempt == max_attempts:
                 break
-            await anyio.sleep(_backoff(attempt, base=0.005, cap=0.25))
-            obj = await client.store.get(kind, namespace, name)
+            obj = await _newer_than(client, kind, namespace, name, obj, attempt)
             continue
         watch = client.cached_watch(kind, namespace)
         if watch is not None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import textwrap
 from typing import Any
 
 import anyio
 import pytest
+from _scratch_crd import install_scratch_crd
 
 from konductor_sdk import (
     AlreadyExistsError,
@@ -16,6 +16,7 @@ from konductor_sdk import (
     ConflictExhausted,
     Identity,
     NotFoundError,
+    _cas,
 )
 from konductor_sdk._cas import ensure_exists, update_status
 from konductor_sdk._entries import EntryGone, Renewal, new_entry
@@ -30,32 +31,7 @@ COUNTER = ResourceKind(GROUP, "v1", "counters", "Counter")
 
 @pytest.fixture(scope="module")
 def counter_crd(control_plane: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -> None:
-    directory = tmp_path_factory.mktemp("crds")
-    (directory / "counter.yaml").write_text(
-        textwrap.dedent(
-            f"""\
-            apiVersion: apiextensions.k8s.io/v1
-            kind: CustomResourceDefinition
-            metadata: {{name: counters.{GROUP}}}
-            spec:
-              group: {GROUP}
-              scope: Namespaced
-              names: {{plural: counters, singular: counter, kind: Counter}}
-              versions:
-                - name: v1
-                  served: true
-                  storage: true
-                  subresources: {{status: {{}}}}
-                  schema:
-                    openAPIV3Schema:
-                      type: object
-                      properties:
-                        spec: {{type: object, x-kubernetes-preserve-unknown-fields: true}}
-                        status: {{type: object, x-kubernetes-preserve-unknown-fields: true}}
-            """
-        )
-    )
-    control_plane.install_crds(directory)
+    install_scratch_crd(control_plane, tmp_path_factory.mktemp("crds"), COUNTER)
 
 
 @pytest.fixture
@@ -114,6 +90,34 @@ async def test_concurrent_cas_loses_no_update(counter: KObject, make_client: Any
     async with anyio.create_task_group() as tg:
         for i in range(24):
             tg.start_soon(writer, clients[i % 4])
+    final = await clients[0].store.get(COUNTER, clients[0].namespace, "c")
+    assert final.status["n"] == 72
+    assert sum(attempts) > 72, "no conflict happened: the test did not exercise CAS"
+    assert sum(c.store.stats["conflict"] for c in clients) == sum(attempts) - 72
+
+
+async def test_concurrent_cas_retries_from_the_watch_without_reading(
+    counter: KObject, make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same race with a shared watch in every client: a write that lost retries on the
+    # version the watch delivers (never a GET), and still no increment is lost.
+    monkeypatch.setattr(_cas, "WATCH_WAIT_SECONDS", 60.0)  # behaviour, not timing
+    clients: list[Client] = [await make_client(f"v{i}").connect() for i in range(4)]
+    for c in clients:
+        await c.watch(COUNTER, c.namespace)
+    gets = [c.store.stats["get"] for c in clients]
+    attempts: list[int] = []
+
+    async def writer(c: Client) -> None:
+        for _ in range(3):
+            result = await update_status(c, COUNTER, c.namespace, "c", increment)
+            attempts.append(result.attempts)
+
+    with anyio.fail_after(120):
+        async with anyio.create_task_group() as tg:
+            for i in range(24):
+                tg.start_soon(writer, clients[i % 4])
+    assert [c.store.stats["get"] for c in clients] == gets
     final = await clients[0].store.get(COUNTER, clients[0].namespace, "c")
     assert final.status["n"] == 72
     assert sum(attempts) > 72, "no conflict happened: the test did not exercise CAS"
