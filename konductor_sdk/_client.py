@@ -136,6 +136,7 @@ class Client:
             ns = (loader.current_context or {}).get("context", {}).get("namespace")
             context_ns = str(ns) if ns else None
         self._api_client = ApiClient(configuration=configuration)
+        _abort_closed_tls(self._api_client)
         return KubeStore(self._api_client), context_ns
 
     async def _learn_pod_uid(self) -> None:
@@ -225,6 +226,30 @@ class Client:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _abort_closed_tls(api_client: Any) -> None:
+    """Have aiohttp abort TLS connections it closed, where CPython needs that.
+
+    A request cancelled mid-flight (a renewal when its permit is released, any call when its
+    client closes) makes aiohttp close that connection gracefully. Before CPython 3.12.8
+    (python/cpython#118960) a TLS transport closed that way may never finish closing: its
+    socket stays open until garbage collection (a ResourceWarning, and a file descriptor
+    per cancelled request in between). aiohttp's remedy is ``enable_cleanup_closed``, which
+    aborts such transports every 2 s and on close; kubernetes_asyncio builds its connector
+    without it, so it is switched on here (aiohttp itself refuses it on fixed versions).
+    """
+    import aiohttp.connector
+
+    if not getattr(aiohttp.connector, "NEEDS_CLEANUP_CLOSED", False):
+        return
+    session = getattr(api_client.rest_client, "pool_manager", None)
+    connector = getattr(session, "connector", None)
+    if isinstance(connector, aiohttp.connector.BaseConnector) and hasattr(
+        connector, "_cleanup_closed_disabled"
+    ):
+        connector._cleanup_closed_disabled = False
+        connector._cleanup_closed()  # starts its periodic abort of closed transports
 
 
 def _pick_namespace(identity: Identity, context_ns: str | None) -> str:
