@@ -5,8 +5,13 @@ The child first measures the floor — the same number of plain anyio tasks wait
 ``anyio.Event`` — then parks that many ``acquire()`` calls on a one-permit Semaphore held
 by another client, waits until the object shows them all queued, and records the RSS
 growth, the watch connections the waiting client opened, and the requests it took to
-enqueue. Then it cancels every waiter and records how long until the queue is empty
-again (each cancelled waiter withdraws its own entry).
+enqueue. With every waiter queued it then watches one renewal window: the waiters' TTL is
+short (``RENEW_TTL``, so a renewal is due every second) and the patches the waiting client
+sends in 3.5 renewal periods are counted — each waiter renews its own entry, but entries
+of one client due together go in one patch, so the floor is one patch per round, not one
+per waiter — and whether every waiter is still queued after it. Then it cancels every
+waiter and records how long until the queue is empty again (each cancelled waiter
+withdraws its own entry).
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from .._harness import Context, Scenario, request_counts
 from .._report import Measurement, Row
 
 NAME = "many-waiters"
+RENEW_TTL = 3
+"""The waiters' ttlSeconds: a renewal is due every ``RENEW_TTL / 3`` = 1 s."""
+RENEW_ROUNDS = 3.5
 
 
 def rss_mib() -> float:
@@ -72,7 +80,7 @@ async def child(params: dict[str, Any], link: Link) -> dict[str, Any]:
         holder = Semaphore(NAME, permits=1, client=h)
         await holder.create(permits=1)
         permit = await holder.acquire()
-        waiting = Semaphore(NAME, permits=1, client=w)
+        waiting = Semaphore(NAME, permits=1, client=w, ttl=RENEW_TTL)
         rss = rss_mib()
         before = w.store.stats.copy()
         started = time.monotonic()
@@ -96,6 +104,12 @@ async def child(params: dict[str, Any], link: Link) -> dict[str, Any]:
             result["waiters_rss_mib"] = rss_mib() - rss
             result["enqueue_requests"] = request_counts(before, w.store.stats)
             result["watch_connections"] = w.store.stats["watch_opened"]
+            patches = w.store.stats["patch"]
+            await anyio.sleep(RENEW_ROUNDS * RENEW_TTL / 3)
+            result["renewal_patches_per_round"] = (w.store.stats["patch"] - patches) / RENEW_ROUNDS
+            queued = h.cached_watch(SEMAPHORE, namespace)
+            obj = queued.get(NAME) if queued is not None else None
+            result["queued_after_renewals"] = len(obj.status.get("waiters") or {}) if obj else 0
             cancelled_at = time.monotonic()
             tg.cancel_scope.cancel()
         with anyio.move_on_after(bound) as scope:
@@ -119,6 +133,11 @@ class ManyWaiters(Scenario):
         Row("time until all are queued", "enqueue_s"),
         Row("API writes per waiter (enqueue)", "per_waiter.writes"),
         Row("409s per waiter (enqueue)", "per_waiter.conflicts"),
+        Row(
+            "renewal patches per 1 s round, all 1,000 waiters (uncombined: 1,000)",
+            "renewal_patches_per_round",
+        ),
+        Row("waiters still queued after 3.5 renewal rounds", "queued_after_renewals"),
         Row("cancel all → queue empty", "cancel_all_s"),
         Row("waiters that failed to queue", "failures"),
     )
@@ -140,6 +159,8 @@ class ManyWaiters(Scenario):
         m.add("enqueue_s", r["enqueue_s"], "s")
         m.add("cancel_all_s", r["cancel_all_s"], "s")
         m.add("failures", r["failures"], "waiters")
+        m.add("renewal_patches_per_round", r["renewal_patches_per_round"], "patches")
+        m.add("queued_after_renewals", r["queued_after_renewals"], "waiters")
         m.add_counts("per_waiter", r["enqueue_requests"], waiters, "requests")
         if not r["all_queued"]:
             m.notes.append("not every waiter was queued within the bound")
