@@ -7,16 +7,14 @@ the server through the SDK client of the test.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
-import attrs
 import pytest
 import yaml
+from _cli_support import Result, koncli, koncli_env
 
 from konductor_sdk import Client, Identity
 from konductor_sdk._errors import NotFoundError
@@ -25,28 +23,11 @@ from konductor_sdk.semaphore import Semaphore
 
 pytestmark = pytest.mark.anyio
 
-KONCLI = str(Path(sys.executable).with_name("koncli"))
-
-
-@attrs.frozen
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
 
 @pytest.fixture
 def env(kubeconfig: Path, namespace: str, tmp_path: Path) -> dict[str, str]:
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("KONDUCTOR_", "POD_", "KUBERNETES_", "_KONCLI"))
-    }
-    return base | {
-        "KUBECONFIG": str(kubeconfig),
-        "KONDUCTOR_NAMESPACE": namespace,
-        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
-    }
+    """The environment of a koncli process: this test's cluster and namespace, no config."""
+    return koncli_env(kubeconfig, tmp_path / "xdg", KONDUCTOR_NAMESPACE=namespace)
 
 
 @pytest.fixture
@@ -55,11 +36,6 @@ async def sdk(kubeconfig: Path, namespace: str) -> AsyncIterator[Client]:
         kubeconfig=kubeconfig, namespace=namespace, identity=Identity(holder="test-sdk")
     ) as client:
         yield client
-
-
-async def koncli(env: dict[str, str], *args: str) -> Result:
-    done = await anyio.run_process([KONCLI, *args], env=env, check=False)
-    return Result(done.returncode, done.stdout.decode(), done.stderr.decode())
 
 
 async def exists(sdk: Client, kind: ResourceKind, name: str) -> bool:

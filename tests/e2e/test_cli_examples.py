@@ -6,15 +6,14 @@ on the test control plane, so the containers themselves never start).
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 import yaml
+from _cli_support import koncli, koncli_env
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.utils import create_from_dict
 
@@ -24,7 +23,6 @@ from konductor_sdk._store import POD, SEMAPHORE
 pytestmark = pytest.mark.anyio
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "k8s"
-KONCLI = str(Path(sys.executable).with_name("koncli"))
 
 
 def documents(name: str) -> list[dict[str, Any]]:
@@ -40,23 +38,9 @@ async def sdk(kubeconfig: Path, namespace: str) -> AsyncIterator[Client]:
 
 
 def pod_env(kubeconfig: Path, namespace: str, pod_name: str, uid: str) -> dict[str, str]:
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("KONDUCTOR_", "POD_", "KUBERNETES_", "_KONCLI"))
-    }
-    return base | {
-        "KUBECONFIG": str(kubeconfig),
-        "XDG_CONFIG_HOME": "/nonexistent",
-        "POD_NAME": pod_name,
-        "POD_NAMESPACE": namespace,
-        "POD_UID": uid,
-    }
-
-
-async def koncli(env: dict[str, str], args: list[str]) -> tuple[int, str, str]:
-    done = await anyio.run_process([KONCLI, *args], env=env, check=False)
-    return done.returncode, done.stdout.decode(), done.stderr.decode()
+    return koncli_env(
+        kubeconfig, "/nonexistent", POD_NAME=pod_name, POD_NAMESPACE=namespace, POD_UID=uid
+    )
 
 
 async def test_every_example_manifest_is_accepted(
@@ -79,7 +63,7 @@ async def test_initcontainer_pattern(kubeconfig: Path, sdk: Client, namespace: s
     env = pod_env(kubeconfig, namespace, pod.name, pod.uid)
 
     init_args = manifest["spec"]["initContainers"][0]["args"]
-    code, key, err = await koncli(env, init_args)
+    code, key, err = await koncli(env, *init_args)
     assert code == 0, err
     entry = (await sdk.store.get(SEMAPHORE, namespace, "gpu-pool")).status["holders"][key.strip()]
     assert entry["pod"] == {"name": pod.name, "namespace": namespace, "uid": pod.uid}
@@ -89,7 +73,7 @@ async def test_initcontainer_pattern(kubeconfig: Path, sdk: Client, namespace: s
     script = manifest["spec"]["containers"][0]["args"][0]
     (line,) = [ln.strip() for ln in script.splitlines() if ln.strip().startswith("koncli ")]
     args = line.replace('"$POD_NAME:$POD_UID"', f"{pod.name}:{pod.uid}").split()[1:]
-    code, _, err = await koncli(env, args)
+    code, _, err = await koncli(env, *args)
     assert code == 0, err
     assert not (await sdk.store.get(SEMAPHORE, namespace, "gpu-pool")).status.get("holders")
 
@@ -102,7 +86,7 @@ async def test_job_run_pattern(kubeconfig: Path, sdk: Client, namespace: str) ->
     args[args.index("python")] = sys.executable
     env = pod_env(kubeconfig, namespace, "train-run-x7k2p", "0b6f-uid")
 
-    code, out, err = await koncli(env, args)
+    code, out, err = await koncli(env, *args)
     assert code == 0, err
     holds_line = next(line for line in out.splitlines() if line.startswith("holds: "))
     assert "'kind': 'semaphore', 'namespace': " in holds_line

@@ -4,12 +4,11 @@ the operator (a separate process) releases it when the Pod object is deleted."""
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import anyio
 import pytest
+from _cli_support import koncli, koncli_env
 from _operator_support import start_operator, watch_until
 
 from konductor_sdk import Client, Identity
@@ -17,8 +16,6 @@ from konductor_sdk._store import POD, SEMAPHORE
 from konductor_sdk.semaphore import Semaphore
 
 pytestmark = pytest.mark.anyio
-
-KONCLI = str(Path(sys.executable).with_name("koncli"))
 
 
 async def test_for_pod_permit_is_released_when_its_pod_is_deleted(
@@ -36,24 +33,18 @@ async def test_for_pod_permit_is_released_when_its_pod_is_deleted(
                 "spec": {"containers": [{"name": "main", "image": "busybox"}]},
             },
         )
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("KONDUCTOR_", "POD_", "KUBERNETES_"))
-        } | {
-            "KUBECONFIG": str(kubeconfig),
-            "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
-            "POD_NAME": "trainer-0",
-            "POD_NAMESPACE": namespace,
-            "POD_UID": pod.uid,
-        }
-        # What the initContainer runs; it exits, the permit stays with the pod.
-        done = await anyio.run_process(
-            [KONCLI, "-n", namespace, "semaphore", "acquire", "gpu", "--for-pod", "-o", "json"],
-            env=env,
-            check=False,
+        env = koncli_env(
+            kubeconfig,
+            tmp_path / "xdg",
+            POD_NAME="trainer-0",
+            POD_NAMESPACE=namespace,
+            POD_UID=pod.uid,
         )
-        assert done.returncode == 0, done.stderr.decode()
+        # What the initContainer runs; it exits, the permit stays with the pod.
+        done = await koncli(
+            env, "-n", namespace, "semaphore", "acquire", "gpu", "--for-pod", "-o", "json"
+        )
+        assert done.code == 0, done.stderr
         key = json.loads(done.stdout)["key"]
 
         op = start_operator(kubeconfig, namespace, tmp_path)

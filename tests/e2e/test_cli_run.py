@@ -9,7 +9,6 @@ lines they print and by watch events, never by sleeping.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 import anyio
 import attrs
 import pytest
+from _cli_support import KONCLI, Result, koncli, koncli_env
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
@@ -31,7 +31,6 @@ from konductor_sdk.semaphore import Semaphore
 
 pytestmark = pytest.mark.anyio
 
-KONCLI = str(Path(sys.executable).with_name("koncli"))
 
 CHILD = r"""
 import json, os, signal, sys, time
@@ -71,26 +70,10 @@ while True:
 """
 
 
-@attrs.frozen
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-
 @pytest.fixture
 def env(kubeconfig: Path, namespace: str, tmp_path: Path) -> dict[str, str]:
     """The environment of a koncli process: this test's cluster and namespace, no config."""
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("KONDUCTOR_", "POD_", "KUBERNETES_", "_KONCLI"))
-    }
-    return base | {
-        "KUBECONFIG": str(kubeconfig),
-        "KONDUCTOR_NAMESPACE": namespace,
-        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
-    }
+    return koncli_env(kubeconfig, tmp_path / "xdg", KONDUCTOR_NAMESPACE=namespace)
 
 
 @pytest.fixture
@@ -106,11 +89,6 @@ async def sdk(kubeconfig: Path, namespace: str) -> AsyncIterator[Client]:
         kubeconfig=kubeconfig, namespace=namespace, identity=Identity(holder="test-sdk")
     ) as client:
         yield client
-
-
-async def koncli(env: dict[str, str], *args: str) -> Result:
-    done = await anyio.run_process([KONCLI, *args], env=env, check=False)
-    return Result(done.returncode, done.stdout.decode(), done.stderr.decode())
 
 
 @attrs.define
