@@ -13,7 +13,6 @@ a spec change does not send every waiting task of a process to the server at onc
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, final
 
@@ -21,7 +20,7 @@ import anyio
 import attrs
 
 from . import _barrier_state as state
-from ._batching import Batcher
+from ._batching import Batcher, PerClient
 from ._cas import CasResult, ensure_exists, update_status
 from ._client import Client
 from ._clock import rfc3339
@@ -377,13 +376,9 @@ def _stored_acquired_at(request: ArrivalRequest) -> str:
     return str(stored.get("acquiredAt", ""))
 
 
-_SITES: weakref.WeakKeyDictionary[Client, dict[tuple[str, str], Site]] = weakref.WeakKeyDictionary()
+_SITES = PerClient[tuple[str, str], Site]()
 
 
 def site(client: Client, namespace: str, name: str) -> Site:
     """The one :class:`Site` of ``client`` at barrier ``namespace/name``."""
-    sites = _SITES.setdefault(client, {})
-    found = sites.get((namespace, name))
-    if found is None:
-        found = sites[(namespace, name)] = Site(client, namespace, name)
-    return found
+    return _SITES.get(client, (namespace, name), lambda: Site(client, namespace, name))

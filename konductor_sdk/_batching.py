@@ -10,7 +10,8 @@ taken into a batch is dropped; one already taken is the flush function's busines
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, Protocol, TypeVar, final
 
 import anyio
@@ -27,6 +28,31 @@ class Request(Protocol):
 
 
 R = TypeVar("R", bound=Request)
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+@final
+class PerClient(Generic[K, V]):
+    """One ``V`` per client and key (e.g. per object), forgotten with the client: where a
+    client's batchers and sites live, so that every task of the process finds the same."""
+
+    def __init__(self) -> None:
+        self._tables: weakref.WeakKeyDictionary[Client, dict[K, V]] = weakref.WeakKeyDictionary()
+
+    def get(self, client: Client, key: K, make: Callable[[], V]) -> V:
+        """The value for ``(client, key)``, made by ``make()`` the first time."""
+        table = self._tables.setdefault(client, {})
+        found = table.get(key)
+        if found is None:
+            found = table[key] = make()
+        return found
+
+    def discard(self, client: Client, key: K, value: V) -> None:
+        """Forget ``(client, key)`` if it still maps to ``value``."""
+        table = self._tables.get(client)
+        if table is not None and table.get(key) is value:
+            del table[key]
 
 
 @final

@@ -31,14 +31,13 @@ on its own to learn which.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, final
 
 import anyio
 import attrs
 
-from ._batching import Batcher
+from ._batching import Batcher, PerClient
 from ._client import Client
 from ._clock import Clock, rfc3339
 from ._errors import APIError, InvalidObjectError, NotFoundError
@@ -231,9 +230,7 @@ class _Combiner:
         return request.sent, request.object
 
     def _forget(self) -> None:
-        combiners = _COMBINERS.get(self._client)
-        if combiners is not None and combiners.get(self._key) is self:
-            del combiners[self._key]
+        _COMBINERS.discard(self._client, self._key, self)
 
     async def _flush(self, batch: list[_Request]) -> None:
         try:
@@ -273,15 +270,9 @@ class _Combiner:
             request.sent, request.object = sent, obj
 
 
-_COMBINERS: weakref.WeakKeyDictionary[Client, dict[tuple[str, str, str], _Combiner]] = (
-    weakref.WeakKeyDictionary()
-)
+_COMBINERS = PerClient[tuple[str, str, str], _Combiner]()
 
 
 def _combiner(renewal: Renewal) -> _Combiner:
     key = (renewal.kind.plural, renewal.namespace, renewal.name)
-    combiners = _COMBINERS.setdefault(renewal.client, {})
-    found = combiners.get(key)
-    if found is None:
-        found = combiners[key] = _Combiner(renewal.client, key)
-    return found
+    return _COMBINERS.get(renewal.client, key, lambda: _Combiner(renewal.client, key))

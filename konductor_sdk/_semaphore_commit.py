@@ -12,7 +12,6 @@ through. Afterwards the batch's status is settled (``_semaphore_state.settle_in_
 from __future__ import annotations
 
 import copy
-import weakref
 from collections.abc import Callable
 from typing import final
 
@@ -20,6 +19,7 @@ import anyio
 import attrs
 
 from . import _semaphore_state as state
+from ._batching import Batcher, PerClient
 from ._cas import CasResult, update_status
 from ._client import Client
 from ._clock import rfc3339
@@ -57,6 +57,8 @@ class _Pending:
     result: KObject | None = None
     attempts: int = 0
     sent: float | None = None
+    cancelled: bool = False
+    """Never set: a queued op stays queued when its caller is cancelled."""
 
 
 @final
@@ -70,8 +72,7 @@ class Committer:
         self.name = name
         self.writes = 0
         self.conflicts = 0
-        self._queue: list[_Pending] = []
-        self._running = False
+        self._batcher = Batcher[_Pending](client, self._commit)
         self._plan: tuple[str, state.Plan] | None = None
 
     def plan(self, obj: KObject) -> state.Plan:
@@ -91,10 +92,7 @@ class Committer:
         deadline for an entry it created counts from; see ``CasResult.sent``).
         """
         pending = _Pending(op)
-        self._queue.append(pending)
-        if not self._running:
-            self._running = True
-            self.client.spawn(self._drain)
+        self._batcher.submit(pending)
         await pending.done.wait()
         if tally is not None:
             tally[0] += pending.attempts
@@ -104,24 +102,6 @@ class Committer:
             raise pending.error
         assert pending.result is not None
         return pending.result
-
-    async def _drain(self) -> None:
-        batch: list[_Pending] = []
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                await self._commit(batch)
-                batch = []
-        finally:
-            self._running = False
-            # Only reached with work left when the client is closing (we were cancelled).
-            for pending in [*batch, *self._queue]:
-                if not pending.done.is_set():
-                    pending.error = RuntimeError(
-                        "client closed: the write may or may not have been made"
-                    )
-                    pending.done.set()
-            self._queue = []
 
     async def _commit(self, batch: list[_Pending]) -> None:
         errors: dict[int, BaseException] = {}
@@ -151,6 +131,14 @@ class Committer:
                 pending.error = exc
                 pending.done.set()
             return
+        except BaseException:
+            # The client is closing (the batcher was cancelled) during the write.
+            for pending in batch:
+                pending.error = RuntimeError(
+                    "client closed: the write may or may not have been made"
+                )
+                pending.done.set()
+            raise
         if result.wrote:
             self.writes += 1
             self.conflicts += result.attempts - 1
@@ -162,16 +150,10 @@ class Committer:
             pending.done.set()
 
 
-_COMMITTERS: weakref.WeakKeyDictionary[Client, dict[tuple[str, str, str], Committer]] = (
-    weakref.WeakKeyDictionary()
-)
+_COMMITTERS = PerClient[tuple[str, str, str], Committer]()
 
 
 def committer(client: Client, flavor: state.Flavor, namespace: str, name: str) -> Committer:
     """The committer of one object, shared by every front object in this client."""
-    table = _COMMITTERS.setdefault(client, {})
     key = (flavor.kind.kind, namespace, name)
-    found = table.get(key)
-    if found is None:
-        found = table[key] = Committer(client, flavor, namespace, name)
-    return found
+    return _COMMITTERS.get(client, key, lambda: Committer(client, flavor, namespace, name))
