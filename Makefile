@@ -12,7 +12,7 @@ STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?= -n 2
 BENCH_ARGS ?=
 
-.PHONY: demo test check lint typecheck binaries bench clean
+.PHONY: demo test check lint typecheck layers binaries bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-check: lint typecheck
+layers: $(STAMP)
+	$(VENV)/bin/lint-imports
+
+check: lint typecheck layers
 
 bench: binaries
 	$(PY) -m benchmarks $(BENCH_ARGS)

@@ -1,6 +1,6 @@
 """The floors Konductor is compared with: raw requests through the same client.
 
-Each function uses ``client.store`` (the very :class:`~konductor_sdk._store.KubeStore` and
+Each function uses ``client.store`` (the very :class:`~konductor_sdk._kernel.store.KubeStore` and
 HTTP session the primitives use), so the only difference between a baseline and the
 primitive it is paired with is the primitive's own logic and extra round trips.
 
@@ -22,7 +22,7 @@ import anyio.lowlevel
 import attrs
 
 from konductor_sdk import Client, ConflictError, NotFoundError
-from konductor_sdk._store import KObject, ResourceKind
+from konductor_sdk._kernel.objects import KObject, ResourceKind
 
 CONFIGMAP = ResourceKind("", "v1", "configmaps", "ConfigMap")
 ANNOTATION = "bench.konductor.io/value"

@@ -33,7 +33,7 @@ import anyio
 import anyio.to_thread
 
 from konductor_sdk import Client, Identity
-from konductor_sdk._store import ResourceKind
+from konductor_sdk._kernel.objects import ResourceKind
 from konductor_sdk.testing import ClusterHandle, LocalControlPlane
 
 from ._child import Child, spawn

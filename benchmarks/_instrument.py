@@ -2,7 +2,7 @@
 
 For profiling only (``python -m benchmarks.diagnose``), never in the figures of
 ``python -m benchmarks``: it wraps two private functions of the SDK —
-``KubeStore._json`` (every non-watch request) and ``_cas._backoff`` (the sleep before a
+``KubeStore._json`` (every non-watch request) and ``_cas.backoff`` (the sleep before a
 compare-and-swap retry) — to add up where a client's time goes.
 """
 
@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from konductor_sdk import _cas, _store
+from konductor_sdk._kernel import cas as _cas
+from konductor_sdk._kernel import store as _store
 
 TOTALS: dict[str, float] = {}
 _installed = False
@@ -39,8 +40,8 @@ def install() -> None:
             _add(f"{verb}.n", 1)
             _add(f"{verb}.s", time.perf_counter() - started)
 
-    # _cas imports _backoff by name from _store: patching it in _cas affects only CAS retries.
-    original_backoff: Callable[..., float] = _cas._backoff  # type: ignore[attr-defined]
+    # cas imports backoff by name from retry: patching it in _cas affects only CAS retries.
+    original_backoff: Callable[..., float] = _cas.backoff  # type: ignore[attr-defined]
 
     def counted_backoff(*args: Any, **kwargs: Any) -> float:
         delay = original_backoff(*args, **kwargs)
@@ -49,7 +50,7 @@ def install() -> None:
         return delay
 
     _store.KubeStore._json = timed_json  # type: ignore[method-assign]
-    _cas._backoff = counted_backoff  # type: ignore[attr-defined]
+    _cas.backoff = counted_backoff  # type: ignore[attr-defined]
 
 
 def snapshot() -> dict[str, float]:

@@ -20,7 +20,7 @@ import anyio
 import attrs
 
 from konductor_sdk import Client, Identity
-from konductor_sdk._store import SEMAPHORE, ResourceKind
+from konductor_sdk._kernel.objects import SEMAPHORE, ResourceKind
 
 from . import _baselines, _instrument
 from ._baselines import Window

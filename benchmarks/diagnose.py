@@ -149,7 +149,7 @@ async def _barrier_row(
     plane: LocalControlPlane, parties: int, ttl: int, clients_n: int, bound: float
 ) -> dict[str, Any]:
     from konductor_sdk import Client, Identity
-    from konductor_sdk._store import BARRIER
+    from konductor_sdk._kernel.objects import BARRIER
     from konductor_sdk.barrier import Barrier
 
     from . import _instrument

@@ -48,7 +48,7 @@ import anyio.to_thread
 import attrs
 
 from konductor_sdk import AlreadyExistsError, Client, Identity
-from konductor_sdk._store import LEASE, NAMESPACE, KObject
+from konductor_sdk._kernel.objects import LEASE, NAMESPACE, KObject
 
 REPO = Path(__file__).resolve().parents[1]
 LEASE_NAME = "soak"

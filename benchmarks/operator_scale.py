@@ -40,10 +40,10 @@ from typing import Any
 import anyio
 
 from konductor_sdk import Client, Identity
-from konductor_sdk._cas import update_status
-from konductor_sdk._clock import SYSTEM_CLOCK, rfc3339
-from konductor_sdk._kinds import registered
-from konductor_sdk._store import NAMESPACE, SEMAPHORE, KObject
+from konductor_sdk._kernel.cas import update_status
+from konductor_sdk._kernel.clock import SYSTEM_CLOCK, rfc3339
+from konductor_sdk._kernel.objects import NAMESPACE, SEMAPHORE, KObject
+from konductor_sdk._machines.rules import registered
 from konductor_sdk.testing import LocalControlPlane
 from konductor_sdk.testing._process import free_port
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import anyio
 
 from konductor_sdk import Barrier, Client, Identity, Lease, Semaphore
-from konductor_sdk._store import SEMAPHORE, KObject
+from konductor_sdk._kernel.objects import SEMAPHORE, KObject
 from konductor_sdk.election import ElectionConfig, LeaderElector
 from konductor_sdk.testing import LocalControlPlane
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import anyio
 
 from konductor_sdk import Client, Identity
-from konductor_sdk._store import SEMAPHORE, KObject
+from konductor_sdk._kernel.objects import SEMAPHORE, KObject
 from konductor_sdk.semaphore import Semaphore
 
 POOL = "gpu-pool"

@@ -2,7 +2,7 @@
 
 Clients arbitrate; the operator only repairs and reports, so the primitives stay safe while
 it is down. It is generic over kinds: each primitive registers a
-:class:`konductor_sdk._kinds.KindRules`, and further controllers plug in as
+:class:`konductor_sdk._machines.rules.KindRules`, and further controllers plug in as
 ``async def controller(ctx: OperatorContext) -> None`` (see ``docs/operator.md``).
 """
 

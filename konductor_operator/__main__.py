@@ -13,7 +13,7 @@ import sys
 import anyio
 import click
 
-from konductor_sdk._errors import ConfigurationError
+from konductor_sdk._kernel.errors import ConfigurationError
 
 from ._config import LOG_LEVELS, OperatorConfig
 from ._logging import configure_logging

@@ -8,7 +8,7 @@ from typing import Final, Literal, final
 
 import attrs
 
-from konductor_sdk._errors import ConfigurationError
+from konductor_sdk._kernel.errors import ConfigurationError
 from konductor_sdk.election import ElectionConfig
 
 LogFormat = Literal["json", "text"]

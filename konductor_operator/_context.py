@@ -14,8 +14,8 @@ from typing import final
 
 import attrs
 
-from konductor_sdk._client import Client
-from konductor_sdk._clock import Clock
+from konductor_sdk._kernel.client import Client
+from konductor_sdk._kernel.clock import Clock
 
 from ._config import OperatorConfig
 from ._events import EventRecorder

@@ -10,7 +10,7 @@ Data flow, all event-driven::
                                                       one CAS per object per pass
 
 ``reconcile`` judges the object as cached (expired entries, entries of dead pods, a due
-timeout, drift), then writes once with :func:`konductor_sdk._cas.update_status`. The
+timeout, drift), then writes once with :func:`konductor_sdk._kernel.cas.update_status`. The
 mutation re-applies the judgment to whatever object the CAS read — after a conflict that
 is a fresh GET — and removes only entries that are still the very ones judged dead.
 """
@@ -26,11 +26,11 @@ from typing import Any, Final, final
 import anyio
 import attrs
 
-from konductor_sdk._cas import update_status
-from konductor_sdk._errors import APIError, ConflictExhausted, NotFoundError
-from konductor_sdk._kinds import KindRules, Status, registered
-from konductor_sdk._store import KObject
-from konductor_sdk._watch import KindWatch
+from konductor_sdk._kernel.cas import update_status
+from konductor_sdk._kernel.errors import APIError, ConflictExhausted, NotFoundError
+from konductor_sdk._kernel.objects import KObject
+from konductor_sdk._kernel.watch import KindWatch
+from konductor_sdk._machines.rules import KindRules, Status, registered
 
 from ._context import OperatorContext
 from ._pods import UNKNOWN, PodWatcher

@@ -22,10 +22,10 @@ from typing import Final, Literal, final
 import anyio
 import attrs
 
-from konductor_sdk._client import Client
-from konductor_sdk._clock import Clock, rfc3339
-from konductor_sdk._errors import APIError, NotFoundError
-from konductor_sdk._store import EVENT, KObject
+from konductor_sdk._kernel.client import Client
+from konductor_sdk._kernel.clock import Clock, rfc3339
+from konductor_sdk._kernel.errors import APIError, NotFoundError
+from konductor_sdk._kernel.objects import EVENT, KObject
 
 log = logging.getLogger("konductor_operator.events")
 

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from konductor_sdk._gate_spec import Leaf
-from konductor_sdk._gate_state import LeafResult
+from konductor_sdk._machines.gate import LeafResult
+from konductor_sdk._machines.gate_spec import Leaf
 
 MAX_BODY_BYTES: Final = 64 * 1024
 DISABLED: Final = "HTTP probes are disabled in this operator (--enable-http-probes)"

@@ -21,14 +21,9 @@ from typing import Any, Final, final
 
 import attrs
 
-from konductor_sdk import _barrier_state, _lease_state, _once_state, _waitgroup_state
-from konductor_sdk import _gate_state as gate_state
-from konductor_sdk._clock import Clock
-from konductor_sdk._errors import AlreadyExistsError, APIError, ForbiddenError, NotFoundError
-from konductor_sdk._gate_spec import Leaf
-from konductor_sdk._gate_state import LeafResult
-from konductor_sdk._semaphore_state import SEMAPHORE_FLAVOR, normalize_for
-from konductor_sdk._store import (
+from konductor_sdk._kernel.clock import Clock
+from konductor_sdk._kernel.errors import AlreadyExistsError, APIError, ForbiddenError, NotFoundError
+from konductor_sdk._kernel.objects import (
     BARRIER,
     GATE,
     JOB,
@@ -37,11 +32,18 @@ from konductor_sdk._store import (
     SEMAPHORE,
     SUBJECT_ACCESS_REVIEW,
     WAITGROUP,
-    Discovery,
     KObject,
     ResourceKind,
-    Store,
 )
+from konductor_sdk._kernel.store import Discovery, Store
+from konductor_sdk._machines import barrier as _barrier_state
+from konductor_sdk._machines import gate as gate_state
+from konductor_sdk._machines import lease as _lease_state
+from konductor_sdk._machines import once as _once_state
+from konductor_sdk._machines import waitgroup as _waitgroup_state
+from konductor_sdk._machines.gate import LeafResult
+from konductor_sdk._machines.gate_spec import Leaf
+from konductor_sdk._machines.semaphore import SEMAPHORE_FLAVOR, normalize_for
 
 log = logging.getLogger("konductor_operator.gate")
 

@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from konductor_sdk._kinds import KindRules
-from konductor_sdk._store import KObject
+from konductor_sdk._kernel.objects import KObject
+from konductor_sdk._machines.rules import KindRules
 
 log = logging.getLogger("konductor_operator.metrics")
 

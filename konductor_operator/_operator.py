@@ -20,10 +20,10 @@ import anyio
 import attrs
 from anyio.abc import TaskStatus
 
-from konductor_sdk._client import Client
-from konductor_sdk._clock import SYSTEM_CLOCK, Clock
-from konductor_sdk._errors import APIError
-from konductor_sdk._store import LEASE
+from konductor_sdk._kernel.client import Client
+from konductor_sdk._kernel.clock import SYSTEM_CLOCK, Clock
+from konductor_sdk._kernel.errors import APIError
+from konductor_sdk._kernel.objects import LEASE
 from konductor_sdk.election import LeaderElector
 
 from . import _core

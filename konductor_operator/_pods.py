@@ -1,6 +1,6 @@
 """Pod lifecycle, as far as reaping needs it: does the pod an entry names still run?
 
-Pods are watched with the SDK's :class:`~konductor_sdk._watch.KindWatch` (list once, watch,
+Pods are watched with the SDK's :class:`~konductor_sdk._kernel.watch.KindWatch` (list once, watch,
 resume, re-list on 410), through a store wrapper that keeps only name, UID, phase and
 resourceVersion of each pod: a cluster-wide pod cache would otherwise cost hundreds of
 megabytes for fields the operator never reads.
@@ -21,19 +21,19 @@ from typing import Any, Final, final
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from konductor_sdk._client import Client
-from konductor_sdk._errors import APIError, NotFoundError
-from konductor_sdk._identity import PodRef
-from konductor_sdk._store import (
+from konductor_sdk._kernel.client import Client
+from konductor_sdk._kernel.errors import APIError, NotFoundError
+from konductor_sdk._kernel.identity import PodRef
+from konductor_sdk._kernel.objects import (
     POD,
     KObject,
     ObjectList,
     PatchType,
     ResourceKind,
-    Store,
     WatchEvent,
 )
-from konductor_sdk._watch import KindWatch
+from konductor_sdk._kernel.store import Store
+from konductor_sdk._kernel.watch import KindWatch
 
 from ._reaping import POD_DELETED, pod_verdict
 

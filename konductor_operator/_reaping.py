@@ -18,9 +18,9 @@ from typing import Any, Final
 
 import attrs
 
-from konductor_sdk._identity import PodRef
-from konductor_sdk._kinds import KindRules, Status
-from konductor_sdk._store import KObject
+from konductor_sdk._kernel.identity import PodRef
+from konductor_sdk._kernel.objects import KObject
+from konductor_sdk._machines.rules import KindRules, Status
 
 EntryId = tuple[str, str]
 """``(map name, entry key)`` of one entry in a status."""

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Set
 from typing import Any, Final
 
-from konductor_sdk._kinds import KindRules
-from konductor_sdk._store import KObject
+from konductor_sdk._kernel.objects import KObject
+from konductor_sdk._machines.rules import KindRules
 
 from ._context import OperatorContext
 from ._events import EventRecorder

@@ -16,11 +16,11 @@ from typing import Any, final
 
 import attrs
 
-from konductor_sdk._clock import Clock
-from konductor_sdk._entries import ExpiryTracker
-from konductor_sdk._identity import PodRef
-from konductor_sdk._kinds import KindRules
-from konductor_sdk._store import KObject
+from konductor_sdk._kernel.clock import Clock
+from konductor_sdk._kernel.entries import ExpiryTracker
+from konductor_sdk._kernel.identity import PodRef
+from konductor_sdk._kernel.objects import KObject
+from konductor_sdk._machines.rules import KindRules
 
 from ._reaping import (
     EntryId,

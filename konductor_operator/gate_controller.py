@@ -10,7 +10,7 @@ Data flow, all event-driven (no polling of referenced objects)::
                     one CAS writing changed leaf entries (apply_results + normalize)
 
 Phase, ``met``, ``openedAt`` and failure are derived by the same pure
-:func:`konductor_sdk._gate_state.judge` the SDK uses; the timeout is the core
+:func:`konductor_sdk._machines.gate.judge` the SDK uses; the timeout is the core
 controller's (``KindRules.timer``/``on_timeout``). A gate waiter wakes on the watch event
 of that one write. Referenced objects are read only after :class:`AccessGuard` allowed it
 for the gate's verified creator; CEL runs in a killable worker process; HTTP probes only
@@ -27,15 +27,15 @@ import aiohttp
 import anyio
 from anyio.abc import TaskGroup
 
-from konductor_sdk import _gate_state as state
-from konductor_sdk._cas import update_status
-from konductor_sdk._clock import rfc3339
-from konductor_sdk._errors import APIError, ConflictExhausted, NotFoundError
-from konductor_sdk._gate_cel import CelEvaluator
-from konductor_sdk._gate_spec import GateSpec, Leaf, SpecError, parse_spec, spec_hash
-from konductor_sdk._gate_state import LeafResult
-from konductor_sdk._store import GATE, KObject, ResourceKind
-from konductor_sdk._watch import KindWatch
+from konductor_sdk._kernel.cas import update_status
+from konductor_sdk._kernel.cel_eval import CelEvaluator
+from konductor_sdk._kernel.clock import rfc3339
+from konductor_sdk._kernel.errors import APIError, ConflictExhausted, NotFoundError
+from konductor_sdk._kernel.objects import GATE, KObject, ResourceKind
+from konductor_sdk._kernel.watch import KindWatch
+from konductor_sdk._machines import gate as state
+from konductor_sdk._machines.gate import LeafResult
+from konductor_sdk._machines.gate_spec import GateSpec, Leaf, SpecError, parse_spec, spec_hash
 
 from ._context import OperatorContext
 from ._gate_http import probe, refusal

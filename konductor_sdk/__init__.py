@@ -4,26 +4,27 @@ The public API is exactly :data:`__all__`; everything in underscore modules is p
 Blocking twins of the primitives live in :mod:`konductor_sdk.sync`.
 """
 
-from ._client import Client as Client
-from ._client import default_client as default_client
-from ._errors import AlreadyExistsError as AlreadyExistsError
-from ._errors import APIError as APIError
-from ._errors import BarrierFailed as BarrierFailed
-from ._errors import BarrierTimeout as BarrierTimeout
-from ._errors import ConfigurationError as ConfigurationError
-from ._errors import ConflictError as ConflictError
-from ._errors import ConflictExhausted as ConflictExhausted
-from ._errors import ForbiddenError as ForbiddenError
-from ._errors import GateFailed as GateFailed
-from ._errors import InvalidObjectError as InvalidObjectError
-from ._errors import KonductorError as KonductorError
-from ._errors import LeadershipLost as LeadershipLost
-from ._errors import NotFoundError as NotFoundError
-from ._errors import OnceFailed as OnceFailed
-from ._errors import PermitLost as PermitLost
-from ._errors import WouldBlock as WouldBlock
-from ._identity import Identity as Identity
-from ._identity import PodRef as PodRef
+from konductor_sdk._kernel.client import Client as Client
+from konductor_sdk._kernel.client import default_client as default_client
+from konductor_sdk._kernel.errors import AlreadyExistsError as AlreadyExistsError
+from konductor_sdk._kernel.errors import APIError as APIError
+from konductor_sdk._kernel.errors import BarrierFailed as BarrierFailed
+from konductor_sdk._kernel.errors import BarrierTimeout as BarrierTimeout
+from konductor_sdk._kernel.errors import ConfigurationError as ConfigurationError
+from konductor_sdk._kernel.errors import ConflictError as ConflictError
+from konductor_sdk._kernel.errors import ConflictExhausted as ConflictExhausted
+from konductor_sdk._kernel.errors import ForbiddenError as ForbiddenError
+from konductor_sdk._kernel.errors import GateFailed as GateFailed
+from konductor_sdk._kernel.errors import InvalidObjectError as InvalidObjectError
+from konductor_sdk._kernel.errors import KonductorError as KonductorError
+from konductor_sdk._kernel.errors import LeadershipLost as LeadershipLost
+from konductor_sdk._kernel.errors import NotFoundError as NotFoundError
+from konductor_sdk._kernel.errors import OnceFailed as OnceFailed
+from konductor_sdk._kernel.errors import PermitLost as PermitLost
+from konductor_sdk._kernel.errors import WouldBlock as WouldBlock
+from konductor_sdk._kernel.identity import Identity as Identity
+from konductor_sdk._kernel.identity import PodRef as PodRef
+
 from .barrier import Arrival as Arrival
 from .barrier import Barrier as Barrier
 from .barrier import BarrierStatistics as BarrierStatistics

@@ -23,22 +23,22 @@ from typing import Any, final
 import anyio
 import attrs
 
-from . import _barrier_state as state
-from ._barrier_site import ArrivalRequest, Joined, site
-from ._cas import read
-from ._client import Client, default_client
-from ._clock import rfc3339
-from ._entries import MAX_TTL_SECONDS, MIN_TTL_SECONDS, Renewal, new_entry
-from ._errors import (
+from konductor_sdk._engines.barrier import ArrivalRequest, Joined, site
+from konductor_sdk._kernel.cas import read
+from konductor_sdk._kernel.client import Client, default_client
+from konductor_sdk._kernel.clock import rfc3339
+from konductor_sdk._kernel.entries import MAX_TTL_SECONDS, MIN_TTL_SECONDS, Renewal, new_entry
+from konductor_sdk._kernel.errors import (
     AlreadyExistsError,
     BarrierFailed,
     ConfigurationError,
     ConflictError,
     NotFoundError,
 )
-from ._names import check_object_name
-from ._store import BARRIER, KObject
-from ._telemetry import span
+from konductor_sdk._kernel.names import check_object_name
+from konductor_sdk._kernel.objects import BARRIER, KObject
+from konductor_sdk._kernel.telemetry import span
+from konductor_sdk._machines import barrier as state
 
 
 @final

@@ -27,12 +27,13 @@ from typing import Any, Literal, Protocol, final
 import anyio
 import attrs
 
-from ._client import Client, default_client
-from ._coordination import CoordinationCandidate
-from ._errors import APIError, ConfigurationError, ConflictExhausted
-from ._identity import Identity
-from ._names import check_object_name
-from ._store import LEASE, KObject, ResourceKind
+from konductor_sdk._engines.coordination import CoordinationCandidate
+from konductor_sdk._kernel.client import Client, default_client
+from konductor_sdk._kernel.errors import APIError, ConfigurationError, ConflictExhausted
+from konductor_sdk._kernel.identity import Identity
+from konductor_sdk._kernel.names import check_object_name
+from konductor_sdk._kernel.objects import LEASE, KObject, ResourceKind
+
 from .lease import Lease, check_priority, check_ttl
 
 log = logging.getLogger("konductor_sdk.election")

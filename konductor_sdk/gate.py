@@ -28,22 +28,22 @@ from typing import Any, Final, final
 
 import attrs
 
-from . import _gate_state as state
-from ._cas import read, update_status
-from ._client import Client, default_client
-from ._clock import parse_rfc3339, rfc3339
-from ._errors import (
+from konductor_sdk._kernel.cas import read, update_status
+from konductor_sdk._kernel.cel_eval import check_expression
+from konductor_sdk._kernel.client import Client, default_client
+from konductor_sdk._kernel.clock import parse_rfc3339, rfc3339
+from konductor_sdk._kernel.errors import (
     AlreadyExistsError,
     ConfigurationError,
     ForbiddenError,
     GateFailed,
     NotFoundError,
 )
-from ._gate_cel import check_expression
-from ._gate_spec import MATCHES, MAX_TIMEOUT_SECONDS, parse_spec
-from ._names import check_object_name
-from ._store import GATE, KObject, ResourceKind
-from ._telemetry import span
+from konductor_sdk._kernel.names import check_object_name
+from konductor_sdk._kernel.objects import GATE, KObject, ResourceKind
+from konductor_sdk._kernel.telemetry import span
+from konductor_sdk._machines import gate as state
+from konductor_sdk._machines.gate_spec import MATCHES, MAX_TIMEOUT_SECONDS, parse_spec
 
 __all__ = ["Condition", "ConditionState", "Gate", "GateStatistics", "GateStatus"]
 
@@ -237,7 +237,7 @@ class GateStatus:
 
     @classmethod
     def from_object(cls, obj: KObject) -> GateStatus:
-        """Judge ``obj`` with :func:`~konductor_sdk._gate_state.judge` (pure)."""
+        """Judge ``obj`` with :func:`~konductor_sdk._machines.gate.judge` (pure)."""
         s = state.judge(obj)
         try:
             prints = {leaf.name: leaf.fingerprint for leaf in parse_spec(obj.spec).leaves}

@@ -7,7 +7,7 @@
         await run(fencing_token=held.token)
 
 Acquisition is one compare-and-swap on the Lease object's status (see
-:mod:`konductor_sdk._lease_state`); waiting is the shared watch. A waiter takes over an
+:mod:`konductor_sdk._machines.lease`); waiting is the shared watch. A waiter takes over an
 unreleased lease only after the holder's entry has not changed for its ``ttlSeconds`` on
 the *waiter's* monotonic clock; the holder gives up ``safety_margin`` earlier, counted from
 when it *sent* its last successful renewal, so it always stops first. Layout, guarantees and
@@ -25,18 +25,18 @@ from typing import Any, final
 import anyio
 import attrs
 
-from . import _lease_state as state
-from ._cas import ensure_exists
-from ._client import Client, default_client
-from ._clock import parse_rfc3339, rfc3339
-from ._entries import MAX_TTL_SECONDS, MIN_TTL_SECONDS
-from ._errors import APIError, ConfigurationError, LeadershipLost
-from ._identity import Identity
-from ._lease_held import HeldLease
-from ._lease_waiter import Waiter
-from ._names import check_object_name
-from ._store import LEASE, KObject
-from ._telemetry import span
+from konductor_sdk._engines.lease_held import HeldLease
+from konductor_sdk._engines.lease_waiter import Waiter
+from konductor_sdk._kernel.cas import ensure_exists
+from konductor_sdk._kernel.client import Client, default_client
+from konductor_sdk._kernel.clock import parse_rfc3339, rfc3339
+from konductor_sdk._kernel.entries import MAX_TTL_SECONDS, MIN_TTL_SECONDS
+from konductor_sdk._kernel.errors import APIError, ConfigurationError, LeadershipLost
+from konductor_sdk._kernel.identity import Identity
+from konductor_sdk._kernel.names import check_object_name
+from konductor_sdk._kernel.objects import LEASE, KObject
+from konductor_sdk._kernel.telemetry import span
+from konductor_sdk._machines import lease as state
 
 log = logging.getLogger("konductor_sdk.lease")
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import Any, final
 
-from . import _semaphore_state as state
-from ._admin import LockFront
-from ._client import Client
-from ._semaphore_engine import Permit
+from konductor_sdk._engines.semaphore import Permit
+from konductor_sdk._front_bases import LockFront
+from konductor_sdk._kernel.client import Client
+from konductor_sdk._machines import semaphore as state
+
 from .semaphore import DEFAULT_TTL, TaskStack
 
 __all__ = ["Mutex"]

@@ -25,16 +25,22 @@ from typing import Any, final
 import anyio
 import attrs
 
-from . import _once_state as state
-from ._admin import ObjectFront
-from ._cas import CasResult, ensure_exists, update_status
-from ._client import Client
-from ._clock import rfc3339
-from ._entries import MAX_TTL_SECONDS, MIN_TTL_SECONDS, ExpiryTracker, Renewal, new_entry
-from ._errors import APIError, ConfigurationError, NotFoundError, OnceFailed
-from ._store import ONCE, KObject
-from ._telemetry import span
-from ._waiting import newest, wait_any
+from konductor_sdk._front_bases import ObjectFront
+from konductor_sdk._kernel.cas import CasResult, ensure_exists, update_status
+from konductor_sdk._kernel.client import Client
+from konductor_sdk._kernel.clock import rfc3339
+from konductor_sdk._kernel.entries import (
+    MAX_TTL_SECONDS,
+    MIN_TTL_SECONDS,
+    ExpiryTracker,
+    Renewal,
+    new_entry,
+)
+from konductor_sdk._kernel.errors import APIError, ConfigurationError, NotFoundError, OnceFailed
+from konductor_sdk._kernel.objects import ONCE, KObject
+from konductor_sdk._kernel.telemetry import span
+from konductor_sdk._kernel.waiting import newest, wait_any
+from konductor_sdk._machines import once as state
 
 log = logging.getLogger("konductor_sdk.once")
 _CLEANUP_SECONDS = 10.0

@@ -22,11 +22,12 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, final
 
-from . import _semaphore_state as state
-from ._admin import LockFront
-from ._client import Client
-from ._errors import ConfigurationError
-from ._semaphore_engine import Permit, check_int
+from konductor_sdk._engines.semaphore import Permit, check_int
+from konductor_sdk._front_bases import LockFront
+from konductor_sdk._kernel.client import Client
+from konductor_sdk._kernel.errors import ConfigurationError
+from konductor_sdk._machines import semaphore as state
+
 from .semaphore import DEFAULT_TTL
 
 Mode = Literal["read", "write"]

@@ -25,12 +25,12 @@ from typing import Any, final
 import anyio
 import attrs
 
-from . import _semaphore_state as state
-from ._client import Client
-from ._errors import ConfigurationError
-from ._names import check_object_name
-from ._semaphore_engine import Permit, Pool, check_int, check_ttl
-from ._store import KObject
+from konductor_sdk._engines.semaphore import Permit, Pool, check_int, check_ttl
+from konductor_sdk._kernel.client import Client
+from konductor_sdk._kernel.errors import ConfigurationError
+from konductor_sdk._kernel.names import check_object_name
+from konductor_sdk._kernel.objects import KObject
+from konductor_sdk._machines import semaphore as state
 
 DEFAULT_TTL = 30
 

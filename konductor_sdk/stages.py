@@ -21,9 +21,10 @@ from typing import final
 
 import attrs
 
-from ._client import Client, default_client
-from ._errors import ConfigurationError
-from ._names import check_label_value, check_object_name
+from konductor_sdk._kernel.client import Client, default_client
+from konductor_sdk._kernel.errors import ConfigurationError
+from konductor_sdk._kernel.names import check_label_value, check_object_name
+
 from .barrier import Barrier, BarrierStatistics, BarrierStatus
 
 PIPELINE_LABEL = "sync.konductor.io/pipeline"

@@ -20,14 +20,14 @@ from typing import final
 
 import attrs
 
-from . import _waitgroup_state as state
-from ._admin import ObjectFront
-from ._cas import ensure_exists, update_status
-from ._client import Client
-from ._clock import rfc3339
-from ._store import WAITGROUP, KObject
-from ._telemetry import span
-from ._waiting import caught_up, newest, wait_any
+from konductor_sdk._front_bases import ObjectFront
+from konductor_sdk._kernel.cas import ensure_exists, update_status
+from konductor_sdk._kernel.client import Client
+from konductor_sdk._kernel.clock import rfc3339
+from konductor_sdk._kernel.objects import WAITGROUP, KObject
+from konductor_sdk._kernel.telemetry import span
+from konductor_sdk._kernel.waiting import caught_up, newest, wait_any
+from konductor_sdk._machines import waitgroup as state
 
 
 @final

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, final
 import anyio
 
 from konductor_sdk import Client, Identity
-from konductor_sdk._store import BARRIER, KObject, ResourceKind
+from konductor_sdk._kernel.objects import BARRIER, KObject, ResourceKind
 
 from .._baselines import annotation, next_value, patch_annotation
 from .._child import Child, Link

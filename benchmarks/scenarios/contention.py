@@ -18,7 +18,7 @@ from collections import Counter
 from typing import ClassVar, final
 
 from konductor_sdk import Client
-from konductor_sdk._store import SEMAPHORE, ResourceKind
+from konductor_sdk._kernel.objects import SEMAPHORE, ResourceKind
 
 from .._harness import Context, Scenario, request_counts
 from .._load import SEMAPHORE_PERMITS, LoadGroup

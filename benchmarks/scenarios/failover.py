@@ -35,7 +35,7 @@ import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from konductor_sdk import Client, Identity
-from konductor_sdk._store import LEASE, ResourceKind
+from konductor_sdk._kernel.objects import LEASE, ResourceKind
 
 from .._child import Child, ChildFailed, Link
 from .._harness import Context, Scenario

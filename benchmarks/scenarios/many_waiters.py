@@ -24,7 +24,7 @@ from typing import Any, ClassVar, final
 import anyio
 
 from konductor_sdk import Client, Identity
-from konductor_sdk._store import SEMAPHORE, ResourceKind
+from konductor_sdk._kernel.objects import SEMAPHORE, ResourceKind
 
 from .._child import Link
 from .._harness import Context, Scenario, request_counts

@@ -15,7 +15,7 @@ from typing import ClassVar, final
 import anyio
 
 from konductor_sdk import Client
-from konductor_sdk._store import SEMAPHORE, KObject, ResourceKind
+from konductor_sdk._kernel.objects import SEMAPHORE, KObject, ResourceKind
 
 from .._baselines import patch_round_trips
 from .._harness import Context, Scenario, accumulate, request_counts

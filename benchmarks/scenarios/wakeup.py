@@ -17,7 +17,7 @@ from typing import Any, ClassVar, final
 import anyio
 
 from konductor_sdk import Client
-from konductor_sdk._store import SEMAPHORE, KObject, ResourceKind
+from konductor_sdk._kernel.objects import SEMAPHORE, KObject, ResourceKind
 
 from .._baselines import watch_latencies
 from .._harness import Context, Scenario

@@ -11,7 +11,7 @@ barrier = GROUPS["barrier"]
 
 
 def _labels(values: tuple[str, ...]) -> dict[str, str]:
-    from konductor_sdk._errors import ConfigurationError
+    from konductor_sdk._kernel.errors import ConfigurationError
 
     out = {}
     for item in values:

@@ -18,9 +18,9 @@ import attrs
 import click
 import yaml
 
-from konductor_sdk._errors import AlreadyExistsError, ConfigurationError, NotFoundError
-from konductor_sdk._names import check_object_name
-from konductor_sdk._store import GROUP, VERSION, ResourceKind
+from konductor_sdk._kernel.errors import AlreadyExistsError, ConfigurationError, NotFoundError
+from konductor_sdk._kernel.names import check_object_name
+from konductor_sdk._kernel.objects import GROUP, VERSION, ResourceKind
 
 from . import _app, _generic, _objects
 from ._exitcodes import CliError

@@ -28,7 +28,7 @@ from typing import Any, Final, Literal, final
 
 import attrs
 
-from konductor_sdk._errors import ConfigurationError
+from konductor_sdk._kernel.errors import ConfigurationError
 
 OUTPUT_FORMATS: Final = ("text", "json", "yaml")
 OutputFormat = Literal["text", "json", "yaml"]

@@ -14,8 +14,8 @@ from typing import Any
 import click
 from rich.console import Group, RenderableType
 
-from konductor_sdk._errors import ConfigurationError, NotFoundError
-from konductor_sdk._store import KObject, ResourceKind
+from konductor_sdk._kernel.errors import ConfigurationError, NotFoundError
+from konductor_sdk._kernel.objects import KObject, ResourceKind
 
 from . import _app, _objects, _output
 from ._complete import complete_names

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, final
 
 import attrs
 
-from konductor_sdk._errors import ConfigurationError
+from konductor_sdk._kernel.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from konductor_sdk import Client

@@ -1,6 +1,6 @@
 """Kind table and human summaries of objects, shared by ``get``, ``list`` and ``watch``.
 
-Summaries come from each kind's own :class:`~konductor_sdk._kinds.KindRules` (the same
+Summaries come from each kind's own :class:`~konductor_sdk._machines.rules.KindRules` (the same
 ``describe`` the operator puts in Events), so koncli never re-implements a primitive's
 bookkeeping; entry maps (holders, waiters, arrivals...) are counted generically.
 """
@@ -11,11 +11,11 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from konductor_sdk import _store
-from konductor_sdk._store import KObject, ResourceKind
+from konductor_sdk._kernel import objects as _store
+from konductor_sdk._kernel.objects import KObject, ResourceKind
 
 if TYPE_CHECKING:
-    from konductor_sdk._kinds import KindRules
+    from konductor_sdk._machines.rules import KindRules
 
 # CLI name -> resource, in the order ``watch`` shows them.
 KINDS: Final[Mapping[str, ResourceKind]] = {
@@ -43,14 +43,14 @@ def resource_for(name: str) -> ResourceKind:
     for cli, rk in KINDS.items():
         if lowered in (cli, rk.plural, rk.kind.lower()):
             return rk
-    from konductor_sdk._errors import ConfigurationError
+    from konductor_sdk._kernel.errors import ConfigurationError
 
     raise ConfigurationError(f"unknown kind {name!r} (allowed: {', '.join(KINDS)})")
 
 
 @functools.cache
 def _rules() -> dict[str, KindRules]:
-    from konductor_sdk._kinds import registered
+    from konductor_sdk._machines.rules import registered
 
     try:
         return registered()

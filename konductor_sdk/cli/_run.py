@@ -32,7 +32,7 @@ import anyio
 import anyio.lowlevel
 import click
 
-from konductor_sdk._errors import LeadershipLost, PermitLost
+from konductor_sdk._kernel.errors import LeadershipLost, PermitLost
 
 from . import _app, _holds, _output
 from ._child import ChildProcess, terminal_delivers_sigint
@@ -53,7 +53,7 @@ _INTERRUPTING = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 
 
 def default_grace(specs: Sequence[_holds.HoldSpec], ttls: dict[_holds.HoldSpec, int]) -> float:
-    from konductor_sdk._entries import safety_margin
+    from konductor_sdk._kernel.entries import safety_margin
 
     held = [ttls[s] for s in specs if s.kind in _holds.HELD_KINDS]
     return safety_margin(min(held)) if held else 10.0

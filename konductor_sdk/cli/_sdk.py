@@ -108,9 +108,9 @@ async def force_release(
         removed: tuple[str, ...] = await front(client, kind, name, namespace).force_release(who)
         return removed
     if kind == "lease":
-        from konductor_sdk import _lease_state
-        from konductor_sdk._cas import update_status
-        from konductor_sdk._store import LEASE
+        from konductor_sdk._kernel.cas import update_status
+        from konductor_sdk._kernel.objects import LEASE
+        from konductor_sdk._machines import lease as _lease_state
 
         found: list[str] = []
 
@@ -124,6 +124,6 @@ async def force_release(
 
         result = await update_status(client, LEASE, namespace, name, mutate)
         return tuple(found) if result.wrote else ()
-    from konductor_sdk._errors import ConfigurationError
+    from konductor_sdk._kernel.errors import ConfigurationError
 
     raise ConfigurationError(f"{kind} has no holders to release (semaphore, mutex, rwmutex, lease)")

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from konductor_sdk._errors import ConfigurationError
+from konductor_sdk._kernel.errors import ConfigurationError
 
 from . import _app, _sdk, _verbs
 from ._commands import GROUPS
@@ -40,7 +40,7 @@ def pod_identity() -> Any:
     Raises:
         ConfigurationError: not in a pod (no POD_NAME/POD_NAMESPACE, no service account).
     """
-    from konductor_sdk._identity import detect
+    from konductor_sdk._kernel.identity import detect
 
     identity = detect()
     if identity.pod is None:

@@ -74,7 +74,7 @@ def detached_ttl(ttl: int | None, for_pod: bool) -> int:
     Raises:
         ConfigurationError: neither ``--ttl`` nor ``--for-pod``, or both.
     """
-    from konductor_sdk._errors import ConfigurationError
+    from konductor_sdk._kernel.errors import ConfigurationError
 
     if for_pod:
         if ttl is not None:

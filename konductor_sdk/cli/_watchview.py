@@ -17,14 +17,14 @@ import click
 from rich.console import Console, RenderableType
 from rich.live import Live
 
-from konductor_sdk._errors import NotFoundError
-from konductor_sdk._store import ResourceKind
+from konductor_sdk._kernel.errors import NotFoundError
+from konductor_sdk._kernel.objects import ResourceKind
 
 from . import _app, _generic, _objects, _output
 
 if TYPE_CHECKING:
     from konductor_sdk import Client
-    from konductor_sdk._watch import KindWatch
+    from konductor_sdk._kernel.watch import KindWatch
 
 RenderHook = Callable[[list[dict[str, Any]]], None]
 

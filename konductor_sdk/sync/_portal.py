@@ -25,7 +25,7 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from .._client import _DEFAULTS
+from konductor_sdk._kernel.client import _DEFAULTS
 
 T = TypeVar("T")
 P = ParamSpec("P")

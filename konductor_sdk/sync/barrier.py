@@ -18,7 +18,8 @@ from typing import Any, final
 
 import anyio.to_thread
 
-from .._client import Client
+from konductor_sdk._kernel.client import Client
+
 from ..barrier import Barrier as AsyncBarrier
 from ..barrier import BarrierStatistics, BarrierStatus
 from ..once import Once as AsyncOnce

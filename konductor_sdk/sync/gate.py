@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, final
 
-from .._client import Client
+from konductor_sdk._kernel.client import Client
+
 from ..gate import Condition, GateStatistics, GateStatus
 from ..gate import Gate as AsyncGate
 from . import _portal

@@ -16,11 +16,12 @@ from typing import Any, final
 import anyio
 import anyio.to_thread
 
-from .. import _lease_state
+from konductor_sdk._kernel.client import Client
+from konductor_sdk._kernel.errors import LeadershipLost
+from konductor_sdk._machines import lease as _lease_state
+
 from .. import election as _election
 from .. import lease as _lease
-from .._client import Client
-from .._errors import LeadershipLost
 from . import _portal
 
 __all__ = ["HeldLease", "LeaderElector", "Lease", "Term"]

@@ -22,10 +22,11 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, final
 
-from .. import _semaphore_state as state
-from .._client import Client
-from .._errors import PermitLost
-from .._semaphore_engine import Permit as AsyncPermit
+from konductor_sdk._engines.semaphore import Permit as AsyncPermit
+from konductor_sdk._kernel.client import Client
+from konductor_sdk._kernel.errors import PermitLost
+from konductor_sdk._machines import semaphore as state
+
 from ..mutex import Mutex as AsyncMutex
 from ..rwmutex import Mode
 from ..rwmutex import RWMutex as AsyncRWMutex

@@ -23,7 +23,7 @@ import attrs
 from prometheus_client.parser import text_string_to_metric_families
 
 from konductor_sdk import Client
-from konductor_sdk._store import EVENT, KObject, ResourceKind
+from konductor_sdk._kernel.objects import EVENT, KObject, ResourceKind
 from konductor_sdk.testing._process import free_port
 
 FAST_ELECTION = ("--lease-duration", "4", "--renew-deadline", "3", "--retry-period", "0.5")

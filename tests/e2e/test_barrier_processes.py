@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from konductor_sdk import Client, Identity
-from konductor_sdk._store import ONCE
+from konductor_sdk._kernel.objects import ONCE
 from konductor_sdk.barrier import Barrier
 from konductor_sdk.once import Once
 

@@ -17,8 +17,8 @@ import yaml
 from _cli_support import Result, koncli, koncli_env
 
 from konductor_sdk import Client, Identity
-from konductor_sdk._errors import NotFoundError
-from konductor_sdk._store import LEASE, MUTEX, POD, RWMUTEX, SEMAPHORE, ResourceKind
+from konductor_sdk._kernel.errors import NotFoundError
+from konductor_sdk._kernel.objects import LEASE, MUTEX, POD, RWMUTEX, SEMAPHORE, ResourceKind
 from konductor_sdk.semaphore import Semaphore
 
 pytestmark = pytest.mark.anyio

@@ -18,7 +18,7 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.utils import create_from_dict
 
 from konductor_sdk import Client, Identity
-from konductor_sdk._store import POD, SEMAPHORE
+from konductor_sdk._kernel.objects import POD, SEMAPHORE
 
 pytestmark = pytest.mark.anyio
 

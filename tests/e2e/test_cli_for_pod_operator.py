@@ -12,7 +12,7 @@ from _cli_support import koncli, koncli_env
 from _operator_support import start_operator, watch_until
 
 from konductor_sdk import Client, Identity
-from konductor_sdk._store import POD, SEMAPHORE
+from konductor_sdk._kernel.objects import POD, SEMAPHORE
 from konductor_sdk.semaphore import Semaphore
 
 pytestmark = pytest.mark.anyio

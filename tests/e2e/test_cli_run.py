@@ -25,7 +25,7 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from konductor_sdk import Client, Identity
-from konductor_sdk._store import MUTEX, SEMAPHORE, KObject
+from konductor_sdk._kernel.objects import MUTEX, SEMAPHORE, KObject
 from konductor_sdk.mutex import Mutex
 from konductor_sdk.semaphore import Semaphore
 
@@ -36,7 +36,7 @@ CHILD = r"""
 import json, os, signal, sys, time
 import anyio
 from konductor_sdk import Client
-from konductor_sdk._store import SEMAPHORE
+from konductor_sdk._kernel.objects import SEMAPHORE
 
 mode, name = sys.argv[1], sys.argv[2]
 

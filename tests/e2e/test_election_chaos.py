@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from konductor_sdk import Client
-from konductor_sdk._store import LEASE
+from konductor_sdk._kernel.objects import LEASE
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ from _operator_support import OperatorProcess, ready_leader, start_operator, wai
 from aiohttp import web
 
 from konductor_sdk import Client, GateFailed
-from konductor_sdk._store import JOB
+from konductor_sdk._kernel.objects import JOB
 from konductor_sdk.gate import Condition, Gate
 from konductor_sdk.testing import ClusterHandle
 

@@ -31,9 +31,9 @@ from _operator_support import (
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from konductor_sdk import Client, Identity, NotFoundError, PodRef
-from konductor_sdk._cas import update_status
-from konductor_sdk._clock import parse_rfc3339
-from konductor_sdk._store import BARRIER, POD, SEMAPHORE, KObject
+from konductor_sdk._kernel.cas import update_status
+from konductor_sdk._kernel.clock import parse_rfc3339
+from konductor_sdk._kernel.objects import BARRIER, POD, SEMAPHORE, KObject
 from konductor_sdk.semaphore import Semaphore
 from konductor_sdk.testing import ClusterHandle
 

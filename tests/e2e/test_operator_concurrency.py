@@ -36,10 +36,10 @@ from konductor_operator import (
 )
 from konductor_operator._core import run as core_run
 from konductor_sdk import Client, Identity
-from konductor_sdk._cas import update_status
-from konductor_sdk._clock import FakeClock
-from konductor_sdk._kinds import registered
-from konductor_sdk._store import SEMAPHORE, KObject, json_pointer
+from konductor_sdk._kernel.cas import update_status
+from konductor_sdk._kernel.clock import FakeClock
+from konductor_sdk._kernel.objects import SEMAPHORE, KObject, json_pointer
+from konductor_sdk._machines.rules import registered
 from konductor_sdk.semaphore import Semaphore
 from konductor_sdk.testing import ClusterHandle
 

@@ -14,8 +14,8 @@ from _operator_support import await_until, ready_leader, start_operator, watch_u
 
 from konductor_operator import Operator, OperatorConfig, OperatorContext
 from konductor_sdk import Client, Identity
-from konductor_sdk._cas import update_status
-from konductor_sdk._store import LEASE, SEMAPHORE, KObject
+from konductor_sdk._kernel.cas import update_status
+from konductor_sdk._kernel.objects import LEASE, SEMAPHORE, KObject
 from konductor_sdk.semaphore import Semaphore
 
 pytestmark = pytest.mark.anyio

@@ -24,7 +24,7 @@ from _operator_support import (
 )
 
 from konductor_sdk import Client, ForbiddenError, Identity
-from konductor_sdk._store import SEMAPHORE
+from konductor_sdk._kernel.objects import SEMAPHORE
 from konductor_sdk.semaphore import Semaphore
 from konductor_sdk.testing import ClusterHandle
 from konductor_sdk.testing._rest import RestClient

@@ -17,10 +17,10 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from konductor_sdk import Client, Identity
-from konductor_sdk._cas import update_status
-from konductor_sdk._entries import ExpiryTracker
-from konductor_sdk._kinds import registered
-from konductor_sdk._store import SEMAPHORE, KObject
+from konductor_sdk._kernel.cas import update_status
+from konductor_sdk._kernel.entries import ExpiryTracker
+from konductor_sdk._kernel.objects import SEMAPHORE, KObject
+from konductor_sdk._machines.rules import registered
 from konductor_sdk.semaphore import Semaphore
 
 pytestmark = pytest.mark.anyio

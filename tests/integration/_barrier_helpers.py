@@ -8,7 +8,7 @@ from collections.abc import Callable
 import anyio
 
 from konductor_sdk import Client
-from konductor_sdk._store import KObject, ResourceKind
+from konductor_sdk._kernel.objects import KObject, ResourceKind
 
 _pokes = itertools.count()
 

@@ -17,9 +17,9 @@ from konductor_operator._events import EventRecorder
 from konductor_operator._metrics import Metrics
 from konductor_operator.gate_controller import GateController
 from konductor_sdk import Client, Identity
-from konductor_sdk import _gate_state as state
-from konductor_sdk._clock import SYSTEM_CLOCK
-from konductor_sdk._store import GATE, KObject, ResourceKind
+from konductor_sdk._kernel.clock import SYSTEM_CLOCK
+from konductor_sdk._kernel.objects import GATE, KObject, ResourceKind
+from konductor_sdk._machines import gate as state
 
 
 @asynccontextmanager

@@ -6,7 +6,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from konductor_sdk._store import ResourceKind
+from konductor_sdk._kernel.objects import ResourceKind
 from konductor_sdk.testing import ClusterHandle
 
 

@@ -11,9 +11,9 @@ import pytest
 from _barrier_helpers import eventually, poke, until
 
 from konductor_sdk import BarrierFailed, BarrierTimeout, Client
-from konductor_sdk import _barrier_state as bs
-from konductor_sdk._clock import FakeClock
-from konductor_sdk._store import BARRIER
+from konductor_sdk._kernel.clock import FakeClock
+from konductor_sdk._kernel.objects import BARRIER
+from konductor_sdk._machines import barrier as bs
 from konductor_sdk.barrier import Barrier
 
 pytestmark = pytest.mark.anyio

@@ -12,8 +12,8 @@ import pytest
 from _barrier_helpers import until
 
 from konductor_sdk import Client
-from konductor_sdk import _barrier_state as bs
-from konductor_sdk._store import BARRIER
+from konductor_sdk._kernel.objects import BARRIER
+from konductor_sdk._machines import barrier as bs
 from konductor_sdk.barrier import Barrier
 
 pytestmark = pytest.mark.anyio

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from konductor_sdk import BarrierFailed, Client, Identity
-from konductor_sdk import _barrier_state as bs
-from konductor_sdk._cas import update_status
-from konductor_sdk._store import BARRIER, KObject
+from konductor_sdk._kernel.cas import update_status
+from konductor_sdk._kernel.objects import BARRIER, KObject
+from konductor_sdk._machines import barrier as bs
 from konductor_sdk.barrier import Barrier
 from konductor_sdk.sync import _portal
 from konductor_sdk.testing import ClusterHandle

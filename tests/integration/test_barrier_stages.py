@@ -11,8 +11,8 @@ import anyio.to_thread
 import pytest
 
 from konductor_sdk import Client, Identity
-from konductor_sdk import _barrier_state as bs
-from konductor_sdk._store import BARRIER
+from konductor_sdk._kernel.objects import BARRIER
+from konductor_sdk._machines import barrier as bs
 from konductor_sdk.barrier import Barrier
 from konductor_sdk.stages import PIPELINE_LABEL, STAGE_INDEX_LABEL, STAGE_LABEL, Stages
 from konductor_sdk.sync import _portal

@@ -16,11 +16,11 @@ from konductor_sdk import (
     ConflictExhausted,
     Identity,
     NotFoundError,
-    _cas,
 )
-from konductor_sdk._cas import ensure_exists, update_status
-from konductor_sdk._entries import EntryGone, Renewal, new_entry
-from konductor_sdk._store import KObject, ResourceKind
+from konductor_sdk._kernel import cas as _cas
+from konductor_sdk._kernel.cas import ensure_exists, update_status
+from konductor_sdk._kernel.entries import EntryGone, Renewal, new_entry
+from konductor_sdk._kernel.objects import KObject, ResourceKind
 from konductor_sdk.testing import ClusterHandle
 
 pytestmark = pytest.mark.anyio

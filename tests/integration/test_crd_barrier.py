@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from konductor_sdk import Client, InvalidObjectError
-from konductor_sdk._store import BARRIER, ONCE, WAITGROUP, ResourceKind
+from konductor_sdk._kernel.objects import BARRIER, ONCE, WAITGROUP, ResourceKind
 
 pytestmark = pytest.mark.anyio
 

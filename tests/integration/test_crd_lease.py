@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from konductor_sdk import Client, InvalidObjectError
-from konductor_sdk._lease_state import MAX_CANDIDATES
-from konductor_sdk._store import LEASE, KObject
+from konductor_sdk._kernel.objects import LEASE, KObject
+from konductor_sdk._machines.lease import MAX_CANDIDATES
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "lease.yaml"
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from konductor_sdk import Client, InvalidObjectError
-from konductor_sdk._store import MUTEX, RWMUTEX, SEMAPHORE, ResourceKind
+from konductor_sdk._kernel.objects import MUTEX, RWMUTEX, SEMAPHORE, ResourceKind
 
 pytestmark = pytest.mark.anyio
 

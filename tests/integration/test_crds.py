@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from konductor_sdk import Client, ForbiddenError, InvalidObjectError
-from konductor_sdk._store import GROUP, VERSION, ResourceKind
+from konductor_sdk._kernel.objects import GROUP, VERSION, ResourceKind
 from konductor_sdk.testing import ClusterHandle
 
 pytestmark = pytest.mark.anyio

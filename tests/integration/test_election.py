@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from konductor_sdk import Client
-from konductor_sdk._store import COORDINATION_LEASE, LEASE, KObject
+from konductor_sdk._kernel.objects import COORDINATION_LEASE, LEASE, KObject
 from konductor_sdk.election import ElectionConfig, LeaderElector
 
 MakeClient = Callable[..., Client]

@@ -23,8 +23,8 @@ import anyio
 import pytest
 
 from konductor_sdk import Client, ConflictError, NotFoundError
-from konductor_sdk._clock import FakeClock
-from konductor_sdk._store import COORDINATION_LEASE, KObject
+from konductor_sdk._kernel.clock import FakeClock
+from konductor_sdk._kernel.objects import COORDINATION_LEASE, KObject
 from konductor_sdk.election import ElectionConfig, LeaderElector
 
 MakeClient = Callable[..., Client]

@@ -14,8 +14,8 @@ import pytest
 from _gate_helpers import judged, parked
 
 from konductor_sdk import Client, ConfigurationError, ForbiddenError, GateFailed, NotFoundError
-from konductor_sdk._gate_state import judge
-from konductor_sdk._store import GATE, KObject
+from konductor_sdk._kernel.objects import GATE, KObject
+from konductor_sdk._machines.gate import judge
 from konductor_sdk.gate import Condition, Gate
 from konductor_sdk.testing import ClusterHandle
 
@@ -197,7 +197,7 @@ async def test_mark_by_a_second_user(
             ],
         },
     ]
-    from konductor_sdk._store import ResourceKind
+    from konductor_sdk._kernel.objects import ResourceKind
 
     for body in rbac:
         kind = ResourceKind("rbac.authorization.k8s.io", "v1", body["kind"].lower() + "s", "")

@@ -26,8 +26,8 @@ from hypothesis.stateful import (
 )
 
 from konductor_sdk import Client, Identity
-from konductor_sdk._gate_state import judge
-from konductor_sdk._store import GATE, KObject
+from konductor_sdk._kernel.objects import GATE, KObject
+from konductor_sdk._machines.gate import judge
 from konductor_sdk.gate import Condition, GateStatus
 from konductor_sdk.sync import _portal
 from konductor_sdk.sync.gate import Gate

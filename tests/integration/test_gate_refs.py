@@ -15,9 +15,8 @@ from _gate_helpers import entry, gate_controller, judged, message_has, parked, p
 from aiohttp import web
 
 from konductor_sdk import Client, ForbiddenError, GateFailed, NotFoundError
-from konductor_sdk._cas import update_status
-from konductor_sdk._gate_state import judge, normalize
-from konductor_sdk._store import (
+from konductor_sdk._kernel.cas import update_status
+from konductor_sdk._kernel.objects import (
     BARRIER,
     GATE,
     JOB,
@@ -27,6 +26,7 @@ from konductor_sdk._store import (
     KObject,
     ResourceKind,
 )
+from konductor_sdk._machines.gate import judge, normalize
 from konductor_sdk.gate import Condition, Gate
 from konductor_sdk.lease import Lease
 from konductor_sdk.testing import ClusterHandle

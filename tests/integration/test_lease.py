@@ -16,7 +16,8 @@ from konductor_sdk import (
     NotFoundError,
     WouldBlock,
 )
-from konductor_sdk._store import LEASE, KObject, Store
+from konductor_sdk._kernel.objects import LEASE, KObject
+from konductor_sdk._kernel.store import Store
 from konductor_sdk.lease import HeldLease, Lease
 
 MakeClient = Callable[..., Client]

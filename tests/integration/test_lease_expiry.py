@@ -17,9 +17,10 @@ import anyio
 import pytest
 
 from konductor_sdk import APIError, Client, LeadershipLost
-from konductor_sdk._clock import FakeClock
-from konductor_sdk._entries import safety_margin
-from konductor_sdk._store import LEASE, KObject, Store
+from konductor_sdk._kernel.clock import FakeClock
+from konductor_sdk._kernel.entries import safety_margin
+from konductor_sdk._kernel.objects import LEASE, KObject
+from konductor_sdk._kernel.store import Store
 from konductor_sdk.lease import HeldLease, Lease
 
 MakeClient = Callable[..., Client]

@@ -35,8 +35,8 @@ from hypothesis.stateful import (
 )
 
 from konductor_sdk import Client, NotFoundError, WouldBlock
-from konductor_sdk._clock import FakeClock
-from konductor_sdk._store import LEASE
+from konductor_sdk._kernel.clock import FakeClock
+from konductor_sdk._kernel.objects import LEASE
 from konductor_sdk.lease import HeldLease, Lease
 
 MakeClient = Callable[..., Client]

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from konductor_sdk import Client, LeadershipLost
-from konductor_sdk._store import LEASE, KObject
+from konductor_sdk._kernel.objects import LEASE, KObject
 from konductor_sdk.lease import HeldLease, Lease
 
 MakeClient = Callable[..., Client]

@@ -14,7 +14,7 @@ import anyio.to_thread
 import pytest
 
 from konductor_sdk import Client, ConfigurationError, Identity, LeadershipLost, WouldBlock
-from konductor_sdk._store import LEASE
+from konductor_sdk._kernel.objects import LEASE
 from konductor_sdk.election import ElectionConfig
 from konductor_sdk.sync import _portal
 from konductor_sdk.sync.lease import LeaderElector, Lease, Term

@@ -11,7 +11,7 @@ import anyio.lowlevel
 import pytest
 
 from konductor_sdk import Client, WouldBlock
-from konductor_sdk._store import MUTEX, RWMUTEX, KObject, ResourceKind
+from konductor_sdk._kernel.objects import MUTEX, RWMUTEX, KObject, ResourceKind
 from konductor_sdk.mutex import Mutex
 from konductor_sdk.rwmutex import RWMutex
 

@@ -11,9 +11,9 @@ import pytest
 from _barrier_helpers import until
 
 from konductor_sdk import Client, OnceFailed
-from konductor_sdk import _once_state as os_
-from konductor_sdk._cas import update_status
-from konductor_sdk._store import ONCE
+from konductor_sdk._kernel.cas import update_status
+from konductor_sdk._kernel.objects import ONCE
+from konductor_sdk._machines import once as os_
 from konductor_sdk.once import Once
 
 pytestmark = pytest.mark.anyio

@@ -14,8 +14,8 @@ import pytest
 from _scratch_crd import install_scratch_crd
 
 from konductor_sdk import Client
-from konductor_sdk._entries import EntryGone, Renewal, new_entry
-from konductor_sdk._store import KObject, ResourceKind
+from konductor_sdk._kernel.entries import EntryGone, Renewal, new_entry
+from konductor_sdk._kernel.objects import KObject, ResourceKind
 from konductor_sdk.testing import ClusterHandle
 
 pytestmark = pytest.mark.anyio

@@ -11,12 +11,12 @@ import anyio
 import pytest
 
 from konductor_sdk import Client, NotFoundError, PermitLost, WouldBlock
-from konductor_sdk._cas import update_status
-from konductor_sdk._clock import FakeClock
-from konductor_sdk._entries import ExpiryTracker, safety_margin
-from konductor_sdk._errors import APIError
-from konductor_sdk._semaphore_state import SEMAPHORE_FLAVOR, normalize_for
-from konductor_sdk._store import SEMAPHORE, KObject
+from konductor_sdk._kernel.cas import update_status
+from konductor_sdk._kernel.clock import FakeClock
+from konductor_sdk._kernel.entries import ExpiryTracker, safety_margin
+from konductor_sdk._kernel.errors import APIError
+from konductor_sdk._kernel.objects import SEMAPHORE, KObject
+from konductor_sdk._machines.semaphore import SEMAPHORE_FLAVOR, normalize_for
 from konductor_sdk.semaphore import Semaphore
 
 pytestmark = pytest.mark.anyio

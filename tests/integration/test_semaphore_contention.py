@@ -14,7 +14,8 @@ import anyio
 import pytest
 
 from konductor_sdk import Client, PermitLost, WouldBlock
-from konductor_sdk._store import SEMAPHORE, KObject, Store
+from konductor_sdk._kernel.objects import SEMAPHORE, KObject
+from konductor_sdk._kernel.store import Store
 from konductor_sdk.semaphore import Semaphore
 
 pytestmark = pytest.mark.anyio

@@ -29,7 +29,7 @@ from hypothesis.stateful import (
 )
 
 from konductor_sdk import Client, Identity, WouldBlock
-from konductor_sdk._store import SEMAPHORE
+from konductor_sdk._kernel.objects import SEMAPHORE
 from konductor_sdk.sync import _portal
 from konductor_sdk.sync.semaphore import Permit, Semaphore
 

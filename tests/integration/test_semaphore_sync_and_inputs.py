@@ -12,7 +12,7 @@ import anyio.to_thread
 import pytest
 
 from konductor_sdk import Client, ConfigurationError, Identity, PermitLost, WouldBlock
-from konductor_sdk._store import MUTEX, RWMUTEX, SEMAPHORE
+from konductor_sdk._kernel.objects import MUTEX, RWMUTEX, SEMAPHORE
 from konductor_sdk.mutex import Mutex
 from konductor_sdk.rwmutex import RWMutex
 from konductor_sdk.semaphore import Semaphore

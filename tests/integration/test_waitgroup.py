@@ -9,7 +9,7 @@ import pytest
 from _barrier_helpers import until
 
 from konductor_sdk import Client, ConfigurationError
-from konductor_sdk._store import WAITGROUP
+from konductor_sdk._kernel.objects import WAITGROUP
 from konductor_sdk.waitgroup import WaitGroup
 
 pytestmark = pytest.mark.anyio

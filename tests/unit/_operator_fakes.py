@@ -1,4 +1,4 @@
-"""An in-memory :class:`konductor_sdk._store.Store` for the operator's unit tests.
+"""An in-memory :class:`konductor_sdk._kernel.store.Store` for the operator's unit tests.
 
 It keeps the semantics the operator relies on: a global resourceVersion, status-subresource
 PUTs rejected with 409 on a stale resourceVersion, JSON patches with ``test`` ops (422 when
@@ -18,13 +18,13 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from konductor_sdk._errors import (
+from konductor_sdk._kernel.errors import (
     AlreadyExistsError,
     ConflictError,
     InvalidObjectError,
     NotFoundError,
 )
-from konductor_sdk._store import KObject, ObjectList, PatchType, ResourceKind, WatchEvent
+from konductor_sdk._kernel.objects import KObject, ObjectList, PatchType, ResourceKind, WatchEvent
 
 Key = tuple[str, str, str]
 

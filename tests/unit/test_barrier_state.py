@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from konductor_sdk import _barrier_state as bs
-from konductor_sdk._errors import ConfigurationError
-from konductor_sdk._kinds import registered
-from konductor_sdk._store import BARRIER, KObject
+from konductor_sdk._kernel.errors import ConfigurationError
+from konductor_sdk._kernel.objects import BARRIER, KObject
+from konductor_sdk._machines import barrier as bs
+from konductor_sdk._machines.rules import registered
 
 NOW = "2026-01-01T00:00:00.000000Z"
 

@@ -15,7 +15,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from konductor_sdk import _barrier_state as bs
+from konductor_sdk._machines import barrier as bs
 
 PARTIES = [f"p{i}" for i in range(6)]
 NOW = "2026-01-01T00:00:00.000000Z"

@@ -12,11 +12,11 @@ from typing import Any
 import anyio
 import pytest
 
-from konductor_sdk import _cas
-from konductor_sdk._clock import SYSTEM_CLOCK
-from konductor_sdk._errors import ConflictError, ConflictExhausted
-from konductor_sdk._store import SEMAPHORE, KObject, ResourceKind
-from konductor_sdk._watch import KindWatch
+from konductor_sdk._kernel import cas as _cas
+from konductor_sdk._kernel.clock import SYSTEM_CLOCK
+from konductor_sdk._kernel.errors import ConflictError, ConflictExhausted
+from konductor_sdk._kernel.objects import SEMAPHORE, KObject, ResourceKind
+from konductor_sdk._kernel.watch import KindWatch
 
 pytestmark = pytest.mark.anyio
 

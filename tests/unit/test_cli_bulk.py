@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from konductor_sdk import ConfigurationError
-from konductor_sdk._store import BARRIER, MUTEX, SEMAPHORE
+from konductor_sdk._kernel.objects import BARRIER, MUTEX, SEMAPHORE
 from konductor_sdk.cli._bulk import flatten, parse_items, parse_releases, read_documents
 
 

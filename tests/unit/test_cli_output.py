@@ -10,7 +10,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from konductor_sdk._store import KObject
+from konductor_sdk._kernel.objects import KObject
 from konductor_sdk.cli import _objects, _output
 from konductor_sdk.cli._generic import list_table, render_object
 

@@ -19,7 +19,7 @@ import anyio
 import pytest
 
 from konductor_sdk import Client, Identity
-from konductor_sdk._store import NAMESPACE
+from konductor_sdk._kernel.objects import NAMESPACE
 from konductor_sdk.testing._certs import CertificateAuthority
 from konductor_sdk.testing._kubeconfig import write_kubeconfig
 

@@ -5,9 +5,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from konductor_sdk import Client, Identity
-from konductor_sdk._clock import FakeClock
-from konductor_sdk._entries import ExpiryTracker, Renewal, new_entry, safety_margin
-from konductor_sdk._store import SEMAPHORE, json_pointer
+from konductor_sdk._kernel.clock import FakeClock
+from konductor_sdk._kernel.entries import ExpiryTracker, Renewal, new_entry, safety_margin
+from konductor_sdk._kernel.objects import SEMAPHORE, json_pointer
 
 
 def test_expiry_counts_from_when_the_observer_saw_the_change() -> None:

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from konductor_sdk import _identity
-from konductor_sdk._identity import Identity, PodRef, detect
+from konductor_sdk._kernel import identity as _identity
+from konductor_sdk._kernel.identity import Identity, PodRef, detect
 
 
 def test_downward_api_env_gives_pod_identity() -> None:

@@ -1,6 +1,6 @@
 import pytest
 
-from konductor_sdk._store import COORDINATION_LEASE, NAMESPACE, POD, SEMAPHORE, KObject
+from konductor_sdk._kernel.objects import COORDINATION_LEASE, NAMESPACE, POD, SEMAPHORE, KObject
 
 
 @pytest.mark.parametrize(

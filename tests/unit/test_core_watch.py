@@ -9,9 +9,10 @@ from typing import Any
 import anyio
 import pytest
 
-from konductor_sdk._errors import APIError
-from konductor_sdk._store import SEMAPHORE, KObject, ObjectList, WatchEvent, WatchExpired
-from konductor_sdk._watch import KindWatch
+from konductor_sdk._kernel.errors import APIError
+from konductor_sdk._kernel.objects import SEMAPHORE, KObject, ObjectList, WatchEvent
+from konductor_sdk._kernel.store import WatchExpired
+from konductor_sdk._kernel.watch import KindWatch
 
 pytestmark = pytest.mark.anyio
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from konductor_sdk._clock import FakeClock, rfc3339
-from konductor_sdk._coordination import (
+from konductor_sdk._engines.coordination import (
     Record,
     RecordObserver,
     acquired,
@@ -19,8 +18,9 @@ from konductor_sdk._coordination import (
     renewed,
     should_yield,
 )
-from konductor_sdk._entries import ExpiryTracker
-from konductor_sdk._store import KObject
+from konductor_sdk._kernel.clock import FakeClock, rfc3339
+from konductor_sdk._kernel.entries import ExpiryTracker
+from konductor_sdk._kernel.objects import KObject
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "client_go_lease.json"
 # metav1.MicroTime's wire format: RFC 3339 with exactly six fractional digits, UTC.

@@ -15,10 +15,10 @@ from konductor_operator._gate_refs import (
     Target,
     judge,
 )
-from konductor_sdk._clock import FakeClock
-from konductor_sdk._errors import NotFoundError
-from konductor_sdk._gate_spec import parse_spec
-from konductor_sdk._store import GATE, JOB, LEASE, SEMAPHORE, KObject, ResourceKind
+from konductor_sdk._kernel.clock import FakeClock
+from konductor_sdk._kernel.errors import NotFoundError
+from konductor_sdk._kernel.objects import GATE, JOB, LEASE, SEMAPHORE, KObject, ResourceKind
+from konductor_sdk._machines.gate_spec import parse_spec
 
 pytestmark = pytest.mark.anyio
 
@@ -154,7 +154,7 @@ async def test_access_with_policy_uses_subject_access_reviews() -> None:
 
 
 def test_barrier_once_waitgroup() -> None:
-    from konductor_sdk._store import BARRIER, ONCE, WAITGROUP
+    from konductor_sdk._kernel.objects import BARRIER, ONCE, WAITGROUP
 
     b = Target(BARRIER, "n", "x")
     open_ = obj({"expected": 2}, {"generation": 3, "phase": "Open"})

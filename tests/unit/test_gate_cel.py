@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from konductor_sdk import ConfigurationError
-from konductor_sdk._gate_cel import MAX_OBJECT_BYTES, CelEvaluator, check_expression
+from konductor_sdk._kernel.cel_eval import MAX_OBJECT_BYTES, CelEvaluator, check_expression
 
 pytestmark = pytest.mark.anyio
 DEPLOYMENT = {"status": {"availableReplicas": 3}, "spec": {"replicas": 3}}

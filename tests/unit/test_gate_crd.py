@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from konductor_sdk._gate_spec import LEVEL_MAX_ITEMS, MAX_DEPTH, MAX_EXPRESSION, TYPES
+from konductor_sdk._machines.gate_spec import LEVEL_MAX_ITEMS, MAX_DEPTH, MAX_EXPRESSION, TYPES
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "gate.yaml"
 

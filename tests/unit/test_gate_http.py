@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from konductor_operator._gate_http import DISABLED, field_value, probe, refusal
-from konductor_sdk._gate_spec import parse_spec
+from konductor_sdk._machines.gate_spec import parse_spec
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from konductor_sdk import ConfigurationError
-from konductor_sdk._gate_spec import MAX_CONDITIONS, parse_spec
+from konductor_sdk._machines.gate_spec import MAX_CONDITIONS, parse_spec
 
 
 def ext(name: str) -> dict[str, Any]:

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from konductor_sdk import ConfigurationError
-from konductor_sdk import _gate_state as state
-from konductor_sdk._gate_spec import parse_spec, spec_hash
-from konductor_sdk._kinds import registered
-from konductor_sdk._store import KObject
+from konductor_sdk._kernel.objects import KObject
+from konductor_sdk._machines import gate as state
+from konductor_sdk._machines.gate_spec import parse_spec, spec_hash
+from konductor_sdk._machines.rules import registered
 
 NOW = "2026-01-01T00:00:00.000000Z"
 LATER = "2026-01-01T00:00:05.000000Z"
@@ -57,7 +57,7 @@ def trees(draw: st.DrawFn, depth: int = 1) -> dict[str, Any]:
 
 
 def state_max_depth() -> int:
-    from konductor_sdk._gate_spec import MAX_DEPTH
+    from konductor_sdk._machines.gate_spec import MAX_DEPTH
 
     return MAX_DEPTH
 

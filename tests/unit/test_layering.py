@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # The store seam is the only place that talks to kubernetes_asyncio (the client module
 # builds the ApiClient from kubeconfig; the local control plane's helpers are test tooling).
-K8S_ALLOWED = {"konductor_sdk/_store.py", "konductor_sdk/_client.py"}
+K8S_ALLOWED = {"konductor_sdk/_kernel/store.py", "konductor_sdk/_kernel/client.py"}
 K8S_ALLOWED_DIRS = ("konductor_sdk/testing/",)
 
 
@@ -48,7 +48,7 @@ def test_only_the_store_seam_imports_kubernetes_asyncio(path: Path) -> None:
     if rel in K8S_ALLOWED or rel.startswith(K8S_ALLOWED_DIRS):
         return
     bad = {m for m in imports_of(path) if m.split(".")[0] == "kubernetes_asyncio"}
-    assert not bad, f"{rel} imports {bad}; go through konductor_sdk._store"
+    assert not bad, f"{rel} imports {bad}; go through konductor_sdk._kernel.store"
 
 
 @pytest.mark.parametrize("path", modules("konductor_sdk"), ids=lambda p: p.name)
@@ -60,3 +60,16 @@ def test_the_sdk_never_imports_the_operator_and_primitives_never_import_the_cli(
     assert not {m for m in found if m.startswith("konductor_operator")}, rel
     if not rel.startswith("konductor_sdk/cli/"):
         assert not {m for m in found if m.startswith("konductor_sdk.cli")}, rel
+
+
+def test_every_machine_with_rules_is_registered_by_name() -> None:
+    """The operator finds kinds through ``MACHINES``, not by file name: a machine module that
+    defines ``RULES`` but is missing from the list would silently lose its operator."""
+    from konductor_sdk._machines.rules import MACHINES
+
+    defining = {
+        path.stem
+        for path in modules("konductor_sdk/_machines")
+        if "register(" in path.read_text() and path.stem != "rules"
+    }
+    assert defining == set(MACHINES)

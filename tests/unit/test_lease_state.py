@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from konductor_sdk import WouldBlock
-from konductor_sdk import _lease_state as state
-from konductor_sdk._kinds import registered
-from konductor_sdk._store import LEASE, KObject
+from konductor_sdk._kernel.objects import LEASE, KObject
+from konductor_sdk._machines import lease as state
+from konductor_sdk._machines.rules import registered
 
 SPEC = {"ttlSeconds": 5}
 

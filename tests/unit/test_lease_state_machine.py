@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from konductor_sdk import WouldBlock
-from konductor_sdk import _lease_state as state
-from konductor_sdk._entries import safety_margin
+from konductor_sdk._kernel.entries import safety_margin
+from konductor_sdk._machines import lease as state
 
 TTL = 5
 RENEW_EVERY = TTL / 3

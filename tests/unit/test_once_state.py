@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from konductor_sdk import _once_state as os_
-from konductor_sdk._kinds import registered
+from konductor_sdk._machines import once as os_
+from konductor_sdk._machines.rules import registered
 
 NOW = "2026-01-01T00:00:00.000000Z"
 

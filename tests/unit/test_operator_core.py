@@ -26,9 +26,9 @@ from konductor_operator import CoreController, EventRecorder, Metrics, OperatorC
 from konductor_operator._context import OperatorContext
 from konductor_operator._pods import PodWatcher
 from konductor_sdk import Client, Identity, PodRef
-from konductor_sdk._clock import FakeClock
-from konductor_sdk._kinds import registered
-from konductor_sdk._store import BARRIER, EVENT, POD, SEMAPHORE
+from konductor_sdk._kernel.clock import FakeClock
+from konductor_sdk._kernel.objects import BARRIER, EVENT, POD, SEMAPHORE
+from konductor_sdk._machines.rules import registered
 
 pytestmark = pytest.mark.anyio
 NS = "ns"

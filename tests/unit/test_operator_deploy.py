@@ -15,8 +15,8 @@ import yaml
 
 from konductor_operator.__main__ import main
 from konductor_operator._config import OperatorConfig
-from konductor_sdk._kinds import registered
-from konductor_sdk._store import GROUP
+from konductor_sdk._kernel.objects import GROUP
+from konductor_sdk._machines.rules import registered
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -10,8 +10,8 @@ from _operator_fakes import FakeStore
 
 from konductor_operator._events import EventRecorder, TokenBucket
 from konductor_sdk import Client, Identity
-from konductor_sdk._clock import FakeClock
-from konductor_sdk._store import EVENT, KObject
+from konductor_sdk._kernel.clock import FakeClock
+from konductor_sdk._kernel.objects import EVENT, KObject
 
 pytestmark = pytest.mark.anyio
 
@@ -152,7 +152,7 @@ async def test_write_errors_are_counted_not_raised(setup: Any) -> None:
     recorder._records[next(iter(recorder._records))].namespace = "missing-ns"
 
     def fail(verb: str, key: Any) -> None:
-        from konductor_sdk._errors import ForbiddenError
+        from konductor_sdk._kernel.errors import ForbiddenError
 
         raise ForbiddenError("no", status=403)
 

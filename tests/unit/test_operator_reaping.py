@@ -26,10 +26,10 @@ from konductor_operator._reaping import (
     pod_removal,
     pod_verdict,
 )
-from konductor_sdk._identity import PodRef
-from konductor_sdk._kinds import registered
-from konductor_sdk._semaphore_state import FLAVORS
-from konductor_sdk._store import KObject
+from konductor_sdk._kernel.identity import PodRef
+from konductor_sdk._kernel.objects import KObject
+from konductor_sdk._machines.rules import registered
+from konductor_sdk._machines.semaphore import FLAVORS
 
 SEM_RULES = registered()["Semaphore"]
 SPEC = {"permits": 2}

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from konductor_operator._tracker import ObjectTracker
-from konductor_sdk._clock import FakeClock
-from konductor_sdk._kinds import KindRules, registered
-from konductor_sdk._store import BARRIER, KObject
+from konductor_sdk._kernel.clock import FakeClock
+from konductor_sdk._kernel.objects import BARRIER, KObject
+from konductor_sdk._machines.rules import KindRules, registered
 
 SEM = registered()["Semaphore"]
 BAR = registered()["Barrier"]

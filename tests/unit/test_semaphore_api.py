@@ -12,9 +12,9 @@ import anyio
 import pytest
 
 from konductor_sdk import Client, ConfigurationError, ConflictError, Identity, NotFoundError
-from konductor_sdk import _semaphore_state as st
-from konductor_sdk._semaphore_commit import committer
-from konductor_sdk._store import KObject, ResourceKind
+from konductor_sdk._engines.semaphore_commit import committer
+from konductor_sdk._kernel.objects import KObject, ResourceKind
+from konductor_sdk._machines import semaphore as st
 from konductor_sdk.mutex import Mutex
 from konductor_sdk.rwmutex import RWMutex
 from konductor_sdk.semaphore import Semaphore

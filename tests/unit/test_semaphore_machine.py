@@ -25,7 +25,7 @@ from hypothesis.stateful import (
 )
 
 from konductor_sdk import ConfigurationError, WouldBlock
-from konductor_sdk import _semaphore_state as st
+from konductor_sdk._machines import semaphore as st
 
 SEM = st.SEMAPHORE_FLAVOR
 NOW = "2026-01-01T00:00:00.000000Z"

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from konductor_sdk import ConfigurationError, WouldBlock
-from konductor_sdk import _semaphore_state as st
-from konductor_sdk._kinds import registered
-from konductor_sdk._store import MUTEX, RWMUTEX, SEMAPHORE
+from konductor_sdk._kernel.objects import MUTEX, RWMUTEX, SEMAPHORE
+from konductor_sdk._machines import semaphore as st
+from konductor_sdk._machines.rules import registered
 
 SEM = st.SEMAPHORE_FLAVOR
 NOW = "2026-01-01T00:00:00.000000Z"

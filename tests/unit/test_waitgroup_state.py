@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from konductor_sdk import _waitgroup_state as ws
-from konductor_sdk._errors import ConfigurationError
+from konductor_sdk._kernel.errors import ConfigurationError
+from konductor_sdk._machines import waitgroup as ws
 
 NOW = "2026-01-01T00:00:00.000000Z"
 

@@ -1,9 +1,9 @@
 """The one seam between Konductor and the API server.
 
-Only this module (and :mod:`konductor_sdk._client`, which builds the ApiClient) imports
+Only this module (and :mod:`konductor_sdk._kernel.client`, which builds the ApiClient) imports
 ``kubernetes_asyncio``. Primitives speak to :class:`Store` with plain dicts and get
 :class:`KObject` views back; every HTTP error is translated into the error tree of
-:mod:`konductor_sdk._errors` with the original exception as ``__cause__``.
+:mod:`konductor_sdk._kernel.errors` with the original exception as ``__cause__``.
 
 Requests go through ``ApiClient.call_api`` with ``_preload_content=False``: that works for
 every group (core ``/api/v1`` and ``/apis/...`` alike), lets us choose the patch content
@@ -13,18 +13,16 @@ type, and lets watches stream line by line without the generated models in the w
 from __future__ import annotations
 
 import json
-import random
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Literal, Protocol, final, runtime_checkable
+from typing import Any, Protocol, final, runtime_checkable
 from urllib.parse import quote
 
 import aiohttp
 import anyio
-import attrs
 from kubernetes_asyncio.client import ApiClient
 
-from ._errors import (
+from konductor_sdk._kernel.errors import (
     AlreadyExistsError,
     APIError,
     ConflictError,
@@ -32,147 +30,14 @@ from ._errors import (
     InvalidObjectError,
     NotFoundError,
 )
-
-GROUP = "sync.konductor.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-
-
-@attrs.frozen
-class ResourceKind:
-    """Where a kind lives on the API server."""
-
-    group: str
-    version: str
-    plural: str
-    kind: str
-    namespaced: bool = True
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(
-        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
-    ) -> str:
-        """The REST path; ``namespace=None`` on a namespaced kind means all namespaces."""
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace is not None:
-            base += f"/namespaces/{quote(namespace, safe='')}"
-        base += f"/{self.plural}"
-        if name is not None:
-            base += f"/{quote(name, safe='')}"
-        if subresource is not None:
-            base += f"/{subresource}"
-        return base
-
-
-def konductor_kind(kind: str, plural: str) -> ResourceKind:
-    return ResourceKind(GROUP, VERSION, plural, kind)
-
-
-SEMAPHORE = konductor_kind("Semaphore", "semaphores")
-MUTEX = konductor_kind("Mutex", "mutexes")
-RWMUTEX = konductor_kind("RWMutex", "rwmutexes")
-BARRIER = konductor_kind("Barrier", "barriers")
-LEASE = konductor_kind("Lease", "leases")
-GATE = konductor_kind("Gate", "gates")
-ONCE = konductor_kind("Once", "onces")
-WAITGROUP = konductor_kind("WaitGroup", "waitgroups")
-
-POD = ResourceKind("", "v1", "pods", "Pod")
-NAMESPACE = ResourceKind("", "v1", "namespaces", "Namespace", namespaced=False)
-EVENT = ResourceKind("", "v1", "events", "Event")
-JOB = ResourceKind("batch", "v1", "jobs", "Job")
-COORDINATION_LEASE = ResourceKind("coordination.k8s.io", "v1", "leases", "Lease")
-SELF_SUBJECT_ACCESS_REVIEW = ResourceKind(
-    "authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False
-)
-SUBJECT_ACCESS_REVIEW = ResourceKind(
-    "authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", False
-)
-
-
-@final
-@attrs.frozen
-class KObject:
-    """A read-only view of one object as the server returned it.
-
-    ``raw`` is the decoded JSON; treat it as immutable (copy before changing).
-    """
-
-    raw: Mapping[str, Any]
-
-    @property
-    def metadata(self) -> Mapping[str, Any]:
-        md: Mapping[str, Any] = self.raw.get("metadata") or {}
-        return md
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata.get("name", ""))
-
-    @property
-    def namespace(self) -> str:
-        return str(self.metadata.get("namespace", ""))
-
-    @property
-    def uid(self) -> str:
-        return str(self.metadata.get("uid", ""))
-
-    @property
-    def resource_version(self) -> str:
-        return str(self.metadata.get("resourceVersion", ""))
-
-    @property
-    def generation(self) -> int:
-        return int(self.metadata.get("generation", 0))
-
-    @property
-    def labels(self) -> Mapping[str, str]:
-        labels: Mapping[str, str] = self.metadata.get("labels") or {}
-        return labels
-
-    @property
-    def deleting(self) -> bool:
-        return self.metadata.get("deletionTimestamp") is not None
-
-    @property
-    def spec(self) -> Mapping[str, Any]:
-        spec: Mapping[str, Any] = self.raw.get("spec") or {}
-        return spec
-
-    @property
-    def status(self) -> Mapping[str, Any]:
-        status: Mapping[str, Any] = self.raw.get("status") or {}
-        return status
-
-    def with_status(self, status: Mapping[str, Any]) -> dict[str, Any]:
-        """The body of a status PUT: this object (with its resourceVersion) and a new status."""
-        body = dict(self.raw)
-        body["status"] = status
-        return body
-
-
-@attrs.frozen
-class ObjectList:
-    items: tuple[KObject, ...]
-    resource_version: str
-
-
-@attrs.frozen
-class WatchEvent:
-    """One line of a watch stream. ``type`` is ADDED, MODIFIED, DELETED or BOOKMARK."""
-
-    type: str
-    object: KObject
+from konductor_sdk._kernel.objects import KObject, ObjectList, PatchType, ResourceKind, WatchEvent
+from konductor_sdk._kernel.retry import backoff
 
 
 class WatchExpired(APIError):
     """The watch's resourceVersion is too old (HTTP 410 Gone); re-list and start again."""
 
 
-PatchType = Literal["merge", "json", "strategic"]
 _PATCH_CONTENT_TYPES: dict[str, str] = {
     "merge": "application/merge-patch+json",
     "json": "application/json-patch+json",
@@ -316,13 +181,13 @@ class KubeStore:
             except APIError:
                 if attempt == attempts:
                     raise
-                await anyio.sleep(_backoff(attempt))
+                await anyio.sleep(backoff(attempt))
                 continue
             if 200 <= status < 300:
                 decoded: dict[str, Any] = json.loads(data) if data else {}
                 return decoded
             if status in _RETRYABLE_STATUS and attempt < attempts:
-                await anyio.sleep(_backoff(attempt))
+                await anyio.sleep(backoff(attempt))
                 continue
             raise self._error(method, path, status, data)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -501,13 +366,3 @@ def _selectors(label_selector: str | None, field_selector: str | None) -> list[t
     if field_selector:
         query.append(("fieldSelector", field_selector))
     return query
-
-
-def _backoff(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
-    """Full-jitter exponential backoff (AWS architecture blog's recommendation)."""
-    return random.uniform(0, min(cap, base * 2**attempt))
-
-
-def json_pointer(*parts: str) -> str:
-    """An RFC 6901 pointer; map keys may contain ``/`` and ``~``."""
-    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)

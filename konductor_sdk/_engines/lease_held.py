@@ -17,16 +17,17 @@ from typing import TYPE_CHECKING, final
 
 import anyio
 
-from . import _lease_state as state
-from ._cas import update_status
-from ._client import Client
-from ._clock import rfc3339
-from ._entries import safety_margin
-from ._errors import APIError, ConflictError, InvalidObjectError, NotFoundError
-from ._store import LEASE, KObject, _backoff, json_pointer
+from konductor_sdk._kernel.cas import update_status
+from konductor_sdk._kernel.client import Client
+from konductor_sdk._kernel.clock import rfc3339
+from konductor_sdk._kernel.entries import safety_margin
+from konductor_sdk._kernel.errors import APIError, ConflictError, InvalidObjectError, NotFoundError
+from konductor_sdk._kernel.objects import LEASE, KObject, json_pointer
+from konductor_sdk._kernel.retry import backoff
+from konductor_sdk._machines import lease as state
 
 if TYPE_CHECKING:
-    from .lease import Lease
+    from konductor_sdk.lease import Lease
 
 log = logging.getLogger("konductor_sdk.lease")
 
@@ -179,7 +180,7 @@ class HeldLease:
         clock = self._client.clock
         failures = 0
         while True:
-            wait = self._interval if failures == 0 else _backoff(failures, 0.1, self._interval)
+            wait = self._interval if failures == 0 else backoff(failures, 0.1, self._interval)
             await anyio.sleep(max(0.0, min(wait, self.deadline - clock.monotonic())))
             remaining = self.deadline - clock.monotonic()
             if remaining <= 0:

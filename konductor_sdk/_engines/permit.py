@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
-from ._entries import Renewal
-from ._semaphore_commit import CLEANUP_SECONDS
+from konductor_sdk._engines.semaphore_commit import CLEANUP_SECONDS
+from konductor_sdk._kernel.entries import Renewal
 
 if TYPE_CHECKING:
-    from ._semaphore_engine import Pool
+    from konductor_sdk._engines.semaphore import Pool
 
 log = logging.getLogger("konductor_sdk.semaphore")
 

@@ -19,14 +19,14 @@ from typing import Any, final
 import anyio
 import attrs
 
-from . import _barrier_state as state
-from ._batching import Batcher, PerClient
-from ._cas import CasResult, ensure_exists, update_status
-from ._client import Client
-from ._clock import rfc3339
-from ._errors import APIError, BarrierFailed, BarrierTimeout, NotFoundError
-from ._store import BARRIER, KObject
-from ._waiting import caught_up, newest, wait_any
+from konductor_sdk._kernel.batching import Batcher, PerClient
+from konductor_sdk._kernel.cas import CasResult, ensure_exists, update_status
+from konductor_sdk._kernel.client import Client
+from konductor_sdk._kernel.clock import rfc3339
+from konductor_sdk._kernel.errors import APIError, BarrierFailed, BarrierTimeout, NotFoundError
+from konductor_sdk._kernel.objects import BARRIER, KObject
+from konductor_sdk._kernel.waiting import caught_up, newest, wait_any
+from konductor_sdk._machines import barrier as state
 
 log = logging.getLogger("konductor_sdk.barrier")
 

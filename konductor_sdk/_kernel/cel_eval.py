@@ -5,7 +5,7 @@ crate), not a home-made parser. CEL has no loops or recursion, but its macros ne
 (``l.map(a, l.map(b, ...))``), so cost grows polynomially with the input, and the Rust
 evaluator holds the GIL while it runs: an expensive expression evaluated in-process would
 freeze the operator's event loop. So the operator evaluates in a worker *process*
-(``_gate_cel_worker.py``, stdlib + cel only) and kills it when the time limit passes.
+(``cel_worker.py``, stdlib + cel only) and kills it when the time limit passes.
 The bounds:
 
 * the expression: at most :data:`MAX_EXPRESSION` characters (parsing is linear and its
@@ -35,14 +35,14 @@ import attrs
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from ._errors import ConfigurationError
-from ._gate_spec import MAX_EXPRESSION
+from konductor_sdk._kernel.errors import ConfigurationError
+from konductor_sdk._kernel.limits import MAX_EXPRESSION
 
 MAX_OBJECT_BYTES: Final = 256 * 1024
 EVAL_TIMEOUT_SECONDS: Final = 1.0
 WORKER_MEMORY_BYTES: Final = 1 << 30
 _START_TIMEOUT_SECONDS: Final = 60.0
-_WORKER: Final = Path(__file__).with_name("_gate_cel_worker.py")
+_WORKER: Final = Path(__file__).with_name("cel_worker.py")
 
 
 @attrs.frozen
@@ -134,7 +134,8 @@ class CelEvaluator:
         # Run the worker by path, not as a package module: it imports only the stdlib and
         # cel, so it starts fast, and a crash in the Rust code cannot take us down.
         proc = await anyio.open_process(
-            [sys.executable, "-u", str(_WORKER), str(self.memory_bytes)],
+            # -P: the worker's own directory (the kernel package) must not shadow libraries.
+            [sys.executable, "-u", "-P", str(_WORKER), str(self.memory_bytes)],
             stderr=subprocess.DEVNULL,
         )
         assert proc.stdout is not None

@@ -18,7 +18,8 @@ from typing import Any, Final
 
 import attrs
 
-from ._errors import ConfigurationError
+from konductor_sdk._kernel.errors import ConfigurationError
+from konductor_sdk._kernel.limits import MAX_EXPRESSION as MAX_EXPRESSION
 
 Spec = Mapping[str, Any]
 
@@ -26,7 +27,6 @@ MAX_DEPTH: Final = 3
 LEVEL_MAX_ITEMS: Final = (32, 16, 16)
 MAX_CONDITIONS: Final = 64  # named items in the whole tree, groups included
 MAX_TIMEOUT_SECONDS: Final = 30 * 86_400
-MAX_EXPRESSION: Final = 1024
 MATCHES: Final = ("all", "any")
 
 # spec key -> status ``type``

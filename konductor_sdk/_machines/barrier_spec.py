@@ -2,7 +2,7 @@
 
 ``spec`` is written by the creator (SDK ``create``/``wait``, koncli, kubectl); the CRD
 checks it too (ranges, and a CEL rule ``quorum <= expected``), but callers get a
-:class:`~konductor_sdk._errors.ConfigurationError` naming the argument before anything is
+:class:`~konductor_sdk._kernel.errors.ConfigurationError` naming the argument before anything is
 sent, and the pure state functions parse whatever is stored without ever failing.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import attrs
 
-from ._errors import ConfigurationError
+from konductor_sdk._kernel.errors import ConfigurationError
 
 Spec = Mapping[str, Any]
 

@@ -1,11 +1,11 @@
-"""Small helpers for waiters on the shared watch (see :mod:`konductor_sdk._watch`)."""
+"""Small helpers for waiters on the shared watch (see :mod:`konductor_sdk._kernel.watch`)."""
 
 from __future__ import annotations
 
 import anyio
 
-from ._store import KObject
-from ._watch import _rv_int
+from konductor_sdk._kernel.objects import KObject
+from konductor_sdk._kernel.watch import _rv_int
 
 
 def newest(*objects: KObject | None) -> KObject | None:

@@ -24,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Set
 from typing import Any
 
-from ._errors import WouldBlock
-from ._kinds import KindRules, Status, register
-from ._store import LEASE, KObject
+from konductor_sdk._kernel.errors import WouldBlock
+from konductor_sdk._kernel.objects import LEASE, KObject
+from konductor_sdk._machines.rules import KindRules, Status, register
 
 DEFAULT_TTL_SECONDS = 15
 MAX_CANDIDATES = 32

@@ -37,11 +37,12 @@ from typing import Any, final
 import anyio
 import attrs
 
-from ._batching import Batcher, PerClient
-from ._client import Client
-from ._clock import Clock, rfc3339
-from ._errors import APIError, InvalidObjectError, NotFoundError
-from ._store import KObject, ResourceKind, _backoff, json_pointer
+from konductor_sdk._kernel.batching import Batcher, PerClient
+from konductor_sdk._kernel.client import Client
+from konductor_sdk._kernel.clock import Clock, rfc3339
+from konductor_sdk._kernel.errors import APIError, InvalidObjectError, NotFoundError
+from konductor_sdk._kernel.objects import KObject, ResourceKind, json_pointer
+from konductor_sdk._kernel.retry import backoff
 
 MIN_TTL_SECONDS = 1
 MAX_TTL_SECONDS = 86_400
@@ -173,7 +174,7 @@ class Renewal:
             # Due ``every`` after the last successful send, not after this task last ran:
             # entries renewed in one patch stay due together (see _Combiner).
             due = self.last_ok_sent + every - now
-            wait = due if failures == 0 else _backoff(failures, base=0.1, cap=every)
+            wait = due if failures == 0 else backoff(failures, base=0.1, cap=every)
             await anyio.sleep(max(0.0, min(wait, self.deadline - now)))
             remaining = self.deadline - self.client.clock.monotonic()
             if remaining <= 0:

@@ -24,8 +24,10 @@ from typing import final
 
 import anyio
 
-from ._errors import APIError, ForbiddenError
-from ._store import KObject, ResourceKind, Store, WatchExpired, _backoff
+from konductor_sdk._kernel.errors import APIError, ForbiddenError
+from konductor_sdk._kernel.objects import KObject, ResourceKind
+from konductor_sdk._kernel.retry import backoff
+from konductor_sdk._kernel.store import Store, WatchExpired
 
 log = logging.getLogger("konductor_sdk.watch")
 
@@ -147,7 +149,7 @@ class KindWatch:
                 self.last_error = exc
                 attempt += 1
                 log.debug("watch %r interrupted: %s", self, exc)
-                await anyio.sleep(_backoff(min(attempt, 6), base=0.1, cap=5.0))
+                await anyio.sleep(backoff(min(attempt, 6), base=0.1, cap=5.0))
 
 
 def _rv_int(rv: str) -> int:

@@ -22,8 +22,8 @@ import copy
 from collections.abc import Hashable, Mapping
 from typing import Any, Final
 
-from ._kinds import KindRules, register
-from ._store import ONCE, KObject
+from konductor_sdk._kernel.objects import ONCE, KObject
+from konductor_sdk._machines.rules import KindRules, register
 
 Spec = Mapping[str, Any]
 Status = dict[str, Any]

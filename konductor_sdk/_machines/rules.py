@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from ._store import KObject, ResourceKind
+from konductor_sdk._kernel.objects import KObject, ResourceKind
 
 Status = dict[str, Any]
 
@@ -56,14 +56,15 @@ def register(rules: KindRules) -> KindRules:
     return rules
 
 
+# Every machine module that registers rules, by name: a new kind is added here, and
+# ``tests/unit/test_layering.py`` fails if a machine defines ``RULES`` without being listed.
+MACHINES: tuple[str, ...] = ("semaphore", "barrier", "lease", "once", "waitgroup", "gate")
+
+
 def registered() -> dict[str, KindRules]:
-    """All rules, after importing every primitive module so each has registered."""
+    """All rules, after importing every machine module in :data:`MACHINES`."""
     import importlib
-    import pkgutil
 
-    import konductor_sdk
-
-    for info in pkgutil.iter_modules(konductor_sdk.__path__):
-        if info.name.endswith("_state"):
-            importlib.import_module(f"konductor_sdk.{info.name}")
+    for name in MACHINES:
+        importlib.import_module(f"konductor_sdk._machines.{name}")
     return dict(_REGISTRY)

@@ -29,11 +29,12 @@ from typing import Any, final
 import anyio
 import attrs
 
-from ._client import Client
-from ._clock import rfc3339
-from ._entries import ExpiryTracker, safety_margin
-from ._errors import AlreadyExistsError, APIError, ConflictError, NotFoundError
-from ._store import COORDINATION_LEASE, KObject, _backoff
+from konductor_sdk._kernel.client import Client
+from konductor_sdk._kernel.clock import rfc3339
+from konductor_sdk._kernel.entries import ExpiryTracker, safety_margin
+from konductor_sdk._kernel.errors import AlreadyExistsError, APIError, ConflictError, NotFoundError
+from konductor_sdk._kernel.objects import COORDINATION_LEASE, KObject
+from konductor_sdk._kernel.retry import backoff
 
 log = logging.getLogger("konductor_sdk.election")
 
@@ -292,7 +293,7 @@ class CoordinationTerm:
         clock, store, c = self._client.clock, self._client.store, self.campaign
         failures = 0
         while True:
-            wait = self._interval if failures == 0 else _backoff(failures, 0.1, self._interval)
+            wait = self._interval if failures == 0 else backoff(failures, 0.1, self._interval)
             await anyio.sleep(max(0.0, min(wait, self.deadline - clock.monotonic())))
             remaining = self.deadline - clock.monotonic()
             if remaining <= 0:
@@ -370,7 +371,7 @@ class CoordinationTerm:
                         COORDINATION_LEASE, _with_spec(obj, released(current, now=c._now()))
                     )
                 except ConflictError:
-                    await anyio.sleep(_backoff(attempt, base=0.005, cap=0.25))
+                    await anyio.sleep(backoff(attempt, base=0.005, cap=0.25))
                     obj = await store.get(COORDINATION_LEASE, c.namespace, c.name)
                     continue
                 except NotFoundError:

@@ -17,9 +17,9 @@ import copy
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ._errors import ConfigurationError
-from ._kinds import KindRules, register
-from ._store import WAITGROUP, KObject
+from konductor_sdk._kernel.errors import ConfigurationError
+from konductor_sdk._kernel.objects import WAITGROUP, KObject
+from konductor_sdk._machines.rules import KindRules, register
 
 Spec = Mapping[str, Any]
 Status = dict[str, Any]

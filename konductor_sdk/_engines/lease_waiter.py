@@ -16,17 +16,23 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 from anyio.abc import TaskGroup
 
-from . import _lease_state as state
-from ._cas import ensure_exists, update_status
-from ._client import Client
-from ._entries import ExpiryTracker, Renewal
-from ._errors import APIError, ConflictError, InvalidObjectError, NotFoundError, WouldBlock
-from ._identity import Identity
-from ._lease_held import HeldLease
-from ._store import LEASE, KObject
+from konductor_sdk._engines.lease_held import HeldLease
+from konductor_sdk._kernel.cas import ensure_exists, update_status
+from konductor_sdk._kernel.client import Client
+from konductor_sdk._kernel.entries import ExpiryTracker, Renewal
+from konductor_sdk._kernel.errors import (
+    APIError,
+    ConflictError,
+    InvalidObjectError,
+    NotFoundError,
+    WouldBlock,
+)
+from konductor_sdk._kernel.identity import Identity
+from konductor_sdk._kernel.objects import LEASE, KObject
+from konductor_sdk._machines import lease as state
 
 if TYPE_CHECKING:
-    from .lease import Lease
+    from konductor_sdk.lease import Lease
 
 log = logging.getLogger("konductor_sdk.lease")
 

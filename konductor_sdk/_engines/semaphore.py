@@ -24,20 +24,8 @@ from typing import Any, final
 
 import anyio
 
-from . import _semaphore_state as state
-from ._cas import ensure_exists
-from ._client import Client, default_client
-from ._clock import rfc3339
-from ._entries import Renewal, new_entry
-from ._errors import (
-    APIError,
-    ConfigurationError,
-    KonductorError,
-    NotFoundError,
-    PermitLost,
-    WouldBlock,
-)
-from ._semaphore_commit import (
+from konductor_sdk._engines.permit import Permit
+from konductor_sdk._engines.semaphore_commit import (
     CLEANUP_SECONDS,
     Committer,
     Op,
@@ -45,10 +33,22 @@ from ._semaphore_commit import (
     check_ttl,
     committer,
 )
-from ._semaphore_permit import Permit
-from ._store import KObject
-from ._telemetry import span
-from ._watch import KindWatch
+from konductor_sdk._kernel.cas import ensure_exists
+from konductor_sdk._kernel.client import Client, default_client
+from konductor_sdk._kernel.clock import rfc3339
+from konductor_sdk._kernel.entries import Renewal, new_entry
+from konductor_sdk._kernel.errors import (
+    APIError,
+    ConfigurationError,
+    KonductorError,
+    NotFoundError,
+    PermitLost,
+    WouldBlock,
+)
+from konductor_sdk._kernel.objects import KObject
+from konductor_sdk._kernel.telemetry import span
+from konductor_sdk._kernel.watch import KindWatch
+from konductor_sdk._machines import semaphore as state
 
 log = logging.getLogger("konductor_sdk.semaphore")
 # What a best-effort cleanup may meet: the server's errors, and a client already closed.

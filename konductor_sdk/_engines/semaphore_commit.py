@@ -18,14 +18,14 @@ from typing import final
 import anyio
 import attrs
 
-from . import _semaphore_state as state
-from ._batching import Batcher, PerClient
-from ._cas import CasResult, update_status
-from ._client import Client
-from ._clock import rfc3339
-from ._entries import MAX_TTL_SECONDS
-from ._errors import ConfigurationError, KonductorError
-from ._store import KObject
+from konductor_sdk._kernel.batching import Batcher, PerClient
+from konductor_sdk._kernel.cas import CasResult, update_status
+from konductor_sdk._kernel.client import Client
+from konductor_sdk._kernel.clock import rfc3339
+from konductor_sdk._kernel.entries import MAX_TTL_SECONDS
+from konductor_sdk._kernel.errors import ConfigurationError, KonductorError
+from konductor_sdk._kernel.objects import KObject
+from konductor_sdk._machines import semaphore as state
 
 Op = Callable[[KObject, state.Status], None]
 CLEANUP_SECONDS = 10.0

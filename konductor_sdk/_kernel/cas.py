@@ -22,10 +22,16 @@ from typing import Any
 import anyio
 import attrs
 
-from ._client import Client
-from ._errors import AlreadyExistsError, ConflictError, ConflictExhausted, NotFoundError
-from ._store import KObject, ResourceKind, _backoff
-from ._watch import _rv_int
+from konductor_sdk._kernel.client import Client
+from konductor_sdk._kernel.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    ConflictExhausted,
+    NotFoundError,
+)
+from konductor_sdk._kernel.objects import KObject, ResourceKind
+from konductor_sdk._kernel.retry import backoff
+from konductor_sdk._kernel.watch import _rv_int
 
 Mutation = Callable[[KObject], Mapping[str, Any] | None]
 
@@ -34,7 +40,7 @@ WATCH_WAIT_SECONDS = 0.25
 """Longest a retry waits for the watch to deliver the write that beat it before a GET."""
 JITTER_BASE = 0.005
 JITTER_CAP = 1.0
-"""Full-jitter back-off before a retry (``_backoff(attempt, JITTER_BASE, JITTER_CAP)``).
+"""Full-jitter back-off before a retry (``backoff(attempt, JITTER_BASE, JITTER_CAP)``).
 The cap is only reached after 8 lost races in a row, i.e. under heavy contention, where
 spreading the retries wider costs fewer 409s (each nearly as dear to the API server as a
 successful write) than it costs in latency (docs/performance.md, "2. Contention")."""
@@ -86,12 +92,12 @@ async def _newer_than(
                     break
                 await changed.wait()
         if delivered:
-            await anyio.sleep(_backoff(attempt, base=JITTER_BASE, cap=JITTER_CAP))
+            await anyio.sleep(backoff(attempt, base=JITTER_BASE, cap=JITTER_CAP))
             cached = watch.get(name, namespace)  # the newest by now, never older
             if cached is not None and _rv_int(cached.resource_version) > stale_rv:
                 return cached
     else:
-        await anyio.sleep(_backoff(attempt, base=JITTER_BASE, cap=JITTER_CAP))
+        await anyio.sleep(backoff(attempt, base=JITTER_BASE, cap=JITTER_CAP))
     return await client.store.get(kind, namespace, name)
 
 

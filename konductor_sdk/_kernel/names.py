@@ -1,7 +1,7 @@
 """Validation of Kubernetes names and label values, before anything is sent.
 
 The API server would reject a bad name too, but only after the caller has connected and
-perhaps written other objects; a :class:`~konductor_sdk._errors.ConfigurationError` at
+perhaps written other objects; a :class:`~konductor_sdk._kernel.errors.ConfigurationError` at
 construction names the argument and the rule instead.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ._errors import ConfigurationError
+from konductor_sdk._kernel.errors import ConfigurationError
 
 # RFC 1123 subdomain: what metadata.name of a custom resource must be.
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

@@ -16,7 +16,7 @@ from typing import Generic, Protocol, TypeVar, final
 
 import anyio
 
-from ._client import Client
+from konductor_sdk._kernel.client import Client
 
 
 class Request(Protocol):

@@ -26,9 +26,9 @@ from typing import Any
 
 import attrs
 
-from ._errors import ConfigurationError, WouldBlock
-from ._kinds import KindRules, register
-from ._store import MUTEX, RWMUTEX, SEMAPHORE, KObject, ResourceKind
+from konductor_sdk._kernel.errors import ConfigurationError, WouldBlock
+from konductor_sdk._kernel.objects import MUTEX, RWMUTEX, SEMAPHORE, KObject, ResourceKind
+from konductor_sdk._machines.rules import KindRules, register
 
 Spec = Mapping[str, Any]
 Status = dict[str, Any]

@@ -16,14 +16,14 @@ from typing import Any, ClassVar
 
 import anyio
 
-from . import _semaphore_state as state
-from ._cas import read
-from ._client import Client, default_client
-from ._errors import NotFoundError
-from ._names import check_object_name
-from ._semaphore_engine import Permit, Pool, check_ttl
-from ._store import KObject, ResourceKind
-from .semaphore import (
+from konductor_sdk._engines.semaphore import Permit, Pool, check_ttl
+from konductor_sdk._kernel.cas import read
+from konductor_sdk._kernel.client import Client, default_client
+from konductor_sdk._kernel.errors import NotFoundError
+from konductor_sdk._kernel.names import check_object_name
+from konductor_sdk._kernel.objects import KObject, ResourceKind
+from konductor_sdk._machines import semaphore as state
+from konductor_sdk.semaphore import (
     SemaphoreStatistics,
     SemaphoreStatus,
     check_namespace,

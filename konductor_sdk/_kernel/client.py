@@ -23,11 +23,12 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
-from ._clock import SYSTEM_CLOCK, Clock
-from ._errors import ConfigurationError, ForbiddenError, NotFoundError
-from ._identity import SERVICE_ACCOUNT_NAMESPACE_FILE, Identity, PodRef, detect
-from ._store import POD, KubeStore, ResourceKind, Store
-from ._watch import KindWatch
+from konductor_sdk._kernel.clock import SYSTEM_CLOCK, Clock
+from konductor_sdk._kernel.errors import ConfigurationError, ForbiddenError, NotFoundError
+from konductor_sdk._kernel.identity import SERVICE_ACCOUNT_NAMESPACE_FILE, Identity, PodRef, detect
+from konductor_sdk._kernel.objects import POD, ResourceKind
+from konductor_sdk._kernel.store import KubeStore, Store
+from konductor_sdk._kernel.watch import KindWatch
 
 
 @final
@@ -42,7 +43,7 @@ class Client:
             (``POD_NAMESPACE`` or the service-account file), else the context's, else
             ``default``.
         identity: who this process is; default: detected (see ``_identity``).
-        store: a ready :class:`~konductor_sdk._store.Store` (tests, custom transports);
+        store: a ready :class:`~konductor_sdk._kernel.store.Store` (tests, custom transports);
             when given, ``kubeconfig``/``context`` are ignored.
         clock: time source for expiry and renewal deadlines.
     """

@@ -1,4 +1,4 @@
-"""The CEL worker process of :mod:`konductor_sdk._gate_cel` (run by path, not imported).
+"""The CEL worker process of :mod:`konductor_sdk._kernel.cel_eval` (run by path, not imported).
 
 Protocol: it prints ``READY``, then reads one JSON request per line
 (``{"expression": ..., "object": ...}``) and answers one JSON line

@@ -32,14 +32,14 @@ from typing import Any, Final
 
 import attrs
 
-from ._barrier_spec import MAX_EXPECTED as MAX_EXPECTED
-from ._barrier_spec import BarrierSpec as BarrierSpec
-from ._barrier_spec import _int
-from ._barrier_spec import parse_spec as parse_spec
-from ._barrier_spec import validate_spec as validate_spec
-from ._clock import SYSTEM_CLOCK, rfc3339
-from ._kinds import KindRules, register
-from ._store import BARRIER, KObject
+from konductor_sdk._kernel.clock import SYSTEM_CLOCK, rfc3339
+from konductor_sdk._kernel.objects import BARRIER, KObject
+from konductor_sdk._machines.barrier_spec import MAX_EXPECTED as MAX_EXPECTED
+from konductor_sdk._machines.barrier_spec import BarrierSpec as BarrierSpec
+from konductor_sdk._machines.barrier_spec import _int
+from konductor_sdk._machines.barrier_spec import parse_spec as parse_spec
+from konductor_sdk._machines.barrier_spec import validate_spec as validate_spec
+from konductor_sdk._machines.rules import KindRules, register
 
 Spec = Mapping[str, Any]
 Status = dict[str, Any]

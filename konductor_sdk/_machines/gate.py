@@ -35,11 +35,19 @@ from typing import Any, Final
 
 import attrs
 
-from ._clock import SYSTEM_CLOCK, rfc3339
-from ._errors import ConfigurationError
-from ._gate_spec import GateSpec, Group, Leaf, Spec, SpecError, parse_spec, spec_hash
-from ._kinds import KindRules, Status, register
-from ._store import GATE, KObject
+from konductor_sdk._kernel.clock import SYSTEM_CLOCK, rfc3339
+from konductor_sdk._kernel.errors import ConfigurationError
+from konductor_sdk._kernel.objects import GATE, KObject
+from konductor_sdk._machines.gate_spec import (
+    GateSpec,
+    Group,
+    Leaf,
+    Spec,
+    SpecError,
+    parse_spec,
+    spec_hash,
+)
+from konductor_sdk._machines.rules import KindRules, Status, register
 
 WAITING: Final = "Waiting"
 OPEN: Final = "Open"
