@@ -116,6 +116,18 @@ class SlimPodStore:
     ) -> None:
         await self._inner.delete(kind, namespace, name, resource_version=resource_version, uid=uid)
 
+    async def delete_collection(
+        self,
+        kind: ResourceKind,
+        namespace: str,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> None:
+        await self._inner.delete_collection(
+            kind, namespace, label_selector=label_selector, field_selector=field_selector
+        )
+
     async def watch(
         self,
         kind: ResourceKind,

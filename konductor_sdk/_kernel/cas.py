@@ -31,7 +31,7 @@ from konductor_sdk._kernel.errors import (
 )
 from konductor_sdk._kernel.objects import KObject, ResourceKind
 from konductor_sdk._kernel.retry import backoff
-from konductor_sdk._kernel.watch import _rv_int
+from konductor_sdk._kernel.watch import rv_int
 
 Mutation = Callable[[KObject], Mapping[str, Any] | None]
 
@@ -78,7 +78,7 @@ async def _newer_than(
     """The object after a write on ``stale`` got a 409: from the watch once it has delivered
     a newer version (then after a jittered pause), else from a GET."""
     watch = client.cached_watch(kind, namespace)
-    stale_rv = _rv_int(stale.resource_version)
+    stale_rv = rv_int(stale.resource_version)
     if watch is not None and stale_rv >= 0:
         delivered = False
         with anyio.move_on_after(WATCH_WAIT_SECONDS):
@@ -87,14 +87,14 @@ async def _newer_than(
                 cached = watch.get(name, namespace)
                 if cached is None:
                     break  # deleted, or never cached: let the GET tell
-                if _rv_int(cached.resource_version) > stale_rv:
+                if rv_int(cached.resource_version) > stale_rv:
                     delivered = True
                     break
                 await changed.wait()
         if delivered:
             await anyio.sleep(backoff(attempt, base=JITTER_BASE, cap=JITTER_CAP))
             cached = watch.get(name, namespace)  # the newest by now, never older
-            if cached is not None and _rv_int(cached.resource_version) > stale_rv:
+            if cached is not None and rv_int(cached.resource_version) > stale_rv:
                 return cached
     else:
         await anyio.sleep(backoff(attempt, base=JITTER_BASE, cap=JITTER_CAP))

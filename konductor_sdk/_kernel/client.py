@@ -13,22 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, final
 
 import anyio
 import anyio.lowlevel
+import attrs
 from anyio.abc import TaskGroup
 
 from konductor_sdk._kernel.clock import SYSTEM_CLOCK, Clock
-from konductor_sdk._kernel.errors import ConfigurationError, ForbiddenError, NotFoundError
+from konductor_sdk._kernel.errors import APIError, ConfigurationError, ForbiddenError, NotFoundError
 from konductor_sdk._kernel.identity import SERVICE_ACCOUNT_NAMESPACE_FILE, Identity, PodRef, detect
-from konductor_sdk._kernel.objects import POD, ResourceKind
+from konductor_sdk._kernel.objects import POD, SELF_SUBJECT_REVIEW, ResourceKind
 from konductor_sdk._kernel.store import KubeStore, Store
 from konductor_sdk._kernel.watch import KindWatch
+
+log = logging.getLogger("konductor_sdk.client")
 
 
 @final
@@ -72,6 +76,11 @@ class Client:
         self._tg: TaskGroup | None = None
         self._pending: list[tuple[Callable[..., Coroutine[Any, Any, Any]], tuple[Any, ...]]] = []
         self._closed = False
+        self._close_hooks: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self._selected: dict[_SelectedKey, _Selected] = {}
+        self._username: str | None = None
+        self.extensions: dict[type, object] = {}
+        """Per-client state of kernel services (sessions...), keyed by their class."""
 
     def __repr__(self) -> str:
         return f"<Client namespace={self._namespace!r} holder={self.identity.holder!r}>"
@@ -152,6 +161,80 @@ class Client:
             return
         self.identity = Identity.for_pod(PodRef(pod.name, pod.namespace, obj.uid))
 
+    async def whoami(self) -> str:
+        """The user name the API server knows this client as (asked once, then cached).
+
+        Entries a client writes record it as their creator; the admission policies check
+        that it is the requesting user, so a client cannot claim to be someone else.
+        """
+        if self._username is None:
+            await self.connect()
+            review = await self.store.create(
+                SELF_SUBJECT_REVIEW, None, {"metadata": {}, "spec": {}}
+            )
+            user = (review.status.get("userInfo") or {}).get("username")
+            if not user:
+                raise APIError("the API server did not say who this client is (SelfSubjectReview)")
+            self._username = str(user)
+        return self._username
+
+    def add_close_hook(self, hook: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``await hook()`` in :meth:`aclose`, before the background tasks are cancelled."""
+        self._close_hooks.append(hook)
+
+    @contextlib.asynccontextmanager
+    async def watching(
+        self,
+        kind: ResourceKind,
+        namespace: str,
+        *,
+        field_selector: str | None = None,
+        label_selector: str | None = None,
+    ) -> AsyncIterator[KindWatch]:
+        """A synced watch of the objects of ``kind`` matching the selectors, shared by
+        everyone in this client using the same selectors while inside the block.
+
+        The watch stops :data:`WATCH_LINGER` seconds after its last user left (not at once:
+        waiters on one target come and go, and restarting means listing again).
+        """
+        await self.connect()
+        key = (kind, namespace, field_selector, label_selector)
+        entry = self._selected.get(key)
+        if entry is None:
+            watch = KindWatch(
+                self.store,
+                kind,
+                namespace,
+                field_selector=field_selector,
+                label_selector=label_selector,
+            )
+            entry = self._selected[key] = _Selected(watch, anyio.CancelScope())
+            self.spawn(self._run_selected, key, entry)
+        entry.users += 1
+        try:
+            await entry.watch.synced.wait()
+            yield entry.watch
+        finally:
+            entry.users -= 1
+            entry.idle_since = anyio.current_time()
+
+    async def _run_selected(self, key: _SelectedKey, entry: _Selected) -> None:
+        async def linger() -> None:
+            while True:
+                await anyio.sleep(WATCH_LINGER)
+                if entry.users == 0 and anyio.current_time() - entry.idle_since >= WATCH_LINGER:
+                    entry.scope.cancel()
+                    return
+
+        try:
+            with entry.scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(linger)
+                    await entry.watch.run()
+        finally:
+            if self._selected.get(key) is entry:
+                del self._selected[key]
+
     async def watch(self, kind: ResourceKind, namespace: str | None) -> KindWatch:
         """The shared, synced watch of ``kind`` in ``namespace`` (``None``: all namespaces)."""
         await self.connect()
@@ -202,6 +285,13 @@ class Client:
 
     async def aclose(self) -> None:
         """Cancel background work and close the HTTP session."""
+        if not self._closed and self._store is not None:
+            for hook in self._close_hooks:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await hook()
+                    except Exception:  # closing must go on; the hook's work expires anyway
+                        log.exception("client close hook %r failed", hook)
         self._closed = True
         loop = asyncio.get_running_loop()
         if _DEFAULTS.get(loop) is self:
@@ -227,6 +317,20 @@ class Client:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+WATCH_LINGER = 30.0
+"""Seconds a selected watch keeps running after its last user left."""
+
+_SelectedKey = tuple[ResourceKind, str, str | None, str | None]
+
+
+@attrs.define(eq=False)
+class _Selected:
+    watch: KindWatch
+    scope: anyio.CancelScope
+    users: int = 0
+    idle_since: float = 0.0
 
 
 def _abort_closed_tls(api_client: Any) -> None:

@@ -14,6 +14,8 @@ import attrs
 GROUP = "sync.konductor.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+CREATOR_ANNOTATION = f"{GROUP}/creator"
+"""Set from the request by the ``konductor-creator`` admission policy on every create."""
 
 
 @attrs.frozen
@@ -57,6 +59,8 @@ LEASE = konductor_kind("Lease", "leases")
 GATE = konductor_kind("Gate", "gates")
 ONCE = konductor_kind("Once", "onces")
 WAITGROUP = konductor_kind("WaitGroup", "waitgroups")
+SESSION = konductor_kind("Session", "sessions")
+CLAIM = konductor_kind("Claim", "claims")
 
 POD = ResourceKind("", "v1", "pods", "Pod")
 NAMESPACE = ResourceKind("", "v1", "namespaces", "Namespace", namespaced=False)
@@ -65,6 +69,9 @@ JOB = ResourceKind("batch", "v1", "jobs", "Job")
 COORDINATION_LEASE = ResourceKind("coordination.k8s.io", "v1", "leases", "Lease")
 SELF_SUBJECT_ACCESS_REVIEW = ResourceKind(
     "authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False
+)
+SELF_SUBJECT_REVIEW = ResourceKind(
+    "authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False
 )
 SUBJECT_ACCESS_REVIEW = ResourceKind(
     "authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", False
@@ -110,6 +117,12 @@ class KObject:
     def labels(self) -> Mapping[str, str]:
         labels: Mapping[str, str] = self.metadata.get("labels") or {}
         return labels
+
+    @property
+    def creator(self) -> str:
+        """Who created the object, as the API server recorded it ("" if unknown)."""
+        annotations: Mapping[str, str] = self.metadata.get("annotations") or {}
+        return str(annotations.get(CREATOR_ANNOTATION, ""))
 
     @property
     def deleting(self) -> bool:

@@ -90,6 +90,15 @@ class Store(Protocol):
         uid: str | None = None,
     ) -> None: ...
 
+    async def delete_collection(
+        self,
+        kind: ResourceKind,
+        namespace: str,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> None: ...
+
     def watch(
         self,
         kind: ResourceKind,
@@ -185,6 +194,9 @@ class KubeStore:
                 continue
             if 200 <= status < 300:
                 decoded: dict[str, Any] = json.loads(data) if data else {}
+                _slim(decoded)
+                for item in decoded.get("items") or ():
+                    _slim(item)
                 return decoded
             if status in _RETRYABLE_STATUS and attempt < attempts:
                 await anyio.sleep(backoff(attempt))
@@ -297,6 +309,22 @@ class KubeStore:
             body["preconditions"] = preconditions
         await self._json("DELETE", kind.path(namespace, name), body=body)
 
+    async def delete_collection(
+        self,
+        kind: ResourceKind,
+        namespace: str,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> None:
+        """Delete every object of ``kind`` in ``namespace`` matching the selectors (one
+        request; the server runs admission for each object)."""
+        if not (label_selector or field_selector):
+            raise ValueError("delete_collection needs a selector")
+        query = _selectors(label_selector, field_selector)
+        body = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        await self._json("DELETE", kind.path(namespace), query=query, body=body)
+
     async def watch(
         self,
         kind: ResourceKind,
@@ -346,6 +374,7 @@ class KubeStore:
                         raise self._error("WATCH", path, code, line)
                     obj.setdefault("apiVersion", kind.api_version)
                     obj.setdefault("kind", kind.kind)
+                    _slim(obj)
                     self.stats["watch_event"] += 1
                     yield WatchEvent(str(event.get("type")), KObject(obj))
             except BaseException:
@@ -357,6 +386,14 @@ class KubeStore:
                 if conn is not None and conn.transport is not None:
                     conn.transport.abort()
                 raise
+
+
+def _slim(obj: dict[str, Any]) -> None:
+    # managedFields are the server-side-apply bookkeeping: often larger than the object's
+    # own fields, needed by nobody here, and kept in every watch cache otherwise.
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict):
+        metadata.pop("managedFields", None)
 
 
 def _selectors(label_selector: str | None, field_selector: str | None) -> list[tuple[str, str]]:

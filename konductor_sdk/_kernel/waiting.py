@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 
 from konductor_sdk._kernel.objects import KObject
-from konductor_sdk._kernel.watch import _rv_int
+from konductor_sdk._kernel.watch import rv_int
 
 
 def newest(*objects: KObject | None) -> KObject | None:
@@ -14,7 +14,7 @@ def newest(*objects: KObject | None) -> KObject | None:
     best: KObject | None = None
     for obj in objects:
         if obj is not None and (
-            best is None or _rv_int(obj.resource_version) > _rv_int(best.resource_version)
+            best is None or rv_int(obj.resource_version) > rv_int(best.resource_version)
         ):
             best = obj
     return best
@@ -26,7 +26,7 @@ def caught_up(cached: KObject | None, latest: KObject | None) -> KObject | None:
     caught up (after that the cache alone also shows deletions)."""
     if cached is None or latest is None:
         return latest
-    caught = _rv_int(cached.resource_version) >= _rv_int(latest.resource_version)
+    caught = rv_int(cached.resource_version) >= rv_int(latest.resource_version)
     return None if caught else latest
 
 

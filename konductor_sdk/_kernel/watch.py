@@ -38,9 +38,19 @@ Listener = Callable[[str, KObject], None]
 class KindWatch:
     """The cache and change notifications of one kind in one namespace (or all: ``None``)."""
 
-    def __init__(self, store: Store, kind: ResourceKind, namespace: str | None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        kind: ResourceKind,
+        namespace: str | None,
+        *,
+        field_selector: str | None = None,
+        label_selector: str | None = None,
+    ) -> None:
         self.kind = kind
         self.namespace = namespace
+        self.field_selector = field_selector
+        self.label_selector = label_selector
         self._store = store
         self._cache: dict[tuple[str, str], KObject] = {}
         self._events: dict[tuple[str, str], anyio.Event] = {}
@@ -50,10 +60,15 @@ class KindWatch:
         self.resource_version = ""
         self.relists = 0
         self.last_error: BaseException | None = None
+        self.attachments: dict[str, object] = {}
+        """Derived views kept by users of this watch (e.g. a claim queue), by name."""
 
     def __repr__(self) -> str:
         ns = self.namespace if self.namespace is not None else "*"
-        return f"<KindWatch {self.kind.plural} {ns} objects={len(self._cache)}>"
+        selected = "".join(
+            f" {s}" for s in (self.field_selector, self.label_selector) if s is not None
+        )
+        return f"<KindWatch {self.kind.plural} {ns}{selected} objects={len(self._cache)}>"
 
     def _key(self, name: str, namespace: str | None) -> tuple[str, str]:
         return (namespace if namespace is not None else (self.namespace or ""), name)
@@ -88,7 +103,7 @@ class KindWatch:
     def _apply(self, etype: str, obj: KObject) -> None:
         key = (obj.namespace, obj.name)
         old = self._cache.get(key)
-        if old is not None and _rv_int(old.resource_version) > _rv_int(obj.resource_version):
+        if old is not None and rv_int(old.resource_version) > rv_int(obj.resource_version):
             return  # a CAS result fed in by observe() was newer than this event
         if etype == "DELETED":
             self._cache.pop(key, None)
@@ -111,7 +126,12 @@ class KindWatch:
             self._apply("MODIFIED", obj)
 
     async def _relist(self) -> None:
-        listed = await self._store.list(self.kind, self.namespace)
+        listed = await self._store.list(
+            self.kind,
+            self.namespace,
+            field_selector=self.field_selector,
+            label_selector=self.label_selector,
+        )
         seen = set()
         for obj in listed.items:
             seen.add((obj.namespace, obj.name))
@@ -132,7 +152,11 @@ class KindWatch:
                 if not self.resource_version:
                     await self._relist()
                 async for event in self._store.watch(
-                    self.kind, self.namespace, resource_version=self.resource_version
+                    self.kind,
+                    self.namespace,
+                    resource_version=self.resource_version,
+                    field_selector=self.field_selector,
+                    label_selector=self.label_selector,
                 ):
                     attempt = 0
                     self.resource_version = event.object.resource_version
@@ -152,7 +176,7 @@ class KindWatch:
                 await anyio.sleep(backoff(min(attempt, 6), base=0.1, cap=5.0))
 
 
-def _rv_int(rv: str) -> int:
+def rv_int(rv: str) -> int:
     # resourceVersions are opaque by contract, but etcd3-backed servers use integers and
     # ordering them is what lets a write result and a watch event be reconciled; a
     # non-integer rv is treated as "unknown" and never blocks an update.

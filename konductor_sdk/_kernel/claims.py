@@ -1,0 +1,189 @@
+"""Claims: one small object per participant, ordered by when the API server stored it.
+
+A queued semaphore request, a lease candidacy, a batch of barrier arrivals each is one
+``Claim`` naming its target primitive and its :mod:`session <konductor_sdk._kernel.sessions>`.
+Nothing about it is ever written into the primitive's own object, so a thousand waiters do
+not make that object bigger or its writes dearer, and a process that waits on one target
+watches only that target's claims (a field-selected watch).
+
+**Order.** A claim is never modified after it is created, so its ``resourceVersion`` is the
+one the server gave it on creation. resourceVersions of one resource are comparable
+integers (KEP-5504), so a queue is ordered by ``(-priority, resourceVersion)``: priority
+first, then first come first served, and every process computes the same order.
+
+**Completeness.** A process may act on its place in the queue only once its watch has
+delivered its own claim: a watch delivers events in resourceVersion order, so by then it
+has delivered every claim created before it (:meth:`ClaimQueue.seen`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Final, final
+
+import anyio
+
+from konductor_sdk._kernel.client import Client
+from konductor_sdk._kernel.errors import NotFoundError
+from konductor_sdk._kernel.objects import CLAIM, SESSION, KObject, ResourceKind
+from konductor_sdk._kernel.sessions import Session
+from konductor_sdk._kernel.watch import KindWatch, rv_int
+
+SESSION_LABEL: Final = "sync.konductor.io/session"
+
+OrderKey = tuple[int, int, str]
+
+
+def target_selector(kind: ResourceKind, name: str) -> str:
+    """The field selector of the claims of one primitive."""
+    return f"spec.target.kind={kind.kind},spec.target.name={name}"
+
+
+def order_key(claim: KObject) -> OrderKey:
+    """``(-priority, creation resourceVersion, name)``: the service order of a queue."""
+    priority = claim.spec.get("priority", 0)
+    prio = priority if isinstance(priority, int) and not isinstance(priority, bool) else 0
+    return (-prio, rv_int(claim.resource_version), claim.name)
+
+
+async def create_claim(
+    client: Client,
+    session: Session,
+    kind: ResourceKind,
+    name: str,
+    fields: Mapping[str, Any],
+    *,
+    claim_name: str | None = None,
+) -> KObject:
+    """Create the claim of this client on ``kind``/``name`` under ``session``.
+
+    ``claim_name`` gives it a fixed name (idempotent creates); by default the server
+    generates one from the target's name.
+    """
+    identity = client.identity
+    spec: dict[str, Any] = {
+        "target": {"kind": kind.kind, "name": name},
+        "session": session.name,
+        "holder": identity.holder,
+        **fields,
+    }
+    if identity.pod is not None:
+        spec["pod"] = identity.pod.to_dict()
+    metadata: dict[str, Any] = {
+        "namespace": client.namespace,
+        "labels": {SESSION_LABEL: session.name},
+        # Kubernetes' garbage collector deletes the claim with its session (in a real
+        # cluster; the operator does the same without one).
+        "ownerReferences": [
+            {
+                "apiVersion": SESSION.api_version,
+                "kind": SESSION.kind,
+                "name": session.name,
+                "uid": session.uid,
+            }
+        ],
+    }
+    if claim_name is not None:
+        metadata["name"] = claim_name
+    else:
+        metadata["generateName"] = f"{name[:200]}-"
+    return await client.store.create(CLAIM, client.namespace, {"metadata": metadata, "spec": spec})
+
+
+async def delete_claim(client: Client, claim: KObject) -> None:
+    """Delete ``claim`` (exactly that one: by uid); already gone is fine."""
+    with contextlib.suppress(NotFoundError):
+        await client.store.delete(CLAIM, claim.namespace, claim.name, uid=claim.uid)
+
+
+@final
+class ClaimQueue:
+    """The live claims of one target in service order, kept from a watch of them.
+
+    Built on the target's field-selected watch; every process that waits on the target
+    shares one per client. Reading it costs nothing: it is updated by the watch's events.
+    """
+
+    def __init__(self, watch: KindWatch) -> None:
+        self.watch = watch
+        self._keys: dict[str, OrderKey] = {}
+        self._order: list[OrderKey] = []
+        self._objects: dict[str, KObject] = {}
+        self.version = 0
+        """Bumped on every change (a claim added or removed)."""
+        self._changed = anyio.Event()
+        for obj in watch.objects():
+            self._on_event("ADDED", obj)
+        self._remove_listener = watch.add_listener(self._on_event)
+
+    def __repr__(self) -> str:
+        return f"<ClaimQueue {self.watch.field_selector} claims={len(self._order)}>"
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def close(self) -> None:
+        self._remove_listener()
+
+    def _on_event(self, etype: str, obj: KObject) -> None:
+        name = obj.name
+        old = self._keys.pop(name, None)
+        if old is not None:
+            del self._order[bisect.bisect_left(self._order, old)]
+            del self._objects[name]
+        if etype != "DELETED" and not obj.deleting:
+            # A claim is immutable: it keeps the place it was first seen with.
+            key = old if old is not None else order_key(obj)
+            self._keys[name] = key
+            self._objects[name] = obj
+            bisect.insort(self._order, key)
+        self.version += 1
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def next_change(self) -> anyio.Event:
+        """An event set on the next change to the queue."""
+        return self._changed
+
+    def seen(self, name: str) -> bool:
+        """Whether the claim ``name`` is in the queue (so all earlier claims are too)."""
+        return name in self._keys
+
+    def position(self, name: str) -> int | None:
+        """0-based place of ``name`` in service order, ``None`` if not (or no longer) queued."""
+        key = self._keys.get(name)
+        return None if key is None else bisect.bisect_left(self._order, key)
+
+    def ordered(self, limit: int | None = None) -> list[KObject]:
+        """The claims in service order (the first ``limit`` of them)."""
+        keys = self._order if limit is None else self._order[:limit]
+        return [self._objects[key[2]] for key in keys]
+
+    def iter_ordered(self) -> Callable[[], KObject | None]:
+        """A cursor over the queue in service order (cheap for "walk until it stops fitting")."""
+        keys = iter(list(self._order))
+
+        def step() -> KObject | None:
+            key = next(keys, None)
+            return None if key is None else self._objects.get(key[2])
+
+        return step
+
+    def get(self, name: str) -> KObject | None:
+        return self._objects.get(name)
+
+
+@contextlib.asynccontextmanager
+async def claim_queue(client: Client, kind: ResourceKind, name: str) -> AsyncIterator[ClaimQueue]:
+    """The :class:`ClaimQueue` of ``kind``/``name`` in the client's namespace, shared by
+    every user inside this block in this client."""
+    async with client.watching(
+        CLAIM, client.namespace, field_selector=target_selector(kind, name)
+    ) as watch:
+        queue = watch.attachments.get("claim_queue")
+        if not isinstance(queue, ClaimQueue):
+            queue = ClaimQueue(watch)
+            watch.attachments["claim_queue"] = queue
+        yield queue

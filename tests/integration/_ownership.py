@@ -1,0 +1,43 @@
+"""Minted users bound to the project's `konductor-user` role, for ownership tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from konductor_sdk.testing import ClusterHandle
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _user_role() -> dict[str, object]:
+    for doc in yaml.safe_load_all((ROOT / "deploy" / "rbac" / "user-roles.yaml").read_text()):
+        if doc and doc.get("kind") == "ClusterRole" and doc["metadata"]["name"] == "konductor-user":
+            return dict(doc)
+    raise AssertionError("deploy/rbac/user-roles.yaml has no konductor-user ClusterRole")
+
+
+async def bind_user(control_plane: ClusterHandle, namespace: str, user: str) -> Path:
+    """A kubeconfig for ``user``, allowed in ``namespace`` exactly what ``konductor-user``
+    allows (a Role with its rules, bound to the user)."""
+    rest = control_plane.rest()
+    role = _user_role()
+    rules = role["rules"]
+    name = f"konductor-user-{user}"
+    base = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+    rest.request(
+        "POST",
+        f"{base}/roles",
+        {"metadata": {"name": name, "namespace": namespace}, "rules": rules},
+    )
+    rest.request(
+        "POST",
+        f"{base}/rolebindings",
+        {
+            "metadata": {"name": name, "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        },
+    )
+    return control_plane.mint_kubeconfig(user, namespace=namespace)
