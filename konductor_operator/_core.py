@@ -27,16 +27,17 @@ import anyio
 import attrs
 
 from konductor_sdk._kernel.cas import update_status
-from konductor_sdk._kernel.errors import APIError, ConflictExhausted, NotFoundError
-from konductor_sdk._kernel.objects import KObject
+from konductor_sdk._kernel.errors import APIError, ConflictError, ConflictExhausted, NotFoundError
+from konductor_sdk._kernel.objects import CLAIM, SESSION, KObject
 from konductor_sdk._kernel.watch import KindWatch
 from konductor_sdk._machines.rules import KindRules, Status, registered
 
 from ._context import OperatorContext
-from ._pods import UNKNOWN, PodWatcher
+from ._pods import UNKNOWN, PodWatcher, SlimStore
 from ._queue import TimerHeap, WorkQueue
-from ._reaping import Removal, apply_removals, drifted, pod_removal
+from ._reaping import Removal, apply_removals, drifted, pod_removal, session_removal
 from ._reporting import report_changes, report_write
+from ._sessions import SessionKey, SessionLedger, SlimClaim, slim_claim
 from ._tracker import ObjectTracker, ObjKey, Observation, obj_key
 
 # A judgment that did not lead to a write (the entry was renewed meanwhile) is retried no
@@ -44,6 +45,10 @@ from ._tracker import ObjectTracker, ObjKey, Observation, obj_key
 RETRY_FLOOR: Final = 0.5
 _ERROR_BACKOFF: Final = 2.0
 _TERMINAL_POD: Final = {"Succeeded", "Failed"}
+SESSION_KIND: Final = SESSION.kind
+"""Work-queue keys ``("Session", namespace, name)`` judge one session."""
+CLAIMS_OF: Final = "ClaimsOf"
+"""Work-queue keys ``("ClaimsOf", namespace, session)`` reap the claims of an ended session."""
 
 
 @final
@@ -77,7 +82,12 @@ class CoreController:
         self.timers: TimerHeap[ObjKey] = TimerHeap()
         self.queue: WorkQueue[ObjKey] = WorkQueue()
         self.pods = PodWatcher(ctx.client, ctx.namespaces, self._on_pod, self._on_pods_synced)
+        self.ledger = SessionLedger(ctx.clock)
         self._watches: dict[tuple[str, str | None], KindWatch] = {}
+        self._session_watches: dict[str | None, KindWatch] = {}
+        self._claim_watches: dict[str | None, KindWatch] = {}
+        self._drops: dict[ObjKey, dict[str, SlimClaim]] = {}
+        """Claims of ended sessions whose target must drop them (``drop_sessions``) first."""
         self._reaping: dict[ObjKey, tuple[Removal, ...]] = {}
         self._timer_wake = anyio.Event()
         self._removers: list[Any] = []
@@ -110,6 +120,8 @@ class CoreController:
                 for rules in self.rules.values():
                     for ns in ctx.namespaces if ctx.namespaces is not None else (None,):
                         self._attach(rules, ns)
+                for ns in ctx.namespaces if ctx.namespaces is not None else (None,):
+                    self._attach_sessions(tg, ns)
                 self._removers.append(ctx.metrics.add_object_source(self._objects))
                 ctx.metrics.tracked_objects.set_function(lambda: len(self.tracker))
                 tg.start_soon(self._timer_loop)
@@ -135,6 +147,19 @@ class CoreController:
         for obj in watch.objects():
             self._on_object(rules, "ADDED", obj)
 
+    def _attach_sessions(self, tg: Any, namespace: str | None) -> None:
+        sessions = self.ctx.client.start_watch(SESSION, namespace)
+        self._session_watches[namespace] = sessions
+        self._removers.append(sessions.add_listener(self._on_session))
+        for obj in sessions.objects():
+            self._on_session("ADDED", obj)
+        tg.start_soon(self._sessions_synced, sessions)
+        # Claims are cached slim (target, session): the operator may watch 100,000 of them.
+        claims = KindWatch(SlimStore(self.ctx.client.store, _slim_claim_object), CLAIM, namespace)
+        self._claim_watches[namespace] = claims
+        claims.add_listener(self._on_claim)
+        tg.start_soon(claims.run)
+
     def _objects(self) -> Iterable[tuple[KindRules, KObject]]:
         for (kind, _), watch in list(self._watches.items()):
             rules = self.rules[kind]
@@ -146,10 +171,12 @@ class CoreController:
 
     def kinds_ready(self) -> bool:
         """Every kind's watch synced, or its CRD is not served (nothing to manage)."""
-        return all(
-            w.synced.is_set() or isinstance(w.last_error, NotFoundError)
-            for w in self._watches.values()
-        )
+        watches = [
+            *self._watches.values(),
+            *self._session_watches.values(),
+            *self._claim_watches.values(),
+        ]
+        return all(w.synced.is_set() or isinstance(w.last_error, NotFoundError) for w in watches)
 
     async def _readiness(self) -> None:
         warned = False
@@ -195,9 +222,71 @@ class CoreController:
         new = refs.values() if change.first else [refs[i] for i, _ in change.added if i in refs]
         if any(self.pods.suspicious(ref) for ref in new):
             return True
+        sessions = self.tracker.session_refs(key)
+        named = (
+            sessions.values()
+            if change.first
+            else [sessions[i] for i, _ in change.added if i in sessions]
+        )
+        if any(self._session_suspicious((key[1], s)) for s in named):
+            return True
         return change.reshaped and _safe_drifted(rules, obj, self.log)
 
+    def _on_session(self, etype: str, obj: KObject) -> None:
+        skey = (obj.namespace, obj.name)
+        key = (SESSION_KIND, obj.namespace, obj.name)
+        if etype == "DELETED":
+            self.timers.schedule(key, None)
+            self._session_ended(skey)
+            return
+        self.ledger.observe(obj)
+        if self.timers.schedule(key, self.ledger.expires_at(skey)):
+            self._timer_wake.set()
+        pod = self.ledger.pod(skey)
+        if pod is not None and self.pods.suspicious(pod):
+            self.queue.add(key)
+
+    def _on_claim(self, etype: str, obj: KObject) -> None:
+        claim = slim_claim(obj)
+        if claim is None:
+            return
+        self.ledger.observe_claim(etype, claim)
+        skey = (claim.namespace, claim.session)
+        if etype != "DELETED" and (self.ledger.is_dead(skey) or not self.ledger.known(skey)):
+            # Ended already, or unknown (a lagging watch, or ended while we were away):
+            # the claims pass confirms with a GET before it reaps anything.
+            self.queue.add((CLAIMS_OF, claim.namespace, claim.session))
+
+    def _session_suspicious(self, skey: SessionKey) -> bool:
+        """Ended, or not (yet) seen although the session watch is synced: worth a pass
+        (which confirms an unknown one with a GET before reaping anything)."""
+        if self.ledger.is_dead(skey):
+            return True
+        watch = self._session_watches.get(skey[0]) or self._session_watches.get(None)
+        return watch is not None and watch.synced.is_set() and not self.ledger.known(skey)
+
+    async def _sessions_synced(self, watch: KindWatch) -> None:
+        # Entries observed before the sessions were listed could not be judged then.
+        await watch.synced.wait()
+        for key in self.tracker.keys():  # noqa: SIM118 - a copy: queueing may mutate
+            if any(
+                self._session_suspicious((key[1], s))
+                for s in self.tracker.session_refs(key).values()
+            ):
+                self.queue.add(key)
+        for skey in self.ledger.claim_sessions():
+            if not self.ledger.known(skey):
+                self.queue.add((CLAIMS_OF, *skey))
+
+    def _session_ended(self, skey: SessionKey) -> None:
+        self.ledger.ended(skey)
+        for key in self.tracker.objects_of_session(skey):
+            self.queue.add(key)
+        self.queue.add((CLAIMS_OF, *skey))
+
     def _on_pod(self, etype: str, pod: KObject) -> None:
+        for skey in self.ledger.sessions_of_pod(pod.namespace, pod.name):
+            self.queue.add((SESSION_KIND, *skey))
         for key in self.tracker.objects_of_pod((pod.namespace, pod.name)):
             refs = [r for r in self.tracker.pod_refs(key).values() if r.name == pod.name]
             if (
@@ -214,6 +303,9 @@ class CoreController:
             if namespace is None or pod[0] == namespace:
                 for key in self.tracker.objects_of_pod(pod):
                     self.queue.add(key)
+        for skey in self.ledger.keys():  # noqa: SIM118 - a copy: queueing may mutate
+            if self.ledger.pod(skey) is not None and (namespace is None or skey[0] == namespace):
+                self.queue.add((SESSION_KIND, *skey))
 
     def _schedule(self, key: ObjKey, *, floor: float | None = None) -> None:
         when = self.tracker.deadline(key)
@@ -245,6 +337,9 @@ class CoreController:
             await anyio.sleep(self.ctx.config.resync_seconds)
             for key in self.tracker.keys():  # noqa: SIM118 - a copy: the loop may mutate
                 self.queue.add(key)
+            for skey in self.ledger.claim_sessions():
+                if not self.ledger.known(skey):
+                    self.queue.add((CLAIMS_OF, *skey))
 
     async def _worker(self) -> None:
         while True:
@@ -269,22 +364,37 @@ class CoreController:
     async def reconcile(self, key: ObjKey) -> None:
         """Judge ``key`` as cached and write at most one CAS covering everything due."""
         kind, namespace, name = key
+        if kind == SESSION_KIND:
+            await self._reconcile_session((namespace, name))
+            return
+        if kind == CLAIMS_OF:
+            await self._reap_claims((namespace, name))
+            return
         rules = self.rules[kind]
         watch = self._watch_of(kind, namespace)
         obj = watch.get(name, namespace) if watch is not None else None
         if obj is None:
             self.tracker.forget(key)
             self.timers.schedule(key, None)
+            drops = self._drops.pop(key, None)
+            if drops:  # the target is gone, and with it whatever it counted
+                await self._delete_claims(drops.values())
             return
         if key not in self.tracker:
             self.tracker.observe(rules, obj)
         clock = self.ctx.clock
         started = clock.monotonic()
         self.passes += 1
-        removals = self.tracker.expired(key) + await self._pod_removals(key)
+        removals = (
+            self.tracker.expired(key)
+            + await self._pod_removals(key)
+            + await self._session_removals(key)
+        )
+        drops = dict(self._drops.get(key, {}))
+        dropped = await self._dropped_claims(rules, drops)
         episode = self.tracker.timeout_due(key)
         drift = _safe_drifted(rules, obj, self.log)
-        if not removals and episode is None and not drift:
+        if not removals and episode is None and not drift and not dropped:
             self._schedule(key, floor=clock.monotonic() + RETRY_FLOOR)
             return
         # What the last mutate() call decided: (removals applied, timeout fired, timeout due).
@@ -294,6 +404,11 @@ class CoreController:
             if fresh.uid != obj.uid:
                 return None  # deleted and re-created: a different object, judge it anew
             status, applied = apply_removals(rules, fresh.spec, fresh.status, removals)
+            if dropped and rules.drop_sessions is not None:
+                dead = frozenset(c.spec.get("session", "") for c in dropped)
+                after = rules.drop_sessions(KObject({**fresh.raw, "status": status}), dead, dropped)
+                if after is not None:
+                    status = rules.normalize(fresh.spec, after)
             fired = due = False
             if episode is not None and self._timeout_still_due(rules, key, fresh, episode):
                 assert rules.on_timeout is not None
@@ -305,7 +420,12 @@ class CoreController:
             written[:] = [(applied, fired, due)]
             if status == dict(fresh.status):
                 return None
-            if not applied and not fired and not _idempotent(rules, fresh.spec, status):
+            if (
+                not applied
+                and not fired
+                and not dropped
+                and not _idempotent(rules, fresh.spec, status)
+            ):
                 self.log.error("%s: normalize is not idempotent; not writing", "/".join(key))
                 return None
             return status
@@ -321,12 +441,127 @@ class CoreController:
         finally:
             self._reaping.pop(key, None)
         applied, fired, due = written[0] if written else ((), False, False)
+        if drops:
+            # Dropped from the target (or there was nothing to drop): the claims may go.
+            self._forget_drops(key, drops)
+            await self._delete_claims(drops.values())
         if episode is not None and due:
             self.tracker.mark_timeout_handled(key, episode)
         if result.wrote:
             report_write(self.ctx, rules, result.object, applied, fired=fired, drift=drift)
         self.ctx.metrics.reconcile_seconds.labels(kind).observe(clock.monotonic() - started)
         self._schedule(key, floor=clock.monotonic() + RETRY_FLOOR)
+
+    async def _session_removals(self, key: ObjKey) -> list[Removal]:
+        out = []
+        for entry_id, session in self.tracker.session_refs(key).items():
+            if await self._session_over((key[1], session)):
+                entry = self.tracker.entry(key, entry_id)
+                if entry is not None:
+                    out.append(session_removal(entry_id, entry))
+        return out
+
+    async def _session_over(self, skey: SessionKey) -> bool:
+        """Whether the session ended. One the cache does not know is confirmed with a GET:
+        a watch may deliver an entry naming a new session before the session itself."""
+        if self.ledger.is_dead(skey):
+            return True
+        if self.ledger.known(skey):
+            return False
+        watch = self._session_watches.get(skey[0]) or self._session_watches.get(None)
+        if watch is None or not watch.synced.is_set():
+            return False
+        try:
+            await self.ctx.client.store.get(SESSION, skey[0], skey[1])
+        except NotFoundError:
+            self.ledger.ended(skey)
+            return True
+        return False
+
+    async def _dropped_claims(
+        self, rules: KindRules, drops: Mapping[str, SlimClaim]
+    ) -> list[KObject]:
+        if rules.drop_sessions is None or not drops:
+            return []
+        found = []
+        for claim in drops.values():
+            try:
+                found.append(await self.ctx.client.store.get(CLAIM, claim.namespace, claim.name))
+            except NotFoundError:
+                continue
+        return found
+
+    def _forget_drops(self, key: ObjKey, done: Mapping[str, SlimClaim]) -> None:
+        pending = self._drops.get(key)
+        if pending is None:
+            return
+        for name in done:
+            pending.pop(name, None)
+        if not pending:
+            del self._drops[key]
+
+    async def _reconcile_session(self, skey: SessionKey) -> None:
+        """Delete the session if it expired or its pod is over; then reap what names it."""
+        judged = self.ledger.judged(skey)
+        if judged is None:
+            return
+        reason: str | None = None
+        if self.ledger.expired(skey):
+            reason = "expired"
+        else:
+            pod = self.ledger.pod(skey)
+            if pod is not None:
+                verdict = await self.pods.verdict(pod)
+                if verdict not in (None, UNKNOWN):
+                    reason = f"pod over ({verdict})"
+        if reason is None:
+            self._schedule_session(skey)
+            return
+        uid, resource_version = judged
+        try:
+            await self.ctx.client.store.delete(
+                SESSION, skey[0], skey[1], uid=uid, resource_version=resource_version
+            )
+        except ConflictError:
+            # Renewed (or changed) since we judged it: the new version restarts its clock.
+            self._schedule_session(skey)
+            return
+        except NotFoundError:
+            pass
+        self.log.info("session %s/%s ended: %s", skey[0], skey[1], reason)
+        self.timers.schedule((SESSION_KIND, *skey), None)
+        self._session_ended(skey)
+
+    def _schedule_session(self, skey: SessionKey) -> None:
+        when = self.ledger.expires_at(skey)
+        floor = self.ctx.clock.monotonic() + RETRY_FLOOR
+        if when is not None and self.timers.schedule((SESSION_KIND, *skey), max(when, floor)):
+            self._timer_wake.set()
+
+    async def _reap_claims(self, skey: SessionKey) -> None:
+        """Remove the claims of an ended session: from their targets first, where the kind
+        keeps something about them (``drop_sessions``), then the claim objects."""
+        if not await self._session_over(skey):
+            return
+        direct = []
+        for claim in self.ledger.claims_of(skey):
+            rules = self.rules.get(claim.target_kind)
+            if rules is not None and rules.drop_sessions is not None:
+                target = (claim.target_kind, claim.namespace, claim.target_name)
+                self._drops.setdefault(target, {})[claim.name] = claim
+                self.queue.add(target)
+            else:
+                direct.append(claim)
+        await self._delete_claims(direct)
+
+    async def _delete_claims(self, claims: Iterable[SlimClaim]) -> None:
+        for claim in claims:
+            try:
+                await self.ctx.client.store.delete(
+                    CLAIM, claim.namespace, claim.name, uid=claim.uid
+                )
+            except (NotFoundError, ConflictError):
+                continue
 
     def _timeout_still_due(
         self, rules: KindRules, key: ObjKey, fresh: KObject, episode: Hashable
@@ -352,6 +587,16 @@ class CoreController:
                 assert reason is not None
                 out.append(pod_removal(entry_id, entry, reason))
         return out
+
+
+def _slim_claim_object(obj: KObject) -> KObject:
+    """A claim as the operator caches it: identity, target and session only."""
+    md = obj.metadata
+    metadata = {k: md[k] for k in ("name", "namespace", "uid", "resourceVersion") if k in md}
+    spec = obj.spec
+    return KObject(
+        {"metadata": metadata, "spec": {k: spec[k] for k in ("target", "session") if k in spec}}
+    )
 
 
 def _safe_drifted(rules: KindRules, obj: KObject, log: logging.Logger) -> bool:

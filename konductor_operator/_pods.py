@@ -55,15 +55,20 @@ def slim_pod(obj: KObject) -> KObject:
 
 
 @final
-class SlimPodStore:
-    """A :class:`Store` whose pod lists and watches carry :func:`slim_pod` objects only."""
+class SlimStore:
+    """A :class:`Store` whose lists and watches carry slimmed objects only (``transform``).
 
-    def __init__(self, inner: Store) -> None:
+    A cluster-wide cache of full pods (or claims) would cost hundreds of megabytes for
+    fields the operator never reads; reads and writes of single objects pass through.
+    """
+
+    def __init__(self, inner: Store, transform: Callable[[KObject], KObject]) -> None:
         self._inner = inner
+        self._transform = transform
         self.stats: Counter[str] = inner.stats
 
     def __repr__(self) -> str:
-        return f"<SlimPodStore {self._inner!r}>"
+        return f"<SlimStore {self._inner!r}>"
 
     async def get(self, kind: ResourceKind, namespace: str | None, name: str) -> KObject:
         return await self._inner.get(kind, namespace, name)
@@ -79,7 +84,7 @@ class SlimPodStore:
         listed = await self._inner.list(
             kind, namespace, label_selector=label_selector, field_selector=field_selector
         )
-        return ObjectList(tuple(map(slim_pod, listed.items)), listed.resource_version)
+        return ObjectList(tuple(map(self._transform, listed.items)), listed.resource_version)
 
     async def create(
         self, kind: ResourceKind, namespace: str | None, body: Mapping[str, Any]
@@ -146,7 +151,7 @@ class SlimPodStore:
             label_selector=label_selector,
             field_selector=field_selector,
         ):
-            yield WatchEvent(event.type, slim_pod(event.object))
+            yield WatchEvent(event.type, self._transform(event.object))
 
 
 @final
@@ -192,7 +197,7 @@ class PodWatcher:
     def _start(self, namespace: str | None) -> None:
         if namespace in self._watches or self._tg is None:
             return
-        watch = KindWatch(SlimPodStore(self._client.store), POD, namespace)
+        watch = KindWatch(SlimStore(self._client.store, slim_pod), POD, namespace)
         watch.add_listener(self._listen)
         self._watches[namespace] = watch
         self._tg.start_soon(watch.run)

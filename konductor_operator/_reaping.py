@@ -30,7 +30,8 @@ POD_DELETED: Final = "PodDeleted"
 POD_REPLACED: Final = "PodReplaced"
 POD_SUCCEEDED: Final = "PodSucceeded"
 POD_FAILED: Final = "PodFailed"
-REASONS: Final = (EXPIRED, POD_DELETED, POD_REPLACED, POD_SUCCEEDED, POD_FAILED)
+SESSION_ENDED: Final = "SessionEnded"
+REASONS: Final = (EXPIRED, POD_DELETED, POD_REPLACED, POD_SUCCEEDED, POD_FAILED, SESSION_ENDED)
 
 _TERMINAL_PHASES: Final = {"Succeeded": POD_SUCCEEDED, "Failed": POD_FAILED}
 
@@ -65,7 +66,11 @@ def entry_ttl(entry: Mapping[str, Any]) -> float | None:
 
     ``ttlSeconds: 0`` means "reaped by pod lifecycle only"; a missing or non-numeric TTL
     is treated the same way, because reaping an entry we cannot judge is the unsafe choice.
+    Only entries renewed on their own (``renewCount``: a lease holder) expire by time; an
+    entry that merely names a session lives as long as the session.
     """
+    if "renewCount" not in entry:
+        return None
     ttl = entry.get("ttlSeconds")
     if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
         return None
@@ -112,6 +117,8 @@ class Removal:
     def matches(self, entry: Mapping[str, Any]) -> bool:
         if self.reason == EXPIRED:
             return entry_marker(entry) == self.match
+        if self.reason == SESSION_ENDED:
+            return (entry_identity(entry), entry.get("session")) == self.match
         return entry_identity(entry) == self.match
 
 
@@ -121,6 +128,11 @@ def expired_removal(entry_id: EntryId, entry: Mapping[str, Any], expired_at: flo
 
 def pod_removal(entry_id: EntryId, entry: Mapping[str, Any], reason: str) -> Removal:
     return Removal(entry_id, reason, entry_identity(entry), str(entry.get("holder", "")))
+
+
+def session_removal(entry_id: EntryId, entry: Mapping[str, Any]) -> Removal:
+    match = (entry_identity(entry), entry.get("session"))
+    return Removal(entry_id, SESSION_ENDED, match, str(entry.get("holder", "")))
 
 
 def pod_verdict(ref: PodRef, pod: KObject | None) -> str | None:

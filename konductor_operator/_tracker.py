@@ -32,6 +32,7 @@ from ._reaping import (
     iter_entries,
     phase_of,
 )
+from ._sessions import session_of
 
 ObjKey = tuple[str, str, str]
 """``(kind, namespace, name)``."""
@@ -76,6 +77,7 @@ class _Tracked:
     entries: dict[EntryId, Mapping[str, Any]] = attrs.Factory(dict)
     timed: set[EntryId] = attrs.Factory(set)
     pods: dict[EntryId, PodRef] = attrs.Factory(dict)
+    sessions: dict[EntryId, str] = attrs.Factory(dict)
     phase: str | None = None
     timer: tuple[Hashable, float, float] | None = None
     """``(episode, monotonic start, seconds)`` of the running timeout, if any."""
@@ -93,6 +95,7 @@ class ObjectTracker:
         self._clock = clock
         self._objects: dict[ObjKey, _Tracked] = {}
         self._by_pod: dict[PodKey, set[ObjKey]] = {}
+        self._by_session: dict[PodKey, set[ObjKey]] = {}
 
     def __repr__(self) -> str:
         entries = sum(len(t.entries) for t in self._objects.values())
@@ -127,6 +130,7 @@ class ObjectTracker:
         tracked.entries = entries
         tracked.phase = phase_of(obj)
         self._reindex_pods(key, tracked, entries)
+        self._reindex_sessions(key, tracked, entries)
         self._observe_timer(rules, obj, tracked)
         added = tuple((i, e) for i, e in entries.items() if i not in old_entries)
         removed = tuple((i, e) for i, e in old_entries.items() if i not in entries)
@@ -203,6 +207,15 @@ class ObjectTracker:
         tracked = self._objects.get(key)
         return tracked.entries.get(entry_id) if tracked is not None else None
 
+    def session_refs(self, key: ObjKey) -> dict[EntryId, str]:
+        """The session each entry of ``key`` names (entries without one are absent)."""
+        tracked = self._objects.get(key)
+        return dict(tracked.sessions) if tracked is not None else {}
+
+    def objects_of_session(self, session: PodKey) -> set[ObjKey]:
+        """Objects with an entry naming ``(namespace, session)``."""
+        return set(self._by_session.get(session, ()))
+
     def objects_of_pod(self, pod: PodKey) -> set[ObjKey]:
         return set(self._by_pod.get(pod, ()))
 
@@ -239,9 +252,26 @@ class ObjectTracker:
         for added in new - old:
             self._by_pod.setdefault(added, set()).add(key)
 
+    def _reindex_sessions(
+        self, key: ObjKey, tracked: _Tracked, entries: Mapping[EntryId, Mapping[str, Any]]
+    ) -> None:
+        old = {(key[1], s) for s in tracked.sessions.values()}
+        tracked.sessions = {}
+        for entry_id, entry in entries.items():
+            name = session_of(entry)
+            if name is not None:
+                tracked.sessions[entry_id] = name
+        new = {(key[1], s) for s in tracked.sessions.values()}
+        for gone in old - new:
+            _discard(self._by_session, gone, key)
+        for added in new - old:
+            self._by_session.setdefault(added, set()).add(key)
+
     def _unindex(self, key: ObjKey, tracked: _Tracked) -> None:
         for pod in {(p.namespace, p.name) for p in tracked.pods.values()}:
             self._drop_index(pod, key)
+        for session in {(key[1], s) for s in tracked.sessions.values()}:
+            _discard(self._by_session, session, key)
 
     def _drop_index(self, pod: PodKey, key: ObjKey) -> None:
         keys = self._by_pod.get(pod)
@@ -249,3 +279,11 @@ class ObjectTracker:
             keys.discard(key)
             if not keys:
                 del self._by_pod[pod]
+
+
+def _discard(index: dict[PodKey, set[ObjKey]], at: PodKey, key: ObjKey) -> None:
+    keys = index.get(at)
+    if keys is not None:
+        keys.discard(key)
+        if not keys:
+            del index[at]

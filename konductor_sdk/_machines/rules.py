@@ -9,7 +9,7 @@ does not change.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -36,6 +36,10 @@ class KindRules:
         gauges: ``obj -> {metric: value}`` for the operator's Prometheus gauges
             (e.g. ``in_use``, ``limit``, ``waiters``, ``arrived``).
         describe: ``obj -> short human summary`` for Events and logs.
+        drop_sessions: for kinds whose participants are not plain entries naming a session
+            (a Barrier counts arrivals): ``(obj, dead sessions, their claims on obj) -> new
+            status`` (or ``None`` if nothing changes). Entries in ``entry_maps`` that name a
+            dead ``session`` are removed by the operator without it.
     """
 
     kind: ResourceKind
@@ -45,6 +49,9 @@ class KindRules:
     on_timeout: Callable[[KObject], Status | None] | None = None
     gauges: Callable[[KObject], Mapping[str, float]] | None = None
     describe: Callable[[KObject], str] | None = None
+    drop_sessions: Callable[[KObject, frozenset[str], Sequence[KObject]], Status | None] | None = (
+        None
+    )
 
 
 _REGISTRY: dict[str, KindRules] = {}

@@ -72,6 +72,14 @@ def test_operator_role_covers_every_registered_kind_and_nothing_destructive() ->
         # The operator repairs state; it never deletes primitives or rewrites their spec.
         for verb in ("delete", "update", "patch", "deletecollection"):
             assert not allowed(rules, GROUP, plural, verb), (plural, verb)
+        # Reaping anyone's entries past the ownership policies (policies/).
+        assert allowed(rules, GROUP, plural, "override"), plural
+    # Sessions' and claims' liveness: it deletes those of dead clients, never edits them.
+    for plural in ("sessions", "claims"):
+        for verb in ("get", "list", "watch", "delete"):
+            assert allowed(rules, GROUP, plural, verb), (plural, verb)
+        for verb in ("update", "patch", "create"):
+            assert not allowed(rules, GROUP, plural, verb), (plural, verb)
     assert allowed(rules, "", "pods", "watch")
     assert not allowed(rules, "", "pods", "delete")
     assert allowed(rules, "", "events", "create")

@@ -70,7 +70,12 @@ def test_marker_ignores_wall_clock_fields() -> None:
     [(10, 10.0), (0.5, 0.5), (0, None), (-3, None), (None, None), ("10", None), (True, None)],
 )
 def test_entry_ttl(ttl: Any, expected: float | None) -> None:
-    assert entry_ttl({"ttlSeconds": ttl}) == expected
+    assert entry_ttl({"ttlSeconds": ttl, "renewCount": 0}) == expected
+
+
+def test_an_entry_that_is_not_renewed_on_its_own_never_expires_by_time() -> None:
+    # It names a session and lives as long as the session (docs/design.md, "Sessions").
+    assert entry_ttl({"ttlSeconds": 10, "session": "s-1"}) is None
 
 
 def test_iter_entries_skips_malformed_maps_and_entries() -> None:
