@@ -17,7 +17,7 @@ from _operator_support import OperatorProcess, ready_leader, start_operator, wai
 from aiohttp import web
 
 from konductor_sdk import Client, GateFailed
-from konductor_sdk._kernel.objects import JOB
+from konductor_sdk._kernel.objects import GATE, JOB
 from konductor_sdk.gate import Condition, Gate
 from konductor_sdk.testing import ClusterHandle
 
@@ -179,3 +179,28 @@ async def test_http_probe_opens_a_gate_a_blocking_waiter_waits_for(
         assert phases == ["Open"]
     finally:
         await runner.cleanup()
+
+
+async def test_a_latched_gate_stays_open_once_the_operator_recorded_the_opening(
+    admin: Client, operator: OperatorProcess
+) -> None:
+    gate = Gate(_name("latched"), client=admin)
+    await gate.create([Condition.external("a"), Condition.external("b")], latch=True)
+    await gate.mark("a")
+    await gate.mark("b")
+    watch = await admin.watch(GATE, admin.namespace)
+    with anyio.fail_after(60):  # until the operator stored the opening (its write, not ours)
+        while True:
+            changed = watch.next_change(gate.name)
+            stored = watch.get(gate.name)
+            if stored is not None and stored.status.get("phase") == "Open":
+                break
+            await changed.wait()
+    opened = await gate.status()
+    st = await gate.mark("a", met=False)
+    assert st.open
+    assert st.opened_at == opened.opened_at
+    assert st.open_count == 1
+    # A new spec is a new gate: it is judged afresh (and a is unmet now).
+    await admin.store.patch(GATE, admin.namespace, gate.name, {"spec": {"latch": False}})
+    assert not (await gate.status()).open
