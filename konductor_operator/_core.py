@@ -544,14 +544,26 @@ class CoreController:
         if not await self._session_over(skey):
             return
         direct = []
+        dropping = False
         for claim in self.ledger.claims_of(skey):
             rules = self.rules.get(claim.target_kind)
             if rules is not None and rules.drop_sessions is not None:
                 target = (claim.target_kind, claim.namespace, claim.target_name)
                 self._drops.setdefault(target, {})[claim.name] = claim
                 self.queue.add(target)
+                dropping = True
             else:
                 direct.append(claim)
+        if direct and not dropping:
+            # One request however many claims the session had (a process with 1,000
+            # queued waiters); the server still runs admission for each.
+            try:
+                await self.ctx.client.store.delete_collection(
+                    CLAIM, skey[0], field_selector=f"spec.session={skey[1]}"
+                )
+            except NotFoundError:
+                pass
+            return
         await self._delete_claims(direct)
 
     async def _delete_claims(self, claims: Iterable[SlimClaim]) -> None:
