@@ -17,6 +17,7 @@ is a fresh GET — and removes only entries that are still the very ones judged 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -557,12 +558,10 @@ class CoreController:
         if direct and not dropping:
             # One request however many claims the session had (a process with 1,000
             # queued waiters); the server still runs admission for each.
-            try:
+            with contextlib.suppress(NotFoundError):
                 await self.ctx.client.store.delete_collection(
                     CLAIM, skey[0], field_selector=f"spec.session={skey[1]}"
                 )
-            except NotFoundError:
-                pass
             return
         await self._delete_claims(direct)
 
