@@ -73,16 +73,16 @@ class _Block(AbstractContextManager[E], Generic[V, E]):
                 with anyio.CancelScope(shield=True):
                     await self._exit.wait()
             # Else the caller was interrupted just as the entry succeeded: leave at once.
-            with anyio.CancelScope(shield=True):
-                try:
-                    return await self._acm.__aexit__(*self._exc_info)
-                except BaseException as exc:
-                    if exc is self._exc_info[1]:
-                        return False  # the body's own exception: the caller re-raises it
-                    raise
-                finally:
-                    _open.discard(self)
-                    self._left.set()
+            # (Not shielded: __aexit__ closes the scopes __aenter__ opened, at this level.)
+            try:
+                return await self._acm.__aexit__(*self._exc_info)
+            except BaseException as exc:
+                if exc is self._exc_info[1]:
+                    return False  # the body's own exception: the caller re-raises it
+                raise
+            finally:
+                _open.discard(self)
+                self._left.set()
         return None  # cancelled while entering: the async side cleaned up after itself
 
     def _request_exit(self, exc_info: ExcInfo) -> None:

@@ -64,6 +64,7 @@ import konductor_sdk
 SYNC_DIR = Path(__file__).resolve().parent
 PACKAGE = "konductor_sdk"
 COMMAND = "python -m konductor_sdk.sync._generate"
+GENERATED_MARK = "(generated, do not edit)"  # on the first line of every twin module
 
 # Public modules of konductor_sdk that are not facades of primitives.
 NOT_FACADES: frozenset[str] = frozenset()
@@ -767,7 +768,7 @@ def render_member(m: Module, cls: type, name: str, member: object) -> list[str]:
 def module_docstring(family: Family) -> list[str]:
     source = family.module.__name__
     lines = [
-        f"Blocking twins of :mod:`{source}` (generated, do not edit).",
+        f"Blocking twins of :mod:`{source}` {GENERATED_MARK}.",
         "",
     ]
     doc = inspect.getdoc(family.module)
@@ -889,19 +890,32 @@ def _ruff(path: Path, text: str) -> str:
     return text
 
 
+def leftovers(written: dict[Path, str]) -> list[Path]:
+    """Generated twin modules whose async module is gone."""
+    return sorted(
+        path
+        for path in SYNC_DIR.glob("*.py")
+        if path not in written and GENERATED_MARK in path.read_text().partition("\n")[0]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report stale files")
     args = parser.parse_args(argv)
-    stale = []
-    for path, text in render_all().items():
-        if not path.exists() or path.read_text() != text:
-            stale.append(path)
-            if not args.check:
-                path.write_text(text)
-    for path in stale:
-        print(f"{'stale' if args.check else 'wrote'}: {path.relative_to(SYNC_DIR.parents[1])}")
-    return 1 if args.check and stale else 0
+    written = render_all()
+    changed = [p for p, text in written.items() if not p.exists() or p.read_text() != text]
+    gone = leftovers(written)
+    for path in changed if not args.check else []:
+        path.write_text(written[path])
+    for path in gone if not args.check else []:
+        path.unlink()
+    root = SYNC_DIR.parents[1]
+    for path in changed:
+        print(f"{'stale' if args.check else 'wrote'}: {path.relative_to(root)}")
+    for path in gone:
+        print(f"{'left over' if args.check else 'removed'}: {path.relative_to(root)}")
+    return 1 if args.check and (changed or gone) else 0
 
 
 if __name__ == "__main__":

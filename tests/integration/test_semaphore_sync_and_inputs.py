@@ -11,13 +11,11 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from konductor_sdk import Client, ConfigurationError, Identity, PermitLost, WouldBlock
+from konductor_sdk import Client, ConfigurationError, Identity, PermitLost, WouldBlock, sync
 from konductor_sdk._kernel.objects import MUTEX, RWMUTEX, SEMAPHORE
 from konductor_sdk.mutex import Mutex
 from konductor_sdk.rwmutex import RWMutex
 from konductor_sdk.semaphore import Semaphore
-from konductor_sdk.sync import _portal
-from konductor_sdk.sync import semaphore as sync
 
 pytestmark = pytest.mark.anyio
 
@@ -25,8 +23,10 @@ pytestmark = pytest.mark.anyio
 async def test_sync_facade(kubeconfig: Path, namespace: str) -> None:
     def script() -> list[Any]:
         seen: list[Any] = []
-        client = Client(kubeconfig=kubeconfig, namespace=namespace, identity=Identity("script"))
-        admin = Client(kubeconfig=kubeconfig, namespace=namespace, identity=Identity("admin"))
+        client = sync.Client(
+            kubeconfig=kubeconfig, namespace=namespace, identity=Identity("script")
+        )
+        admin = sync.Client(kubeconfig=kubeconfig, namespace=namespace, identity=Identity("admin"))
         try:
             sem = sync.Semaphore("gpu", permits=2, client=client)
             with sem as permit:
@@ -45,7 +45,7 @@ async def test_sync_facade(kubeconfig: Path, namespace: str) -> None:
                 # Loss cannot interrupt a blocking body; it is reported on exit.
                 with sem as doomed:
                     sync.Semaphore("gpu", client=admin).force_release(doomed.key)
-                    seen.append(_portal.run(doomed._permit.wait_lost))
+                    seen.append(doomed.wait_lost())
                     assert doomed.lost
 
             with pytest.raises(PermitLost):
@@ -62,8 +62,8 @@ async def test_sync_facade(kubeconfig: Path, namespace: str) -> None:
                 seen.append(w.mode)
             seen.append(sem.statistics().acquired)
         finally:
-            _portal.run(client.aclose)
-            _portal.run(admin.aclose)
+            client.close()
+            admin.close()
         return seen
 
     seen = await anyio.to_thread.run_sync(script)

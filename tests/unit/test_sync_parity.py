@@ -7,9 +7,9 @@ twin has one with the same parameter names, kinds, defaults and annotations, aft
 blocking mapping, written out here independently of the generator:
 
 * a coroutine method is a plain method returning what the coroutine returns;
-* ``AbstractAsyncContextManager[T]`` is ``AbstractContextManager[T]``, ``AsyncIterator[T]``
-  is ``Iterator[T]``, ``__aenter__`` is ``__enter__`` (with ``__exit__``), ``aclose`` is
-  ``close``;
+* ``AbstractAsyncContextManager[T]`` is ``AbstractContextManager[T]``; ``AsyncIterator[T]``,
+  ``AsyncIterable[T]`` and ``AsyncGenerator[T, ...]`` are ``Iterator[T]``; ``__aenter__`` is
+  ``__enter__`` (with ``__exit__``); ``aclose`` is ``close``;
 * a class with a twin is that twin, :class:`anyio.Event` is :class:`konductor_sdk.sync.Event`;
 * a callback returning ``Awaitable[T]`` (or a coroutine of ``T``) returns ``T``.
 
@@ -113,7 +113,11 @@ def blocking(t: Any) -> Any:
         return t
     if origin is contextlib.AbstractAsyncContextManager:
         return contextlib.AbstractContextManager[blocking(args[0])]
-    if origin in (collections.abc.AsyncIterator, collections.abc.AsyncGenerator):
+    if origin in (
+        collections.abc.AsyncIterator,
+        collections.abc.AsyncIterable,
+        collections.abc.AsyncGenerator,
+    ):
         return collections.abc.Iterator[blocking(args[0])]
     if origin is collections.abc.Callable:
         params, ret = args
@@ -314,7 +318,9 @@ def test_every_deviation_and_extra_is_still_needed() -> None:
 
 
 def test_the_generated_modules_are_up_to_date() -> None:
-    from konductor_sdk.sync._generate import render_all
+    from konductor_sdk.sync._generate import leftovers, render_all
 
-    stale = [path.name for path, text in render_all().items() if path.read_text() != text]
+    written = render_all()
+    stale = [p.name for p, text in written.items() if not p.exists() or p.read_text() != text]
+    stale += [p.name for p in leftovers(written)]
     assert not stale, f"run `python -m konductor_sdk.sync._generate` (stale: {stale})"
