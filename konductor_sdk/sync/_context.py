@@ -101,11 +101,11 @@ class _Block(AbstractContextManager[E], Generic[V, E]):
             self._scope.cancel()
 
     def __enter__(self) -> E:
-        if self._task is not None:
+        if self._task is not None or self._entered.done():
             raise RuntimeError(f"{self!r} can be entered only once")
         portal = _portal.portal()
-        self._task = portal.start_task_soon(self._run)
         try:
+            self._task = portal.start_task_soon(self._run)
             value = self._entered.result()
         except BaseException as exc:
             entry_failed = self._entered.done() and self._entered.exception() is exc

@@ -22,7 +22,7 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
-from typing import ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -67,23 +67,50 @@ def run(func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T
     loop. A result that arrives anyway is given back if it can be (``release()``: a
     permit or a lease granted just as the caller was interrupted), since nobody else would.
     """
-    abandoned = threading.Event()
-
-    async def call() -> T:
-        result = await func(*args, **kwargs)
-        if abandoned.is_set():
-            await _give_back(result)
-        return result
-
-    future = portal().start_task_soon(call)
+    call = _Call(func, args, kwargs)
+    portal_ = portal()
+    future: concurrent.futures.Future[T] | None = None
     try:
+        future = portal_.start_task_soon(call.run)
         return future.result()
     except BaseException:
-        abandoned.set()
-        if not future.cancel() and _succeeded(future):
-            # It finished just as we were interrupted: its result would be lost.
+        if future is None or not future.done():
+            with contextlib.suppress(RuntimeError):  # the loop is gone
+                portal_.call(call.abandon)
+        if future is not None and _succeeded(future):
+            # It finished before the loop heard of the interruption: nobody will see it.
             _give_back_soon(future.result())
         raise
+
+
+class _Abandoned(Exception):
+    """The caller of a blocking call was interrupted; its result was given back."""
+
+
+class _Call(Generic[T]):
+    """One blocking call's task in the loop, which the calling thread can abandon."""
+
+    def __init__(
+        self, func: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self.func, self.args, self.kwargs = func, args, kwargs
+        self.scope: anyio.CancelScope | None = None
+        self.abandoned = False  # only touched in the loop thread
+
+    async def run(self) -> T:
+        with anyio.CancelScope() as self.scope:
+            if self.abandoned:
+                self.scope.cancel()
+            result = await self.func(*self.args, **self.kwargs)
+            if not self.abandoned:
+                return result
+            await _give_back(result)
+        raise _Abandoned(f"{self.func!r} was abandoned by its caller")
+
+    def abandon(self) -> None:
+        self.abandoned = True
+        if self.scope is not None:
+            self.scope.cancel()
 
 
 def call(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

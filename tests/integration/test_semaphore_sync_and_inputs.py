@@ -3,6 +3,9 @@ ConfigurationError naming it, before anything is written to the server."""
 
 from __future__ import annotations
 
+import signal
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,36 @@ async def test_sync_facade(kubeconfig: Path, namespace: str) -> None:
     assert seen[:2] == [1, 2]
     assert "removed" in seen[2]
     assert seen[3:] == ["read", "write", 4]
+
+
+def test_ctrl_c_while_waiting_leaves_the_queue(kubeconfig: Path, namespace: str) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals go to the main thread")
+    main = threading.main_thread().ident
+    assert main is not None
+    with sync.Client(kubeconfig=kubeconfig, namespace=namespace, identity=Identity("me")) as c:
+        sem = sync.Semaphore("ctrl-c", permits=1, client=c)
+
+        def interrupt_once_queued() -> None:
+            deadline = time.monotonic() + 30
+            while not sem.status().waiters and time.monotonic() < deadline:
+                time.sleep(0.02)
+            signal.pthread_kill(main, signal.SIGINT)  # Ctrl-C
+
+        with sem:
+            timer = threading.Thread(target=interrupt_once_queued)
+            timer.start()
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    sem.acquire()  # waits: the one unit is held
+            finally:
+                timer.join(30)
+            deadline = time.monotonic() + 30
+            while sem.status().waiters:  # the cancelled waiter withdraws its entry
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert sem.status().in_use == 1
+        assert sem.status().in_use == 0
 
 
 def _calls(client: Client) -> list[tuple[str, Callable[[], Awaitable[Any]], str]]:
