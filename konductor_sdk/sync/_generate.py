@@ -7,8 +7,9 @@ After any change of a public async class, function or docstring::
 
 If the checked-in twins no longer even import after an async change (a class they name
 was removed), run the file instead, which does not import the sync package:
-``python konductor_sdk/sync/_generate.py``. ``tests/unit/test_sync_parity.py`` fails while
-the checked-in files differ from what this writes, and checks the result independently.
+``python konductor_sdk/sync/_generate.py`` (that is why this is one self-contained
+module). ``tests/unit/test_sync_parity.py`` fails while the checked-in files differ from
+what this writes, and checks the result independently.
 
 What is read: only the public surface, through :mod:`inspect` and the source's ``__init__``
 assignments. For each public module ``konductor_sdk.<name>`` (a facade) there is one twin
@@ -193,12 +194,16 @@ def _same(a: object, b: object) -> bool:
 
 
 @final
-class Module:
-    """The imports of one generated module, and how it spells types and values."""
+class Spelling:
+    """How one generated module spells types, values and conversions, and the imports
+    that takes."""
 
-    def __init__(self, family: Family, twins: dict[type, TwinRef]) -> None:
+    def __init__(
+        self, family: Family, twins: dict[type, TwinRef], all_families: list[Family]
+    ) -> None:
         self.family = family
         self.twins = twins
+        self.families = all_families
         self.imports: dict[str, dict[str, str]] = {}  # module -> {local: name}
         self.bound: dict[str, object] = {}  # local name -> what it refers to
         self.exported: set[str] = set()  # imported to be re-exported (``Name as Name``)
@@ -253,7 +258,7 @@ class Module:
         candidates: list[tuple[types.ModuleType, Sequence[str]]] = [
             (importlib.import_module(PACKAGE), konductor_sdk.__all__)
         ]
-        candidates += [(f.module, f.names) for f in families_cache()]
+        candidates += [(f.module, f.names) for f in self.families]
         candidates.append((importlib.import_module(fallback), [name]))
         for module, names in candidates:
             if name in names and getattr(module, name, None) is value:
@@ -338,7 +343,7 @@ class Module:
         return f"{c}[{spelled}, {self.spell(ret, where)}]"
 
     def literal(self, t: object, args: tuple[Any, ...]) -> str:
-        for module in (self.family.module, *[f.module for f in families_cache()]):
+        for module in (self.family.module, *[f.module for f in self.families]):
             for name, value in vars(module).items():
                 if not name.startswith("_") and value == t and typing.get_origin(value) is Literal:
                     return self.name(module.__name__, name, value)
@@ -394,7 +399,7 @@ class Module:
             return expr
         union = typing.get_origin(t) in (typing.Union, types.UnionType)
         members = tuple(m for m in (typing.get_args(t) if union else (t,)) if m is not type(None))
-        if all(isinstance(m, type) and m in self.twins for m in members):
+        if members and all(isinstance(m, type) and m in self.twins for m in members):
             return f"{self.helper('_twin')}.unwrap({expr})"
         if len(members) == 1 and typing.get_origin(members[0]) is collections.abc.Callable:
             ret = typing.get_args(members[0])[-1]
@@ -442,15 +447,6 @@ def _home_of(module: str, name: str) -> str:
                 return f"{package}.{node.module}" if node.module else package
             return str(node.module)
     return module
-
-
-_FAMILIES: list[Family] = []
-
-
-def families_cache() -> list[Family]:
-    if not _FAMILIES:
-        _FAMILIES.extend(families())
-    return _FAMILIES
 
 
 # --- reading the async classes -------------------------------------------------------------
@@ -576,7 +572,7 @@ def _docstring_lines(doc: str | None, indent: str) -> list[str]:
 
 
 def _parameters(
-    m: Module, sig: inspect.Signature, func: Callable[..., Any], where: str, skip_self: bool
+    m: Spelling, sig: inspect.Signature, func: Callable[..., Any], where: str, skip_self: bool
 ) -> tuple[str, str]:
     """The twin's parameter list, and the arguments to pass them on to the async callee."""
     params = list(sig.parameters.values())[1 if skip_self else 0 :]
@@ -609,7 +605,7 @@ def _parameters(
     return ", ".join(spelled), "".join(f", {a}" for a in passed)
 
 
-def _returns(m: Module, sig: inspect.Signature, where: str) -> object:
+def _returns(m: Spelling, sig: inspect.Signature, where: str) -> object:
     if sig.return_annotation is sig.empty:
         raise GenerationError(f"{where}: no return annotation")
     return sig.return_annotation
@@ -619,37 +615,33 @@ def _body(value: str, t: object) -> str:
     return value if t is None or t is type(None) else f"return {value}"
 
 
-def render_method(m: Module, cls: type, name: str, func: Callable[..., Any]) -> list[str]:
+def render_method(m: Spelling, cls: type, name: str, func: Callable[..., Any]) -> list[str]:
     where = f"{cls.__name__}.{name}"
     sig = signature(func, where)
     spelled, passed = _parameters(m, sig, func, where, skip_self=True)
     ret = _returns(m, sig, where)
-    target = RENAMED.get(name, name)
     how = "run" if inspect.iscoroutinefunction(func) else "call"
-    value = f"{m.helper('_portal')}.{how}(self._async.{name}{passed})"
-    blocking_ret = ret
-    value = m.result(blocking_ret, value, where)
-    owned = cls.__name__ in NOT_REENTRANT and m.mentions_twin(blocking_ret)
-    if owned:
-        if typing.get_origin(blocking_ret) is contextlib.AbstractAsyncContextManager:
+    value = m.result(ret, f"{m.helper('_portal')}.{how}(self._async.{name}{passed})", where)
+    if cls.__name__ in NOT_REENTRANT and m.mentions_twin(ret):  # an acquisition
+        if typing.get_origin(ret) is contextlib.AbstractAsyncContextManager:
             value = f"self._owned_context({value})"
         else:
             value = f"self._owned(lambda: {value})"
     return [
-        f"    def {target}({spelled}) -> {m.spell(blocking_ret, where)}:",
+        f"    def {RENAMED.get(name, name)}({spelled}) -> {m.spell(ret, where)}:",
         *_docstring_lines(docstring(func), "        "),
-        f"        {_body(value, blocking_ret)}",
+        f"        {_body(value, ret)}",
     ]
 
 
-def render_function(m: Module, name: str, func: Callable[..., Any]) -> list[str]:
+def render_function(m: Spelling, name: str, func: Callable[..., Any]) -> list[str]:
     where = f"{m.family.module.__name__}.{name}"
     sig = signature(func, where)
     spelled, passed = _parameters(m, sig, func, where, skip_self=False)
     ret = _returns(m, sig, where)
-    run = "run" if inspect.iscoroutinefunction(func) else "call"
+    how = "run" if inspect.iscoroutinefunction(func) else "call"
     callee = f"{m.module(m.family.module)}.{name}"
-    value = m.result(ret, f"{m.helper('_portal')}.{run}({callee}{passed})", where)
+    value = m.result(ret, f"{m.helper('_portal')}.{how}({callee}{passed})", where)
     return [
         f"def {name}({spelled}) -> {m.spell(ret, where)}:",
         *_docstring_lines(docstring(func), "    "),
@@ -672,7 +664,7 @@ def custom_base(cls: type) -> tuple[str, str, set[str], str | None] | None:
     raise GenerationError(f"{module}.py has no class {name}")
 
 
-def render_class(m: Module, cls: type) -> list[str]:
+def render_class(m: Spelling, cls: type) -> list[str]:
     where = cls.__name__
     async_cls = m.async_class(cls)
     custom = custom_base(cls)
@@ -716,7 +708,7 @@ def render_class(m: Module, cls: type) -> list[str]:
     return lines
 
 
-def render_attribute(m: Module, cls: type, async_cls: str, name: str, kind: object) -> list[str]:
+def render_attribute(m: Spelling, cls: type, async_cls: str, name: str, kind: object) -> list[str]:
     where = f"{cls.__name__}.{name}"
     if kind is None:
         return [f"    {name} = {m.helper('_twin')}.attribute({async_cls}, lambda a: a.{name})"]
@@ -728,7 +720,7 @@ def render_attribute(m: Module, cls: type, async_cls: str, name: str, kind: obje
     ]
 
 
-def render_member(m: Module, cls: type, name: str, member: object) -> list[str]:
+def render_member(m: Spelling, cls: type, name: str, member: object) -> list[str]:
     where = f"{cls.__name__}.{name}"
     if name == "__aenter__":
         ret = _returns(m, signature(member, where), where)  # type: ignore[arg-type]
@@ -781,8 +773,8 @@ def module_docstring(family: Family) -> list[str]:
     return _docstring_lines("\n".join(lines), "")
 
 
-def render_family(family: Family, twins: dict[type, TwinRef]) -> str:
-    m = Module(family, twins)
+def render_family(family: Family, twins: dict[type, TwinRef], all_families: list[Family]) -> str:
+    m = Spelling(family, twins, all_families)
     blocks: list[list[str]] = []
     exports: dict[str, None] = {}
     for name in family.names:  # first, so that annotations use these imports
@@ -866,9 +858,9 @@ def render_root(all_families: list[Family], twins: dict[type, TwinRef]) -> str:
 def render_all(*, tidy: bool = True) -> dict[Path, str]:
     """Every generated file's path and text (``tidy``: import-sorted and formatted by ruff,
     as ``make check`` wants them)."""
-    all_families = families_cache()
+    all_families = families()
     twins = twin_table(all_families)
-    out = {SYNC_DIR / f"{f.name}.py": render_family(f, twins) for f in all_families}
+    out = {SYNC_DIR / f"{f.name}.py": render_family(f, twins, all_families) for f in all_families}
     out[SYNC_DIR / "__init__.py"] = render_root(all_families, twins)
     if tidy:
         out = {path: _ruff(path, text) for path, text in out.items()}
