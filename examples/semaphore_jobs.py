@@ -31,20 +31,17 @@ POOL = "gpu-pool"
 
 def worker(kubeconfig: str, namespace: str, name: str, jobs: int) -> None:
     """One worker process: a few jobs, each holding 1 or 2 GPUs for a moment."""
-    from konductor_sdk.sync import _portal
-    from konductor_sdk.sync.semaphore import Semaphore as BlockingSemaphore
+    from konductor_sdk import sync
 
-    client = Client(kubeconfig=kubeconfig, namespace=namespace, identity=Identity(name))
-    pool = BlockingSemaphore(POOL, client=client, ttl=10)
-    rng = random.Random(name)
-    try:
+    # A client made here is ours to close: ``with`` does it (or ``client.close()``).
+    with sync.Client(kubeconfig=kubeconfig, namespace=namespace, identity=Identity(name)) as c:
+        pool = sync.Semaphore(POOL, client=c, ttl=10)
+        rng = random.Random(name)
         for job in range(jobs):
             gpus = rng.choice((1, 2))
             with pool.hold(weight=gpus, priority=rng.choice((0, 1))) as permit:
                 print(f"  {name}: job {job} on {gpus} GPU(s), token {permit.token}", flush=True)
                 time.sleep(rng.uniform(0.2, 0.6))  # the "training"
-    finally:
-        _portal.run(client.aclose)  # an explicit client is ours to close
 
 
 def describe(obj: KObject) -> str:

@@ -52,21 +52,20 @@ def fit(shard: list[tuple[float, float]], steps: int = 200) -> tuple[float, floa
 
 
 def run_rank(rank: int, world_size: int, options: dict[str, Any]) -> None:
-    from konductor_sdk import Client
-    from konductor_sdk.sync.barrier import Stages
+    from konductor_sdk.sync import Client, Stages
 
-    client = Client(kubeconfig=options["kubeconfig"], namespace=options["namespace"])
-    stages = Stages(
-        options["name"],
-        STAGES,
-        parties=world_size,
-        client=client,
-        party=f"rank-{rank}",  # stable names: a missing rank is named in errors
-        timeout=options["timeout"],
-        ttl=30,
-    )
-    rng = random.Random(rank)
-    try:
+    # A blocking client: ``with`` closes it (its connections live in the blocking side's loop).
+    with Client(kubeconfig=options["kubeconfig"], namespace=options["namespace"]) as client:
+        stages = Stages(
+            options["name"],
+            STAGES,
+            parties=world_size,
+            client=client,
+            party=f"rank-{rank}",  # stable names: a missing rank is named in errors
+            timeout=options["timeout"],
+            ttl=30,
+        )
+        rng = random.Random(rank)
         shard = [(x, 3.0 * x + 1.0 + rng.gauss(0, 0.01)) for x in (rng.random() for _ in range(64))]
         time.sleep(rng.uniform(0, 0.5))  # ranks load at different speeds
         stages.wait("load")
@@ -76,11 +75,6 @@ def run_rank(rank: int, world_size: int, options: dict[str, Any]) -> None:
 
         print(f"rank {rank}/{world_size}: w={w:.2f} b={b:.2f}", flush=True)
         stages.wait("export")
-    finally:
-        # The blocking facade's event loop owns the client: close it there.
-        from konductor_sdk.sync import _portal
-
-        _portal.run(client.aclose)
 
 
 def main() -> None:

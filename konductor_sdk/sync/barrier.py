@@ -1,56 +1,63 @@
-"""Blocking twins of Barrier, Stages, Once and WaitGroup, for scripts::
+"""Blocking twins of :mod:`konductor_sdk.barrier` (generated, do not edit).
 
-    from konductor_sdk.sync.barrier import Barrier
+Barrier: parties across the cluster wait for each other, generation after generation.
+
+::
 
     barrier = Barrier("epoch", expected=8)
-    rank = barrier.wait()              # blocks until all 8 arrived; returns the index
+    rank = barrier.wait()              # arrive, then wait until the barrier opens
 
-Every method runs the async one in the portal's event loop (see ``_portal``), so the two
-cannot drift apart, and the arrival keeps being renewed while the calling thread computes.
-Interrupting a blocking wait (Ctrl-C) cancels it in the loop, which withdraws the arrival.
+Arriving is one CAS write into ``status.arrivals``; the write that brings the count to
+``expected`` also writes ``phase: Open``, so a generation opens exactly once. Waiting is
+the shared watch. While it waits, a party renews its arrival, so a dead party's arrival
+is reaped (by the operator, after ``ttl``) and stops counting. Timeouts and the last-call
+window are timed by the waiters themselves on their monotonic clocks, so a barrier never
+hangs because the operator is down. See ``docs/barrier.md`` for the whole design.
+
+Written from the public async API by ``python -m konductor_sdk.sync._generate``; how
+the blocking calls behave: :mod:`konductor_sdk.sync`.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, final
+from collections.abc import Mapping
+from typing import final
 
-import anyio.to_thread
+from konductor_sdk import barrier as _barrier
+from konductor_sdk.barrier import Arrival as Arrival
+from konductor_sdk.barrier import BarrierStatistics as BarrierStatistics
+from konductor_sdk.barrier import BarrierStatus as BarrierStatus
 
-from konductor_sdk._kernel.client import Client
-
-from ..barrier import Barrier as AsyncBarrier
-from ..barrier import BarrierStatistics, BarrierStatus
-from ..once import Once as AsyncOnce
-from ..once import OnceStatistics, OnceStatus
-from ..stages import Stages as AsyncStages
-from ..stages import StagesStatistics
-from ..waitgroup import WaitGroup as AsyncWaitGroup
-from ..waitgroup import WaitGroupStatistics, WaitGroupStatus
-from . import _portal
+from . import _context, _portal, _twin
+from .client import Client
 
 __all__ = [
+    "Arrival",
     "Barrier",
     "BarrierStatistics",
     "BarrierStatus",
-    "Once",
-    "OnceStatistics",
-    "OnceStatus",
-    "Stages",
-    "StagesStatistics",
-    "WaitGroup",
-    "WaitGroupStatistics",
-    "WaitGroupStatus",
 ]
 
 
 @final
-class Barrier:
-    """A blocking handle on a barrier; arguments as :class:`konductor_sdk.barrier.Barrier`.
+class Barrier(_context.BlockingContext, _twin.Twin[_barrier.Barrier]):
+    """A cyclic barrier for ``expected`` parties (``threading.Barrier`` across pods).
 
-    ``client``, if given, must not be in use by another event loop (the portal's loop
-    connects it).
+    Args:
+        name: the Barrier object's name.
+        expected: parties that open it; ``None`` to join an existing barrier as it is.
+        namespace: default: the client's.
+        client: default: :func:`~konductor_sdk.default_client`.
+        quorum: parties that open it after ``last_call`` seconds (elastic min size).
+        last_call: seconds to wait for more parties once ``quorum`` arrived (needs quorum).
+        timeout: seconds after a generation's first arrival before it fails.
+        ttl: seconds an arrival lives without renewal (a dead party stops counting).
+        party: this party's key (default: unique per instance); must be unique among the
+            parties, e.g. ``"rank-3"``. Used to name missing parties.
+        labels: labels for the object when this instance creates it.
+
+    Raises:
+        ConfigurationError: an argument is out of range (nothing was written).
     """
 
     def __init__(
@@ -67,221 +74,111 @@ class Barrier:
         party: str | None = None,
         labels: Mapping[str, str] | None = None,
     ) -> None:
-        self._barrier = AsyncBarrier(
-            name,
-            expected=expected,
-            namespace=namespace,
-            client=client,
-            quorum=quorum,
-            last_call=last_call,
-            timeout=timeout,
-            ttl=ttl,
-            party=party,
-            labels=labels,
+        self._bind(
+            _portal.call(
+                _barrier.Barrier,
+                name,
+                expected=expected,
+                namespace=namespace,
+                client=_twin.unwrap(client),
+                quorum=quorum,
+                last_call=last_call,
+                timeout=timeout,
+                ttl=ttl,
+                party=party,
+                labels=labels,
+            )
         )
-        self._index: int | None = None
-
-    def __repr__(self) -> str:
-        return repr(self._barrier)
 
     @property
     def name(self) -> str:
-        return self._barrier.name
+        return self._async.name
 
     @property
     def party(self) -> str | None:
-        return self._barrier.party
+        """This party's key in ``status.arrivals`` (assigned on first use if not given)."""
+        return self._async.party
 
     def statistics(self) -> BarrierStatistics:
-        """See :meth:`konductor_sdk.barrier.Barrier.statistics`."""
-        return self._barrier.statistics()
-
-    def wait(self) -> int:
-        """Arrive and block until the barrier opens; returns this party's index."""
-        return _portal.run(self._barrier.wait)
-
-    def arrive(self) -> int:
-        """Arrive without waiting; returns the generation joined."""
-        return _portal.run(self._barrier.arrive)
-
-    def wait_open(self) -> int:
-        """Block until the generation arrived in opens; returns this party's index."""
-        return _portal.run(self._barrier.wait_open)
-
-    def leave(self) -> bool:
-        """Withdraw this party's arrival while the barrier still waits."""
-        return _portal.run(self._barrier.leave)
-
-    def reset(self) -> bool:
-        """Fail the waiting generation (its waiters get ``BarrierFailed``)."""
-        return _portal.run(self._barrier.reset)
-
-    def set_expected(self, expected: int) -> BarrierStatus:
-        """Change ``spec.expected``; honoured by waiters at once."""
-        return _portal.run(self._barrier.set_expected, expected)
-
-    def status(self) -> BarrierStatus:
-        """The barrier as the server has it now."""
-        return _portal.run(self._barrier.status)
+        """Counters of this party (no I/O)."""
+        return _portal.call(self._async.statistics)
 
     def create(self, *, exist_ok: bool = False) -> BarrierStatus:
-        """Create the Barrier object with this handle's spec."""
-        return _portal.run(self._barrier.create, exist_ok=exist_ok)
+        """Create the Barrier object with this instance's spec.
 
-    def delete(self) -> bool:
-        """Delete the Barrier object."""
-        return _portal.run(self._barrier.delete)
-
-    def __enter__(self) -> int:
-        self._index = self.wait()
-        return self._index
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-
-@final
-class Stages:
-    """Blocking :class:`konductor_sdk.stages.Stages` (same arguments)."""
-
-    def __init__(
-        self,
-        name: str,
-        stages: Sequence[str],
-        *,
-        parties: int | None,
-        namespace: str | None = None,
-        client: Client | None = None,
-        quorum: int | None = None,
-        last_call: float | None = None,
-        timeout: float | None = None,
-        ttl: float = 30,
-        party: str | None = None,
-    ) -> None:
-        self._stages = AsyncStages(
-            name,
-            stages,
-            parties=parties,
-            namespace=namespace,
-            client=client,
-            quorum=quorum,
-            last_call=last_call,
-            timeout=timeout,
-            ttl=ttl,
-            party=party,
-        )
-
-    def __repr__(self) -> str:
-        return repr(self._stages)
-
-    @property
-    def stages(self) -> tuple[str, ...]:
-        return self._stages.stages
-
-    def wait(self, stage: str) -> int:
-        """Arrive at ``stage`` and block until it opens; returns this party's index."""
-        return _portal.run(self._stages.wait, stage)
-
-    def status(self) -> tuple[BarrierStatus, ...]:
-        """Every stage's status, in order."""
-        return _portal.run(self._stages.status)
-
-    def create(self, *, exist_ok: bool = False) -> tuple[BarrierStatus, ...]:
-        """Create every stage's Barrier object."""
-        return _portal.run(self._stages.create, exist_ok=exist_ok)
-
-    def delete(self) -> int:
-        """Delete every stage's object."""
-        return _portal.run(self._stages.delete)
-
-    def statistics(self) -> StagesStatistics:
-        """This party's statistics per stage."""
-        return self._stages.statistics()
-
-
-@final
-class Once:
-    """Blocking :class:`konductor_sdk.once.Once` (same arguments)."""
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        namespace: str | None = None,
-        client: Client | None = None,
-        ttl: float = 30,
-    ) -> None:
-        self._once = AsyncOnce(name, namespace=namespace, client=client, ttl=ttl)
-
-    def __repr__(self) -> str:
-        return repr(self._once)
-
-    def run(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` once cluster-wide (in a worker thread if it is a plain function) or
-        block for the outcome of whoever runs it. A plain function cannot be interrupted:
-        if the claim is lost while it runs, its value is discarded when it returns.
+        Args:
+            exist_ok: return the existing object (with its own spec) instead of raising.
 
         Raises:
-            OnceFailed: the function raised, here or in another process.
+            ConfigurationError: this instance was made with ``expected=None``.
+            AlreadyExistsError: it exists and ``exist_ok`` is false.
         """
-        if inspect.iscoroutinefunction(fn):
-            return _portal.run(self._once.run, fn)
+        return _portal.run(self._async.create, exist_ok=exist_ok)
 
-        async def in_thread() -> Any:
-            return await anyio.to_thread.run_sync(fn)
+    def delete(self) -> bool:
+        """Delete the object (waiters get :class:`BarrierFailed`); ``False`` if absent."""
+        return _portal.run(self._async.delete)
 
-        call: Callable[[], Awaitable[Any]] = in_thread
-        return _portal.run(self._once.run, call)
+    def set_expected(self, expected: int) -> BarrierStatus:
+        """Change ``spec.expected``; waiters honour it at once (raising it makes them wait
+        for more parties, lowering it to the number arrived opens the barrier).
 
-    def status(self) -> OnceStatus:
-        """The Once as the server has it now."""
-        return _portal.run(self._once.status)
+        Raises:
+            ConfigurationError: ``expected`` out of range or below ``spec.quorum``.
+        """
+        return _portal.run(self._async.set_expected, expected)
+
+    def status(self) -> BarrierStatus:
+        """The barrier as the server (or the shared watch cache) has it now."""
+        return _portal.run(self._async.status)
 
     def reset(self) -> bool:
-        """Forget the outcome so that the next ``run`` runs the function again."""
-        return _portal.run(self._once.reset)
+        """Fail the waiting generation (its waiters get :class:`BarrierFailed` with reason
+        ``Reset``); the next arrival starts a fresh generation. ``False`` if nobody was
+        waiting (or the object does not exist).
+        """
+        return _portal.run(self._async.reset)
 
-    def delete(self) -> bool:
-        """Delete the Once object."""
-        return _portal.run(self._once.delete)
+    def arrive(self) -> int:
+        """Record this party in the current generation (or start the next one if the
+        current one has concluded); idempotent until the generation is waited for.
 
-    def statistics(self) -> OnceStatistics:
-        """Counters of this handle."""
-        return self._once.statistics()
+        Creates the object with this instance's spec if it does not exist. Parties of one
+        client arriving together are recorded in one combined write.
 
+        Returns:
+            The generation joined.
 
-@final
-class WaitGroup:
-    """Blocking :class:`konductor_sdk.waitgroup.WaitGroup` (same arguments)."""
+        Raises:
+            NotFoundError: the object does not exist and ``expected`` was not given.
+        """
+        return _portal.run(self._async.arrive)
 
-    def __init__(
-        self, name: str, *, namespace: str | None = None, client: Client | None = None
-    ) -> None:
-        self._wg = AsyncWaitGroup(name, namespace=namespace, client=client)
+    def leave(self) -> bool:
+        """Withdraw this party's arrival while its generation still waits.
 
-    def __repr__(self) -> str:
-        return repr(self._wg)
+        Returns:
+            Whether an arrival was removed (``False`` if none, or the barrier had opened).
+        """
+        return _portal.run(self._async.leave)
 
-    def add(self, delta: int = 1) -> int:
-        """Add ``delta`` to the counter; returns the new value."""
-        return _portal.run(self._wg.add, delta)
+    def wait_open(self) -> int:
+        """Wait until the generation this party arrived in opens.
 
-    def done(self) -> int:
-        """``add(-1)``."""
-        return _portal.run(self._wg.done)
+        Returns:
+            This party's index in the generation, ``0..arrived-1`` in arrival order.
 
-    def wait(self) -> None:
-        """Block until the counter is zero."""
-        _portal.run(self._wg.wait)
+        Raises:
+            BarrierTimeout: ``spec.timeoutSeconds`` passed first (judged by the operator or
+                by a waiter); names who had and had not arrived.
+            BarrierFailed: reset, deleted, or this party's arrival was removed.
+            RuntimeError: :meth:`arrive` was not called.
+        """
+        return _portal.run(self._async.wait_open)
 
-    def status(self) -> WaitGroupStatus:
-        """The WaitGroup as the server has it now."""
-        return _portal.run(self._wg.status)
+    def wait(self) -> int:
+        """:meth:`arrive`, then :meth:`wait_open`; returns this party's index."""
+        return _portal.run(self._async.wait)
 
-    def delete(self) -> bool:
-        """Delete the WaitGroup object."""
-        return _portal.run(self._wg.delete)
-
-    def statistics(self) -> WaitGroupStatistics:
-        """Counters of this handle."""
-        return self._wg.statistics()
+    def __enter__(self) -> int:
+        return self._enter_block(_context.blocking(self._async, _twin.same))

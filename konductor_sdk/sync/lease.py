@@ -1,83 +1,133 @@
-"""Blocking Lease and LeaderElector, for scripts: ``with Lease("nightly-report"): ...``.
+"""Blocking twins of :mod:`konductor_sdk.lease` (generated, do not edit).
 
-Everything runs in the portal's event loop (see ``_portal``): renewal keeps going while the
-calling thread works. What the blocking form cannot do is *cancel* that thread when the
-lease is lost: a long body should check ``held.lost`` (or hand ``held.token`` to whatever
-it writes to), and :class:`LeadershipLost` is raised when the ``with`` block ends.
+Lease: a singleton section across processes, with fencing tokens and fast handoff.
+
+::
+
+    lease = Lease("scheduler", ttl=15)
+    with lease as held:                 # waits, then holds; renewed in the background
+        run(fencing_token=held.token)
+
+Acquisition is one compare-and-swap on the Lease object's status (see
+:mod:`konductor_sdk._machines.lease`); waiting is the shared watch. A waiter takes over an
+unreleased lease only after the holder's entry has not changed for its ``ttlSeconds`` on
+the *waiter's* monotonic clock; the holder gives up ``safety_margin`` earlier, counted from
+when it *sent* its last successful renewal, so it always stops first. Layout, guarantees and
+non-guarantees: ``docs/lease.md``.
+
+Written from the public async API by ``python -m konductor_sdk.sync._generate``; how
+the blocking calls behave: :mod:`konductor_sdk.sync`.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import Any, final
+from typing import final
 
-import anyio
-import anyio.to_thread
+from konductor_sdk import lease as _lease
+from konductor_sdk.lease import CandidateInfo as CandidateInfo
+from konductor_sdk.lease import LeaseStatistics as LeaseStatistics
+from konductor_sdk.lease import LeaseStatus as LeaseStatus
 
-from konductor_sdk._kernel.client import Client
-from konductor_sdk._kernel.errors import LeadershipLost
-from konductor_sdk._machines import lease as _lease_state
+from . import _context, _portal, _twin
+from .client import Client
+from .election import LeaderElector as LeaderElector
+from .election import Term as Term
 
-from .. import election as _election
-from .. import lease as _lease
-from . import _portal
-
-__all__ = ["HeldLease", "LeaderElector", "Lease", "Term"]
-
-
-def _acquire(method: Callable[[], Awaitable[_lease.HeldLease]]) -> _lease.HeldLease:
-    future = _portal.portal().start_task_soon(method)
-    try:
-        return future.result()
-    except BaseException:
-        granted = not future.cancel() and not future.cancelled() and future.exception() is None
-        if granted:
-            # Granted just as we were interrupted: nobody would ever release it.
-            _portal.run(future.result().release)
-        raise
+__all__ = [
+    "CandidateInfo",
+    "HeldLease",
+    "LeaderElector",
+    "Lease",
+    "LeaseStatistics",
+    "LeaseStatus",
+    "Term",
+]
 
 
 @final
-class HeldLease:
-    """Blocking view of an acquisition (:class:`konductor_sdk.lease.HeldLease`)."""
+class HeldLease(_twin.Twin[_lease.HeldLease]):
+    """One acquisition of a :class:`~konductor_sdk.lease.Lease`.
 
-    def __init__(self, held: _lease.HeldLease) -> None:
-        self._held = held
+    Attributes:
+        token: the fencing token of this acquisition; strictly larger than every token
+            issued before on this Lease object (``uid``). Pass it to downstream systems and
+            have them reject writes carrying a smaller one.
+        key: the entry's key in ``status.holders``.
+        holder: the identity recorded as holder.
+        uid: the Lease object's uid (tokens start again on a re-created object).
+    """
 
-    def __repr__(self) -> str:
-        return repr(self._held)
+    name = _twin.attribute(_lease.HeldLease, lambda a: a.name)
 
     @property
-    def token(self) -> int:
-        return self._held.token
+    def namespace(self) -> str:
+        return self._async.namespace
 
     @property
     def key(self) -> str:
-        return self._held.key
+        return self._async.key
+
+    @property
+    def holder(self) -> str:
+        return self._async.holder
+
+    @property
+    def token(self) -> int:
+        return self._async.token
+
+    @property
+    def ttl_seconds(self) -> int:
+        return self._async.ttl_seconds
 
     @property
     def uid(self) -> str:
-        return self._held.uid
+        return self._async.uid
+
+    @property
+    def renewals(self) -> int:
+        return self._async.renewals
 
     @property
     def lost(self) -> bool:
-        """True once the lease ended while held; stop working on the singleton's behalf."""
-        return self._held.lost
+        """True once the lease ended while held (expired, taken, deleted, or yielded)."""
+        return self._async.lost
 
     @property
     def lost_reason(self) -> str | None:
-        return self._held.lost_reason
+        return self._async.lost_reason
+
+    @property
+    def deadline(self) -> float:
+        """Monotonic time (the client's clock) after which this holder stops believing it
+        holds the lease, unless a renewal succeeds first.
+        """
+        return self._async.deadline
 
     def release(self) -> None:
-        """Give the lease up (idempotent); a waiting candidate takes over at once."""
-        _portal.run(self._held.release)
+        """Give the lease up so a waiting candidate takes over at once; idempotent.
+
+        The write is shielded from cancellation (bounded by the TTL, after which the entry
+        expires anyway).
+
+        Raises:
+            APIError: the server could not be told (the entry then expires by its TTL).
+        """
+        _portal.run(self._async.release)
 
 
 @final
-class Lease:
-    """Blocking twin of :class:`konductor_sdk.lease.Lease`; same arguments and errors.
+class Lease(_context.BlockingContext, _twin.Twin[_lease.Lease]):
+    """A named lease: at most one holder at a time, each with a strictly larger token.
+
+    Args:
+        name: the Lease object's name (created on first use with ``spec.ttlSeconds=ttl``).
+        ttl: seconds the holder's entry may go without renewal before a waiter may take
+            over; renewals happen every ``ttl/3``.
+        namespace: default: the client's.
+        client: default: :func:`~konductor_sdk.default_client`.
+        priority: a waiting candidate with a higher priority than the holder's makes the
+            holder hand over at once (``status.preferredHolder``), and is served first
+            when the lease is free.
 
     Raises:
         ConfigurationError: ``name``, ``ttl`` or ``priority`` out of range.
@@ -87,203 +137,80 @@ class Lease:
         self,
         name: str,
         *,
-        ttl: int = _lease_state.DEFAULT_TTL_SECONDS,
+        ttl: int = 15,
         namespace: str | None = None,
         client: Client | None = None,
         priority: int = 0,
     ) -> None:
-        # Nothing here binds to an event loop, so bad input fails in the caller's thread.
-        self._lease = _lease.Lease(
-            name, ttl=ttl, namespace=namespace, client=client, priority=priority
+        self._bind(
+            _portal.call(
+                _lease.Lease,
+                name,
+                ttl=ttl,
+                namespace=namespace,
+                client=_twin.unwrap(client),
+                priority=priority,
+            )
         )
-        self._local = threading.local()
-
-    def __repr__(self) -> str:
-        return repr(self._lease)
 
     @property
     def name(self) -> str:
-        return self._lease.name
+        return self._async.name
 
-    def acquire(self) -> HeldLease:
-        """Block until held; renewal runs in the background until :meth:`HeldLease.release`."""
-        return HeldLease(_acquire(self._lease.acquire))
+    @property
+    def ttl(self) -> int:
+        return self._async.ttl
 
-    def acquire_nowait(self) -> HeldLease:
-        """Take the lease now or raise :class:`~konductor_sdk.WouldBlock`."""
-        return HeldLease(_acquire(self._lease.acquire_nowait))
-
-    def __enter__(self) -> HeldLease:
-        held = self.acquire()
-        stack: list[HeldLease] = self._local.__dict__.setdefault("stack", [])
-        stack.append(held)
-        return held
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        held: HeldLease = self._local.stack.pop()
-        lost = held.lost
-        held.release()
-        if lost:
-            raise LeadershipLost(
-                f"Lease {self._lease.name}: lost while held (token {held.token}): "
-                f"{held.lost_reason}"
-            ) from exc
-
-    def status(self) -> _lease.LeaseStatus:
-        """The lease as stored now; see :meth:`konductor_sdk.lease.Lease.status`."""
-        return _portal.run(self._lease.status)
+    @property
+    def priority(self) -> int:
+        return self._async.priority
 
     def create(self, *, exist_ok: bool = False) -> None:
-        """Create the Lease object; see :meth:`konductor_sdk.lease.Lease.create`."""
-        _portal.run(self._lease.create, exist_ok=exist_ok)
+        """Create the Lease object with ``spec.ttlSeconds = ttl``.
+
+        Raises:
+            AlreadyExistsError: it exists and ``exist_ok`` is false.
+        """
+        _portal.run(self._async.create, exist_ok=exist_ok)
 
     def delete(self) -> None:
-        """Delete the Lease object; see :meth:`konductor_sdk.lease.Lease.delete`."""
-        _portal.run(self._lease.delete)
+        """Delete the Lease object. A current holder learns it lost at once; fencing tokens
+        start again from 1 on a new object (downstream systems should key on its uid).
 
-    def statistics(self) -> _lease.LeaseStatistics:
-        """What this lease did in this process (no I/O)."""
-        return self._lease.statistics()
+        Raises:
+            NotFoundError: there is no such lease.
+        """
+        _portal.run(self._async.delete)
 
+    def status(self) -> LeaseStatus:
+        """The lease as stored now (a fresh read).
 
-@final
-class Term:
-    """One leadership term, handed to a blocking ``on_started_leading(term)``.
+        Raises:
+            NotFoundError: there is no such lease.
+        """
+        return _portal.run(self._async.status)
 
-    The callback runs in a worker thread. When leadership ends, :attr:`stopped` is set;
-    the callback must then return promptly: leadership is no longer guaranteed.
-    """
+    def statistics(self) -> LeaseStatistics:
+        """What this object did in this process (no I/O)."""
+        return _portal.call(self._async.statistics)
 
-    def __init__(self, token: int) -> None:
-        self.token = token
-        self.stopped = threading.Event()
+    def acquire(self) -> HeldLease:
+        """Wait until this process holds the lease; renewal runs in the client's background.
 
-    def __repr__(self) -> str:
-        return f"<Term token={self.token} stopped={self.stopped.is_set()}>"
+        Without ``with`` nothing can be cancelled for you when the lease is lost:
+        check ``held.lost`` (or pass ``held.token`` downstream) and call
+        ``held.release()``.
+        """
+        return HeldLease._wrap(_portal.run(self._async.acquire))
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the term ends (or ``timeout``); True if it ended."""
-        return self.stopped.wait(timeout)
+    def acquire_nowait(self) -> HeldLease:
+        """Take the lease if that is possible right now.
 
+        Raises:
+            WouldBlock: it is held by someone else (not yet expired on our clock) or a
+                higher-priority candidate is waiting.
+        """
+        return HeldLease._wrap(_portal.run(self._async.acquire_nowait))
 
-async def _in_thread(func: Callable[..., Any] | None, *args: Any) -> None:
-    if func is not None:
-        await anyio.to_thread.run_sync(func, *args)
-
-
-@final
-class LeaderElector:
-    """Blocking twin of :class:`konductor_sdk.election.LeaderElector`.
-
-    Args:
-        config: see :class:`~konductor_sdk.election.ElectionConfig`.
-        client: default: the portal loop's default client.
-        on_started_leading: ``fn(term)``, run in a worker thread for each term; may block
-            for the whole term, but must return soon after ``term.stopped`` is set. If it
-            raises, the lease is released and :meth:`run` re-raises.
-        on_stopped_leading: ``fn()``, after every term (and once if never leading).
-        on_new_leader: ``fn(identity)`` when the observed leader changes.
-    """
-
-    def __init__(
-        self,
-        config: _election.ElectionConfig,
-        *,
-        client: Client | None = None,
-        on_started_leading: Callable[[Term], Any] | None = None,
-        on_stopped_leading: Callable[[], Any] | None = None,
-        on_new_leader: Callable[[str], Any] | None = None,
-    ) -> None:
-        self._started = on_started_leading
-        self._elector = _election.LeaderElector(
-            config,
-            client=client,
-            on_started_leading=self._lead,
-            on_stopped_leading=lambda: _in_thread(on_stopped_leading),
-            on_new_leader=lambda identity: _in_thread(on_new_leader, identity),
-        )
-        self._lock = threading.Lock()
-        self._scope: anyio.CancelScope | None = None
-        self._stop = False
-        self._finished = threading.Event()
-
-    def __repr__(self) -> str:
-        return repr(self._elector)
-
-    @property
-    def is_leader(self) -> bool:
-        return self._elector.is_leader
-
-    @property
-    def leader(self) -> str | None:
-        return self._elector.leader
-
-    @property
-    def token(self) -> int | None:
-        return self._elector.token
-
-    def statistics(self) -> _election.ElectorStatistics:
-        """A snapshot of the elector (no I/O)."""
-        return self._elector.statistics()
-
-    async def _lead(self, token: int) -> None:
-        term = Term(token)
-        error: Exception | None = None
-
-        async def signal_when_cancelled() -> None:
-            try:
-                await anyio.sleep_forever()
-            finally:
-                term.stopped.set()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(signal_when_cancelled)
-            try:
-                # A thread cannot be cancelled: wait for it, shielded, after telling it.
-                with anyio.CancelScope(shield=True):
-                    await _in_thread(self._started, term)
-            except Exception as exc:
-                error = exc
-                tg.cancel_scope.cancel()
-            else:
-                await anyio.sleep_forever()  # returned: keep leading, like client-go
-        if error is not None:
-            raise error
-
-    async def _run(self) -> None:
-        try:
-            with anyio.CancelScope() as scope:
-                with self._lock:
-                    self._scope = scope
-                    if self._stop:
-                        scope.cancel()
-                await self._elector.run()
-        finally:
-            self._finished.set()
-
-    def run(self) -> None:
-        """Campaign and lead until :meth:`stop` (from another thread) or Ctrl-C; on the
-        way out the term ends, the lease is released and ``on_stopped_leading`` runs."""
-        self._finished.clear()
-        try:
-            _portal.run(self._run)
-        except BaseException:
-            self.stop()
-            self._finished.wait()  # let release and on_stopped_leading finish
-            raise
-        finally:
-            with self._lock:
-                self._stop, self._scope = False, None
-
-    def stop(self) -> None:
-        """Make :meth:`run` return (thread-safe; also from inside a callback)."""
-        with self._lock:
-            self._stop = True
-            scope = self._scope
-        if scope is not None:
-            _portal.portal().call(scope.cancel)
+    def __enter__(self) -> HeldLease:
+        return self._enter_block(_context.blocking(self._async, HeldLease._wrap))

@@ -1,144 +1,148 @@
-"""Blocking Semaphore, Mutex and RWMutex for scripts.
+"""Blocking twins of :mod:`konductor_sdk.semaphore` (generated, do not edit).
+
+Semaphore: weighted permits shared by every process of a cluster.
 
 ::
 
-    from konductor_sdk.sync import Semaphore
-
-    with Semaphore("gpu-pool", permits=4) as permit:
+    sem = Semaphore("gpu-pool", permits=4)       # created with permits=4 if missing
+    with sem as permit:                          # one unit; renewed while held
         train(fencing_token=permit.token)
+    with sem.hold(weight=2, priority=5):         # two units, served before priority < 5
+        ...
+    permit = sem.acquire_nowait()                # WouldBlock instead of waiting
+    permit.release()
 
-Each call runs the async implementation on the shared portal loop (see ``_portal``), where
-the permit is also renewed while the calling thread works. A blocking body cannot be
-cancelled from outside, so a permit lost while held (or preempted) is reported by
-``permit.lost`` / ``permit.preempt_requested`` during the body and by
-:class:`~konductor_sdk.PermitLost` raised when the ``with`` block ends. Ctrl-C while
-waiting leaves the queue, as cancellation does in the async API.
+Safety never depends on the operator: grants are compare-and-swap writes that keep the sum
+of held weights within ``spec.permits`` (``+ spec.burst`` only for time-bounded burst
+grants). The full semantics (fairness, preemption, burst, TTL, re-entrancy) are in
+``docs/semaphore.md``.
+
+Written from the public async API by ``python -m konductor_sdk.sync._generate``; how
+the blocking calls behave: :mod:`konductor_sdk.sync`.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from typing import Any, final
+from contextlib import AbstractContextManager
+from typing import final
 
-from konductor_sdk._engines.semaphore import Permit as AsyncPermit
-from konductor_sdk._kernel.client import Client
-from konductor_sdk._kernel.errors import PermitLost
-from konductor_sdk._machines import semaphore as state
+from konductor_sdk import semaphore as _semaphore
+from konductor_sdk._kernel.entries import Renewal
+from konductor_sdk.semaphore import HolderInfo as HolderInfo
+from konductor_sdk.semaphore import SemaphoreStatistics as SemaphoreStatistics
+from konductor_sdk.semaphore import SemaphoreStatus as SemaphoreStatus
+from konductor_sdk.semaphore import WaiterInfo as WaiterInfo
 
-from ..mutex import Mutex as AsyncMutex
-from ..rwmutex import Mode
-from ..rwmutex import RWMutex as AsyncRWMutex
-from ..semaphore import DEFAULT_TTL, SemaphoreStatistics, SemaphoreStatus
-from ..semaphore import Semaphore as AsyncSemaphore
-from ._portal import run
+from . import _context, _portal, _twin
+from ._twin import Event
+from .client import Client
 
-__all__ = ["Mutex", "Permit", "RWMutex", "Semaphore"]
+__all__ = [
+    "HolderInfo",
+    "Permit",
+    "Semaphore",
+    "SemaphoreStatistics",
+    "SemaphoreStatus",
+    "WaiterInfo",
+]
 
 
 @final
-class Permit:
-    """Blocking view of a held permit (see the async ``Permit``)."""
+class Permit(_twin.Twin[_semaphore.Permit]):
+    """A grant held by this process: what :meth:`Semaphore.acquire` returns.
 
-    def __init__(self, permit: AsyncPermit) -> None:
-        self._permit = permit
-
-    def __repr__(self) -> str:
-        return repr(self._permit)
+    Attributes:
+        key: the acquisition key (the map key under ``status.holders``).
+        token: the fencing token: strictly increasing per object across all grants;
+            pass it to downstream systems so they can reject stale holders.
+        weight: units held.
+        burst: granted from burst capacity (lasts at most ``ttl_seconds``, not renewed).
+        ttl_seconds: the entry's TTL (0: until released or the pod ends).
+        preempt_requested: set when a higher-priority waiter asked this holder to yield.
+    """
 
     @property
     def key(self) -> str:
-        return self._permit.key
+        return self._async.key
 
     @property
     def token(self) -> int:
-        """The fencing token of this grant."""
-        return self._permit.token
+        return self._async.token
 
-    @property
-    def weight(self) -> int:
-        return self._permit.weight
+    weight = _twin.attribute(_semaphore.Permit, lambda a: a.weight)
 
     @property
     def mode(self) -> str | None:
-        return self._permit.mode
+        return self._async.mode
 
     @property
     def burst(self) -> bool:
-        return self._permit.burst
+        return self._async.burst
+
+    @property
+    def ttl_seconds(self) -> int:
+        return self._async.ttl_seconds
+
+    @property
+    def preempt_requested(self) -> Event:
+        return _twin.Event(self._async.preempt_requested)
+
+    @property
+    def renewal(self) -> Renewal | None:
+        return self._async.renewal
 
     @property
     def lost(self) -> bool:
-        return self._permit.lost
+        """True once the permit ended while held (TTL, reaped, removed, preempted-and-expired)."""
+        return self._async.lost
 
     @property
     def lost_reason(self) -> str | None:
-        return self._permit.lost_reason
+        return self._async.lost_reason
 
     @property
-    def preempt_requested(self) -> bool:
-        """True once a higher-priority waiter asked this holder to yield."""
-        return self._permit.preempt_requested.is_set()
+    def deadline(self) -> float | None:
+        """Monotonic time (client clock) after which the permit counts as lost if not renewed."""
+        return self._async.deadline
+
+    def wait_lost(self) -> str:
+        """Wait until the permit is lost; returns the reason."""
+        return _portal.run(self._async.wait_lost)
+
+    def release(self) -> None:
+        """Give the units back (idempotent; shielded from cancellation, bounded in time).
+
+        Raises:
+            APIError: the server could not be told; the entry expires by its TTL.
+        """
+        _portal.run(self._async.release)
 
     @property
     def released(self) -> bool:
-        return self._permit.released
-
-    def release(self) -> None:
-        """Give the units back (idempotent)."""
-        run(self._permit.release)
-
-
-class _ThreadOwners:
-    """Re-entrancy check for locks: blocking calls of one thread run in different loop
-    tasks, so the async check (per task) cannot see them; this one is per thread."""
-
-    def __init__(self, what: object) -> None:
-        self._what = what
-        self._local = threading.local()
-
-    def check(self) -> None:
-        live = [p for p in getattr(self._local, "held", []) if not p.released and not p.lost]
-        if live:
-            raise RuntimeError(f"{self._what!r} is already held by this thread; not re-entrant")
-        self._local.held = []
-
-    def add(self, permit: Permit) -> None:
-        self._local.held = [*getattr(self._local, "held", []), permit]
-
-
-@contextmanager
-def _holding(acquire: Callable[[], Permit]) -> Iterator[Permit]:
-    permit = acquire()
-    try:
-        yield permit
-    finally:
-        permit.release()
-    if permit.lost:
-        raise PermitLost(f"{permit!r} ended while held: {permit.lost_reason}")
-
-
-class _Stack:
-    """``with obj:`` usable from many threads: one context per thread."""
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-
-    def enter(self, cm: AbstractContextManager[Permit]) -> Permit:
-        permit = cm.__enter__()
-        self._local.cms = [*getattr(self._local, "cms", []), cm]
-        return permit
-
-    def exit(self, *exc_info: Any) -> bool | None:
-        cm = self._local.cms.pop()
-        suppress: bool | None = cm.__exit__(*exc_info)
-        return suppress
+        """True once :meth:`release` was called (or the ``with`` block ended)."""
+        return self._async.released
 
 
 @final
-class Semaphore:
-    """Blocking twin of :class:`konductor_sdk.Semaphore` (same arguments)."""
+class Semaphore(_context.BlockingContext, _twin.Twin[_semaphore.Semaphore]):
+    """A counting semaphore stored in a ``Semaphore`` custom resource.
+
+    Args:
+        name: the object's name (DNS subdomain).
+        permits: ``spec.permits`` to create the object with if it does not exist;
+            ``None``: it must exist (``NotFoundError`` otherwise). An existing object
+            keeps its own spec.
+        burst: ``spec.burst`` when creating: extra units for time-bounded burst grants.
+        burst_seconds: ``spec.burstSeconds`` when creating: the longest a burst grant lasts.
+        namespace: default: the client's namespace.
+        client: default: :func:`~konductor_sdk.default_client`.
+        ttl: seconds a holder or waiter may go without renewal before it can be reaped
+            (renewed every ``ttl/3`` while held); 0: held until released or the pod ends
+            (only in a pod).
+
+    Raises:
+        ConfigurationError: an argument is out of range (nothing is written).
+    """
 
     def __init__(
         self,
@@ -146,193 +150,177 @@ class Semaphore:
         *,
         permits: int | None = None,
         burst: int = 0,
-        burst_seconds: int = state.BURST_SECONDS_DEFAULT,
+        burst_seconds: int = 60,
         namespace: str | None = None,
         client: Client | None = None,
-        ttl: int = DEFAULT_TTL,
+        ttl: int = 30,
     ) -> None:
-        self._sem = AsyncSemaphore(
-            name,
-            permits=permits,
-            burst=burst,
-            burst_seconds=burst_seconds,
-            namespace=namespace,
-            client=client,
-            ttl=ttl,
+        self._bind(
+            _portal.call(
+                _semaphore.Semaphore,
+                name,
+                permits=permits,
+                burst=burst,
+                burst_seconds=burst_seconds,
+                namespace=namespace,
+                client=_twin.unwrap(client),
+                ttl=ttl,
+            )
         )
-        self._stack = _Stack()
-
-    def __repr__(self) -> str:
-        return repr(self._sem)
 
     @property
     def name(self) -> str:
-        return self._sem.name
+        return self._async.name
+
+    @property
+    def namespace(self) -> str | None:
+        """The namespace, once known (given, or learnt from the client on first use)."""
+        return self._async.namespace
 
     def __enter__(self) -> Permit:
-        return self._stack.enter(self.hold())
+        return self._enter_block(_context.blocking(self._async, Permit._wrap))
 
-    def __exit__(self, *exc_info: Any) -> bool | None:
-        return self._stack.exit(*exc_info)
-
-    def hold(self, **kwargs: Any) -> AbstractContextManager[Permit]:
-        """``with sem.hold(weight=2) as permit:`` (arguments as the async ``hold``)."""
-        self._sem._kwargs(**_defaults(kwargs))  # validate now, before any I/O
-        return _holding(lambda: self.acquire(**kwargs))
-
-    def acquire(self, **kwargs: Any) -> Permit:
-        """Block until granted; renewed in the background until ``permit.release()``."""
-        return Permit(run(lambda: self._sem.acquire(**kwargs)))
-
-    def acquire_nowait(self, **kwargs: Any) -> Permit:
-        """Raises ``WouldBlock`` instead of waiting."""
-        return Permit(run(lambda: self._sem.acquire_nowait(**kwargs)))
-
-    def create(self, **kwargs: Any) -> SemaphoreStatus:
-        return run(lambda: self._sem.create(**kwargs))
-
-    def delete(self) -> None:
-        run(self._sem.delete)
-
-    def status(self) -> SemaphoreStatus:
-        return run(self._sem.status)
-
-    def set_permits(self, permits: int, **kwargs: Any) -> SemaphoreStatus:
-        return run(lambda: self._sem.set_permits(permits, **kwargs))
-
-    def force_release(self, who: str) -> tuple[str, ...]:
-        return run(self._sem.force_release, who)
-
-    def statistics(self) -> SemaphoreStatistics:
-        return self._sem.statistics()
-
-
-def _defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
-    out = {"weight": 1, "priority": 0, "preemptible": False, "ttl": None, "burst": False}
-    out.update(kwargs)
-    return out
-
-
-@final
-class Mutex:
-    """Blocking twin of :class:`konductor_sdk.Mutex` (same arguments)."""
-
-    def __init__(
+    def hold(
         self,
-        name: str,
         *,
-        namespace: str | None = None,
-        client: Client | None = None,
-        ttl: int = DEFAULT_TTL,
-    ) -> None:
-        self._mutex = AsyncMutex(name, namespace=namespace, client=client, ttl=ttl)
-        self._owners = _ThreadOwners(self)
-        self._stack = _Stack()
+        weight: int = 1,
+        priority: int = 0,
+        preemptible: bool = False,
+        ttl: int | None = None,
+        burst: bool = False,
+    ) -> AbstractContextManager[Permit]:
+        """``with sem.hold(...) as permit``: acquire, renew while held, release.
 
-    def __repr__(self) -> str:
-        return repr(self._mutex)
+        If the permit ends while held (renewal impossible before its TTL, removed by an
+        admin, object deleted) or a higher-priority waiter preempts it, the body is
+        cancelled and :class:`~konductor_sdk.PermitLost` is raised on exit.
 
-    @property
-    def name(self) -> str:
-        return self._mutex.name
+        Args:
+            weight: units to take, 1..limit.
+            priority: higher is served first, in [-1000000, 1000000].
+            preemptible: a waiter of higher priority may ask this holder to yield.
+            ttl: entry TTL in seconds (default: the semaphore's).
+            burst: accept a burst grant (``spec.burst`` units beyond the limit, lasting
+                at most ``min(ttl, spec.burstSeconds)``, not renewable) when the limit is
+                full.
 
-    def __enter__(self) -> Permit:
-        return self._stack.enter(self.hold())
-
-    def __exit__(self, *exc_info: Any) -> bool | None:
-        return self._stack.exit(*exc_info)
-
-    def hold(self, **kwargs: Any) -> AbstractContextManager[Permit]:
-        """``with mutex.hold(priority=1):`` (arguments as the async ``hold``)."""
-        return _holding(lambda: self.acquire(**kwargs))
-
-    def acquire(self, **kwargs: Any) -> Permit:
-        self._owners.check()
-        permit = Permit(run(lambda: self._mutex.acquire(**kwargs)))
-        self._owners.add(permit)
-        return permit
-
-    def acquire_nowait(self, **kwargs: Any) -> Permit:
-        self._owners.check()
-        permit = Permit(run(lambda: self._mutex.acquire_nowait(**kwargs)))
-        self._owners.add(permit)
-        return permit
-
-    def locked(self) -> bool:
-        return run(self._mutex.locked)
-
-    def create(self) -> SemaphoreStatus:
-        return run(self._mutex.create)
-
-    def delete(self) -> None:
-        run(self._mutex.delete)
-
-    def status(self) -> SemaphoreStatus:
-        return run(self._mutex.status)
-
-    def force_release(self, who: str) -> tuple[str, ...]:
-        return run(self._mutex.force_release, who)
-
-    def statistics(self) -> SemaphoreStatistics:
-        return self._mutex.statistics()
-
-
-@final
-class RWMutex:
-    """Blocking twin of :class:`konductor_sdk.RWMutex` (same arguments)."""
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        max_readers: int = state.RW_MAX_READERS_DEFAULT,
-        namespace: str | None = None,
-        client: Client | None = None,
-        ttl: int = DEFAULT_TTL,
-    ) -> None:
-        self._rw = AsyncRWMutex(
-            name, max_readers=max_readers, namespace=namespace, client=client, ttl=ttl
+        Raises:
+            ConfigurationError: bad arguments, or a weight that can never fit.
+        """
+        return _context.blocking(
+            _portal.call(
+                self._async.hold,
+                weight=weight,
+                priority=priority,
+                preemptible=preemptible,
+                ttl=ttl,
+                burst=burst,
+            ),
+            Permit._wrap,
         )
-        self._owners = _ThreadOwners(self)
 
-    def __repr__(self) -> str:
-        return repr(self._rw)
+    def acquire(
+        self,
+        *,
+        weight: int = 1,
+        priority: int = 0,
+        preemptible: bool = False,
+        ttl: int | None = None,
+        burst: bool = False,
+    ) -> Permit:
+        """Wait for ``weight`` units; the permit is renewed in the client's background
+        until :meth:`Permit.release`. Loss is reported on ``permit.lost``/``wait_lost()``.
 
-    @property
-    def name(self) -> str:
-        return self._rw.name
+        Arguments as for :meth:`hold`. Cancelling the call leaves the queue, and releases
+        a permit granted just before the cancellation.
 
-    def read(self, **kwargs: Any) -> AbstractContextManager[Permit]:
-        """``with rw.read():`` a shared lock for the block."""
-        return _holding(lambda: self.acquire("read", **kwargs))
+        Raises:
+            ConfigurationError: bad arguments, or a weight that can never fit.
+            NotFoundError: the object does not exist (and ``permits`` was not given), or
+                was deleted while waiting.
+        """
+        return Permit._wrap(
+            _portal.run(
+                self._async.acquire,
+                weight=weight,
+                priority=priority,
+                preemptible=preemptible,
+                ttl=ttl,
+                burst=burst,
+            )
+        )
 
-    def write(self, **kwargs: Any) -> AbstractContextManager[Permit]:
-        """``with rw.write():`` the exclusive lock for the block."""
-        return _holding(lambda: self.acquire("write", **kwargs))
+    def acquire_nowait(
+        self,
+        *,
+        weight: int = 1,
+        priority: int = 0,
+        preemptible: bool = False,
+        ttl: int | None = None,
+        burst: bool = False,
+    ) -> Permit:
+        """Like :meth:`acquire`, but only if the grant can be made at once.
 
-    def acquire(self, mode: Mode, **kwargs: Any) -> Permit:
-        self._owners.check()
-        permit = Permit(run(lambda: self._rw.acquire(mode, **kwargs)))
-        self._owners.add(permit)
-        return permit
+        Raises:
+            WouldBlock: not enough free units, or earlier/higher waiters are queued.
+        """
+        return Permit._wrap(
+            _portal.run(
+                self._async.acquire_nowait,
+                weight=weight,
+                priority=priority,
+                preemptible=preemptible,
+                ttl=ttl,
+                burst=burst,
+            )
+        )
 
-    def acquire_nowait(self, mode: Mode, **kwargs: Any) -> Permit:
-        self._owners.check()
-        permit = Permit(run(lambda: self._rw.acquire_nowait(mode, **kwargs)))
-        self._owners.add(permit)
-        return permit
+    def create(
+        self,
+        *,
+        permits: int | None = None,
+        burst: int | None = None,
+        burst_seconds: int | None = None,
+    ) -> SemaphoreStatus:
+        """Create the object (defaults: the constructor's values).
 
-    def create(self) -> SemaphoreStatus:
-        return run(self._rw.create)
+        Raises:
+            ConfigurationError: no ``permits`` here nor in the constructor, or out of range.
+            AlreadyExistsError: it exists already.
+        """
+        return _portal.run(
+            self._async.create, permits=permits, burst=burst, burst_seconds=burst_seconds
+        )
 
     def delete(self) -> None:
-        run(self._rw.delete)
+        """Delete the object; every holder's permit is lost, every waiter fails."""
+        _portal.run(self._async.delete)
 
     def status(self) -> SemaphoreStatus:
-        return run(self._rw.status)
+        """A fresh snapshot from the server."""
+        return _portal.run(self._async.status)
+
+    def set_permits(
+        self, permits: int, *, burst: int | None = None, burst_seconds: int | None = None
+    ) -> SemaphoreStatus:
+        """Change ``spec.permits`` (and optionally the burst settings).
+
+        Waiters that now fit are granted at once (this call writes the settled status).
+        Lowering the limit revokes nothing: it only stops new grants until enough units
+        are released.
+        """
+        return _portal.run(
+            self._async.set_permits, permits, burst=burst, burst_seconds=burst_seconds
+        )
 
     def force_release(self, who: str) -> tuple[str, ...]:
-        return run(self._rw.force_release, who)
+        """Remove grants by acquisition key or holder id (admin/CLI); returns the keys.
+
+        The affected holders see their permits lost (their ``with`` body is
+        cancelled). Use it for holders you know are dead; the operator does the same
+        automatically after their TTL or when their pod ends.
+        """
+        return _portal.run(self._async.force_release, who)
 
     def statistics(self) -> SemaphoreStatistics:
-        return self._rw.statistics()
+        return _portal.call(self._async.statistics)

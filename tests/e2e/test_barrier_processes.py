@@ -27,24 +27,23 @@ MakeClient = Callable[..., Client]
 BARRIER_CHILD = textwrap.dedent(
     """
     import json, sys
-    from konductor_sdk import Client, Identity
+    from konductor_sdk import Identity
+    from konductor_sdk.sync import Client
     from konductor_sdk.sync.barrier import Barrier
 
     kubeconfig, namespace, holder, expected = sys.argv[1:5]
-    client = Client(kubeconfig=kubeconfig, namespace=namespace, identity=Identity(holder))
-    barrier = Barrier("together", expected=int(expected), client=client, party=holder, ttl=120)
-    rank = barrier.wait()
+    with Client(kubeconfig=kubeconfig, namespace=namespace, identity=Identity(holder)) as client:
+        barrier = Barrier("together", expected=int(expected), client=client, party=holder, ttl=120)
+        rank = barrier.wait()
     print(json.dumps({"holder": holder, "rank": rank, "pid": __import__("os").getpid()}))
-    from konductor_sdk.sync import _portal
-    _portal.run(client.aclose)
     """
 )
 
 ONCE_CHILD = textwrap.dedent(
     """
     import sys, time
-    from konductor_sdk import Client, Identity
-    from konductor_sdk.sync.barrier import Once
+    from konductor_sdk import Identity
+    from konductor_sdk.sync import Client, Once
 
     kubeconfig, namespace = sys.argv[1:3]
     client = Client(kubeconfig=kubeconfig, namespace=namespace, identity=Identity("doomed"))

@@ -157,14 +157,11 @@ async def test_http_probe_opens_a_gate_a_blocking_waiter_waits_for(
         )
 
         def blocking_wait() -> str:
-            from konductor_sdk.sync import _portal
+            from konductor_sdk.sync import Client as SyncClient
             from konductor_sdk.sync.gate import Gate as SyncGate
 
-            c = _portal.make(Client, kubeconfig=kubeconfig, namespace=gate_namespace)
-            try:
+            with SyncClient(kubeconfig=kubeconfig, namespace=gate_namespace) as c:
                 return SyncGate(name, client=c).wait().phase
-            finally:
-                _portal.run(c.aclose)
 
         async with anyio.create_task_group() as tg:
             phases: list[str] = []

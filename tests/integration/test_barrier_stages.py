@@ -10,13 +10,11 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from konductor_sdk import Client, Identity
+from konductor_sdk import Client, Identity, sync
 from konductor_sdk._kernel.objects import BARRIER
 from konductor_sdk._machines import barrier as bs
 from konductor_sdk.barrier import Barrier
 from konductor_sdk.stages import PIPELINE_LABEL, STAGE_INDEX_LABEL, STAGE_LABEL, Stages
-from konductor_sdk.sync import _portal
-from konductor_sdk.sync import barrier as sync
 
 pytestmark = pytest.mark.anyio
 
@@ -64,22 +62,22 @@ async def test_stages_open_in_order_and_are_listed_by_label(make_client: MakeCli
 
 
 @pytest.fixture
-def sync_clients(kubeconfig: Path, namespace: str) -> Iterator[Callable[[str], Client]]:
+def sync_clients(kubeconfig: Path, namespace: str) -> Iterator[Callable[[str], sync.Client]]:
     """Clients for the blocking facade: they live in the portal's event loop."""
-    made: list[Client] = []
+    made: list[sync.Client] = []
 
-    def factory(holder: str) -> Client:
-        client = Client(kubeconfig=kubeconfig, namespace=namespace, identity=Identity(holder))
+    def factory(holder: str) -> sync.Client:
+        client = sync.Client(kubeconfig=kubeconfig, namespace=namespace, identity=Identity(holder))
         made.append(client)
         return client
 
     yield factory
     for client in made:
-        _portal.run(client.aclose)
+        client.close()
 
 
 async def test_blocking_parties_in_threads_meet_async_parties(
-    make_client: MakeClient, sync_clients: Callable[[str], Client]
+    make_client: MakeClient, sync_clients: Callable[[str], sync.Client]
 ) -> None:
     results: list[Any] = []
 
@@ -100,7 +98,9 @@ async def test_blocking_parties_in_threads_meet_async_parties(
     assert sorted(results) == [0, 1, 2, 3]
 
 
-async def test_blocking_once_waitgroup_and_stages(sync_clients: Callable[[str], Client]) -> None:
+async def test_blocking_once_waitgroup_and_stages(
+    sync_clients: Callable[[str], sync.Client],
+) -> None:
     calls: list[int] = []
 
     def compute() -> dict[str, int]:

@@ -316,17 +316,16 @@ async def test_create_exist_ok_and_conflict(client: Client) -> None:
 
 
 async def test_sync_twin(kubeconfig: Path, namespace: str) -> None:
-    from konductor_sdk.sync import _portal
+    from konductor_sdk.sync import Client as SyncClient
     from konductor_sdk.sync.gate import Gate as SyncGate
 
     def scenario() -> tuple[str, str]:
-        c = _portal.make(Client, kubeconfig=kubeconfig, namespace=namespace)
-        gate = SyncGate("blocking", client=c)
-        gate.create(ext("go"))
-        before = gate.status().phase
-        gate.mark("go")
-        after = gate.wait().phase
-        _portal.run(c.aclose)
+        with SyncClient(kubeconfig=kubeconfig, namespace=namespace) as c:
+            gate = SyncGate("blocking", client=c)
+            gate.create(ext("go"))
+            before = gate.status().phase
+            gate.mark("go")
+            after = gate.wait().phase
         return before, after
 
     assert await anyio.to_thread.run_sync(scenario) == ("Waiting", "Open")

@@ -26,11 +26,11 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from konductor_sdk import Client, Identity
+from konductor_sdk import Identity
 from konductor_sdk._kernel.objects import GATE, KObject
 from konductor_sdk._machines.gate import judge
 from konductor_sdk.gate import Condition, GateStatus
-from konductor_sdk.sync import _portal
+from konductor_sdk.sync import Client, _portal
 from konductor_sdk.sync.gate import Gate
 
 pytestmark = pytest.mark.anyio
@@ -91,7 +91,7 @@ class GateServerMachine(RuleBasedStateMachine):
     @rule(names=hs.lists(hs.sampled_from(LEAVES), min_size=2, max_size=2, unique=True))
     def concurrent_marks(self, names: list[str]) -> None:
         futures = [
-            _portal.portal().start_task_soon(g._gate.mark, n)
+            _portal.portal().start_task_soon(g._async.mark, n)
             for g, n in zip(self.gates, names, strict=True)
         ]
         for f in futures:
@@ -112,7 +112,7 @@ class GateServerMachine(RuleBasedStateMachine):
     @rule()
     def start_waiter(self) -> None:
         gate = self.gates[len(self.waiters) % 2]
-        self.waiters.append(_portal.portal().start_task_soon(gate._gate.wait))
+        self.waiters.append(_portal.portal().start_task_soon(gate._async.wait))
 
     def _check(self) -> None:
         expected = self._expect_open()
@@ -140,9 +140,7 @@ class GateServerMachine(RuleBasedStateMachine):
 async def test_gate_against_a_model_on_the_server(kubeconfig: Path, namespace: str) -> None:
     def run() -> None:
         clients = tuple(
-            _portal.make(
-                Client, kubeconfig=kubeconfig, namespace=namespace, identity=Identity(f"m{i}")
-            )
+            Client(kubeconfig=kubeconfig, namespace=namespace, identity=Identity(f"m{i}"))
             for i in range(2)
         )
         GateServerMachine.clients = clients  # type: ignore[assignment]
@@ -160,6 +158,6 @@ async def test_gate_against_a_model_on_the_server(kubeconfig: Path, namespace: s
             )
         finally:
             for c in clients:
-                _portal.run(c.aclose)
+                c.close()
 
     await anyio.to_thread.run_sync(run)

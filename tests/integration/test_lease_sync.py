@@ -1,7 +1,8 @@
 """The blocking facade: the same Lease and LeaderElector, driven from plain threads.
 
-The facade runs everything in its own portal loop, so these tests create their clients
-there and call the blocking API from worker threads of the test's loop.
+The facade runs everything in its own portal loop; these tests make blocking clients
+(``konductor_sdk.sync.Client``) and call the blocking API from worker threads of the test's
+loop.
 """
 
 from __future__ import annotations
@@ -13,17 +14,15 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from konductor_sdk import Client, ConfigurationError, Identity, LeadershipLost, WouldBlock
+from konductor_sdk import ConfigurationError, Identity, LeadershipLost, WouldBlock
 from konductor_sdk._kernel.objects import LEASE
 from konductor_sdk.election import ElectionConfig
-from konductor_sdk.sync import _portal
+from konductor_sdk.sync import Client, _portal
 from konductor_sdk.sync.lease import LeaderElector, Lease, Term
 
 
 def portal_client(kubeconfig: Path, namespace: str, holder: str) -> Client:
-    return _portal.make(
-        Client, kubeconfig=kubeconfig, namespace=namespace, identity=Identity(holder=holder)
-    )
+    return Client(kubeconfig=kubeconfig, namespace=namespace, identity=Identity(holder=holder))
 
 
 def test_bad_input_fails_in_the_callers_thread() -> None:
@@ -51,7 +50,7 @@ async def test_blocking_lease_between_threads(kubeconfig: Path, namespace: str) 
         status = first.status()
         log.append(f"free={status.holder is None} token={status.fencing_token}")
         for c in (a, b):
-            _portal.run(c.aclose)
+            c.close()
         return log
 
     log = await anyio.to_thread.run_sync(scenario)
@@ -88,7 +87,7 @@ async def test_blocking_lease_reports_loss_on_exit(kubeconfig: Path, namespace: 
                 body()
             return str(info.value)
         finally:
-            _portal.run(c.aclose)
+            c.close()
 
     assert "deleted" in await anyio.to_thread.run_sync(scenario)
 
@@ -118,7 +117,7 @@ async def test_blocking_elector_term_and_stop(kubeconfig: Path, namespace: str) 
         runner.join(30)
         assert not runner.is_alive()
         holder = _portal.run(c.store.get, LEASE, namespace, "sync-elect").status["holder"]
-        _portal.run(c.aclose)
+        c.close()
         return log, holder
 
     log, holder = await anyio.to_thread.run_sync(scenario)

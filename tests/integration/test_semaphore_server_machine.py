@@ -87,7 +87,7 @@ class ServerMachine(RuleBasedStateMachine):
         for key in keys:
             if key in self.pending:
                 permit = self.pending.pop(key).result(timeout=60)
-                self.permits[key] = Permit(permit)
+                self.permits[key] = Permit._wrap(permit)
 
     @rule(target=holders_, weight=hs.integers(1, 3), priority=hs.integers(0, 2))
     def acquire_nowait(self, weight: int, priority: int) -> str:
@@ -118,7 +118,7 @@ class ServerMachine(RuleBasedStateMachine):
         before = self._obj()
         known = set(before.status.get("waiters") or {}) | set(before.status.get("holders") or {})
         future = _portal.portal().start_task_soon(
-            lambda: self.sem._sem.acquire(weight=weight, priority=priority)
+            lambda: self.sem._async.acquire(weight=weight, priority=priority)
         )
         key = _portal.run(self._new_key, known)
         self.pending[key] = future
@@ -162,10 +162,10 @@ class ServerMachine(RuleBasedStateMachine):
     @rule(key=holders_)
     def renew(self, key: str) -> None:
         permit = self.permits.get(key)
-        if permit is None or permit._permit.renewal is None:
+        if permit is None or permit.renewal is None:
             return
         before = self._obj().status["holders"][key]["renewCount"]
-        _portal.run(permit._permit.renewal.renew_once)
+        _portal.run(permit.renewal.renew_once)
         assert self._obj().status["holders"][key]["renewCount"] >= before + 1
 
     @rule(permits=hs.integers(1, 5))

@@ -3,6 +3,9 @@ ConfigurationError naming it, before anything is written to the server."""
 
 from __future__ import annotations
 
+import signal
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -11,13 +14,11 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from konductor_sdk import Client, ConfigurationError, Identity, PermitLost, WouldBlock
+from konductor_sdk import Client, ConfigurationError, Identity, PermitLost, WouldBlock, sync
 from konductor_sdk._kernel.objects import MUTEX, RWMUTEX, SEMAPHORE
 from konductor_sdk.mutex import Mutex
 from konductor_sdk.rwmutex import RWMutex
 from konductor_sdk.semaphore import Semaphore
-from konductor_sdk.sync import _portal
-from konductor_sdk.sync import semaphore as sync
 
 pytestmark = pytest.mark.anyio
 
@@ -25,8 +26,10 @@ pytestmark = pytest.mark.anyio
 async def test_sync_facade(kubeconfig: Path, namespace: str) -> None:
     def script() -> list[Any]:
         seen: list[Any] = []
-        client = Client(kubeconfig=kubeconfig, namespace=namespace, identity=Identity("script"))
-        admin = Client(kubeconfig=kubeconfig, namespace=namespace, identity=Identity("admin"))
+        client = sync.Client(
+            kubeconfig=kubeconfig, namespace=namespace, identity=Identity("script")
+        )
+        admin = sync.Client(kubeconfig=kubeconfig, namespace=namespace, identity=Identity("admin"))
         try:
             sem = sync.Semaphore("gpu", permits=2, client=client)
             with sem as permit:
@@ -45,7 +48,7 @@ async def test_sync_facade(kubeconfig: Path, namespace: str) -> None:
                 # Loss cannot interrupt a blocking body; it is reported on exit.
                 with sem as doomed:
                     sync.Semaphore("gpu", client=admin).force_release(doomed.key)
-                    seen.append(_portal.run(doomed._permit.wait_lost))
+                    seen.append(doomed.wait_lost())
                     assert doomed.lost
 
             with pytest.raises(PermitLost):
@@ -62,14 +65,44 @@ async def test_sync_facade(kubeconfig: Path, namespace: str) -> None:
                 seen.append(w.mode)
             seen.append(sem.statistics().acquired)
         finally:
-            _portal.run(client.aclose)
-            _portal.run(admin.aclose)
+            client.close()
+            admin.close()
         return seen
 
     seen = await anyio.to_thread.run_sync(script)
     assert seen[:2] == [1, 2]
     assert "removed" in seen[2]
     assert seen[3:] == ["read", "write", 4]
+
+
+def test_ctrl_c_while_waiting_leaves_the_queue(kubeconfig: Path, namespace: str) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals go to the main thread")
+    main = threading.main_thread().ident
+    assert main is not None
+    with sync.Client(kubeconfig=kubeconfig, namespace=namespace, identity=Identity("me")) as c:
+        sem = sync.Semaphore("ctrl-c", permits=1, client=c)
+
+        def interrupt_once_queued() -> None:
+            deadline = time.monotonic() + 30
+            while not sem.status().waiters and time.monotonic() < deadline:
+                time.sleep(0.02)
+            signal.pthread_kill(main, signal.SIGINT)  # Ctrl-C
+
+        with sem:
+            timer = threading.Thread(target=interrupt_once_queued)
+            timer.start()
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    sem.acquire()  # waits: the one unit is held
+            finally:
+                timer.join(30)
+            deadline = time.monotonic() + 30
+            while sem.status().waiters:  # the cancelled waiter withdraws its entry
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert sem.status().in_use == 1
+        assert sem.status().in_use == 0
 
 
 def _calls(client: Client) -> list[tuple[str, Callable[[], Awaitable[Any]], str]]:

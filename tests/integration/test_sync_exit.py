@@ -17,16 +17,15 @@ SCRIPT = textwrap.dedent(
     import atexit
     import sys
 
-    from konductor_sdk import default_client
-    from konductor_sdk.sync import Semaphore, _portal
+    from konductor_sdk.sync import Semaphore, default_client
 
     clients = []
 
 
     def report():  # registered before the portal's own handler, so it runs after it
         (client,) = clients
-        session = client._api_client.rest_client.pool_manager
-        print("closed", client._closed, session.closed)
+        session = client._async._api_client.rest_client.pool_manager
+        print("closed", client._async._closed, session.closed)
 
 
     atexit.register(report)
@@ -37,13 +36,7 @@ SCRIPT = textwrap.dedent(
     permit = sem.acquire()
     permit.release()
     print("again", permit.token, sem.status().in_use)
-
-
-    async def current():
-        return default_client()
-
-
-    clients.append(_portal.run(current))
+    clients.append(default_client())  # the one the semaphore used
     """
 )
 
