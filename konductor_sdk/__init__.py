@@ -32,6 +32,9 @@ from .barrier import BarrierStatus as BarrierStatus
 from .election import ElectionConfig as ElectionConfig
 from .election import ElectorStatistics as ElectorStatistics
 from .election import LeaderElector as LeaderElector
+from .fencing import Fence as Fence
+from .fencing import FencedOut as FencedOut
+from .fencing import FencingToken as FencingToken
 from .gate import Condition as Condition
 from .gate import ConditionState as ConditionState
 from .gate import Gate as Gate
@@ -79,6 +82,9 @@ __all__ = [
     "ConflictExhausted",
     "ElectionConfig",
     "ElectorStatistics",
+    "Fence",
+    "FencedOut",
+    "FencingToken",
     "ForbiddenError",
     "Gate",
     "GateFailed",

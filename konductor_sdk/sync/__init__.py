@@ -36,6 +36,9 @@ from .election import ElectionConfig as ElectionConfig
 from .election import ElectorStatistics as ElectorStatistics
 from .election import LeaderElector as LeaderElector
 from .election import Term as Term
+from .fencing import Fence as Fence
+from .fencing import FencedOut as FencedOut
+from .fencing import FencingToken as FencingToken
 from .gate import Condition as Condition
 from .gate import ConditionState as ConditionState
 from .gate import Gate as Gate
@@ -75,6 +78,9 @@ __all__ = [
     "ElectionConfig",
     "ElectorStatistics",
     "Event",
+    "Fence",
+    "FencedOut",
+    "FencingToken",
     "Gate",
     "GateStatistics",
     "GateStatus",
