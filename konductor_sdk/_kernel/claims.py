@@ -179,7 +179,7 @@ class ClaimQueue:
 async def claim_queue(client: Client, kind: ResourceKind, name: str) -> AsyncIterator[ClaimQueue]:
     """The :class:`ClaimQueue` of ``kind``/``name`` in the client's namespace, shared by
     every user inside this block in this client."""
-    async with client.watching(
+    async with client._watching(
         CLAIM, client.namespace, field_selector=target_selector(kind, name)
     ) as watch:
         queue = watch.attachments.get("claim_queue")

@@ -79,7 +79,7 @@ class Client:
         self._close_hooks: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._selected: dict[_SelectedKey, _Selected] = {}
         self._username: str | None = None
-        self.extensions: dict[type, object] = {}
+        self._extensions: dict[type, object] = {}
         """Per-client state of kernel services (sessions...), keyed by their class."""
 
     def __repr__(self) -> str:
@@ -178,12 +178,12 @@ class Client:
             self._username = str(user)
         return self._username
 
-    def add_close_hook(self, hook: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    def _add_close_hook(self, hook: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``await hook()`` in :meth:`aclose`, before the background tasks are cancelled."""
         self._close_hooks.append(hook)
 
     @contextlib.asynccontextmanager
-    async def watching(
+    async def _watching(
         self,
         kind: ResourceKind,
         namespace: str,

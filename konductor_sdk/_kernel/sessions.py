@@ -152,7 +152,7 @@ class Sessions:
         self._by_ttl: dict[int, Session] = {}
         self._all: list[Session] = []
         self._locks: dict[int, anyio.Lock] = {}
-        client.add_close_hook(self.aclose)
+        client._add_close_hook(self.aclose)
 
     def __repr__(self) -> str:
         return f"<Sessions {sorted(self._by_ttl)}>"
@@ -278,8 +278,8 @@ def _name_prefix(holder: str) -> str:
 
 def sessions_of(client: Client) -> Sessions:
     """The client's :class:`Sessions` (one per client, made on first use)."""
-    found = client.extensions.get(Sessions)
+    found = client._extensions.get(Sessions)
     if found is None:
-        found = client.extensions[Sessions] = Sessions(client)
+        found = client._extensions[Sessions] = Sessions(client)
     assert isinstance(found, Sessions)
     return found

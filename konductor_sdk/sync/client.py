@@ -16,7 +16,7 @@ the blocking calls behave: :mod:`konductor_sdk.sync`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from os import PathLike
 from typing import Any, final
 
@@ -81,10 +81,6 @@ class Client(_context.BlockingContext, _twin.Twin[_client.Client]):
         return self._async.clock
 
     @property
-    def extensions(self) -> dict[type, object]:
-        return self._async.extensions
-
-    @property
     def store(self) -> Store:
         return self._async.store
 
@@ -103,35 +99,6 @@ class Client(_context.BlockingContext, _twin.Twin[_client.Client]):
         that it is the requesting user, so a client cannot claim to be someone else.
         """
         return _portal.run(self._async.whoami)
-
-    def add_close_hook(self, hook: Callable[[], None]) -> None:
-        """Run ``hook()`` in :meth:`aclose`, before the background tasks are cancelled."""
-        _portal.call(self._async.add_close_hook, _twin.awaitable(hook))
-
-    def watching(
-        self,
-        kind: ResourceKind,
-        namespace: str,
-        *,
-        field_selector: str | None = None,
-        label_selector: str | None = None,
-    ) -> Iterator[KindWatch]:
-        """A synced watch of the objects of ``kind`` matching the selectors, shared by
-        everyone in this client using the same selectors while inside the block.
-
-        The watch stops :data:`WATCH_LINGER` seconds after its last user left (not at once:
-        waiters on one target come and go, and restarting means listing again).
-        """
-        return _twin.BlockingIterator(
-            _portal.call(
-                self._async.watching,
-                kind,
-                namespace,
-                field_selector=field_selector,
-                label_selector=label_selector,
-            ),
-            _twin.same,
-        )
 
     def watch(self, kind: ResourceKind, namespace: str | None) -> KindWatch:
         """The shared, synced watch of ``kind`` in ``namespace`` (``None``: all namespaces)."""
