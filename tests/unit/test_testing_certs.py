@@ -32,8 +32,8 @@ def _cert(pem: bytes) -> x509.Certificate:
 def test_ca_is_a_self_signed_ca(ca: CertificateAuthority) -> None:
     cert = _cert(ca.cert_pem)
     assert cert.issuer == cert.subject
-    assert cert._extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    assert cert._extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
 
 
 @pytest.mark.parametrize(
@@ -48,7 +48,7 @@ def test_serving_cert_verifies_for_every_apiserver_name(
     verifier = PolicyBuilder().store(Store([_cert(ca.cert_pem)])).build_server_verifier(name)
     chain = verifier.verify(leaf, [])
     assert chain[0] == leaf
-    usage = leaf._extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    usage = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(usage) == [ExtendedKeyUsageOID.SERVER_AUTH]
 
 
@@ -66,7 +66,7 @@ def test_client_cert_carries_user_and_groups(ca: CertificateAuthority) -> None:
     assert [a.value for a in leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)] == ["alice"]
     organizations = leaf.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     assert [a.value for a in organizations] == ["team-a", "system:masters"]
-    usage = leaf._extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    usage = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(usage) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     # The WebPKI client profile insists on a SAN that Kubernetes client certs do not need,
     # so check the signature directly.
