@@ -33,8 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Seconds between two writes of a body. Much shorter than any renewal interval used here,
-# so after a freeze the body's next step is due before the SDK's renewal task wakes up.
+# Seconds between two steps (one write each) of a body: much shorter than any TTL used.
 WRITE_PERIOD = 0.05
 SLOT = "slot-0"
 

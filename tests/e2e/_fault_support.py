@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -221,28 +221,22 @@ async def until_lease(
         return await watch_until(client, LEASE, client.namespace, name, predicate)
 
 
-Until = Callable[..., Awaitable[KObject | None]]
-
-
-async def renewed(
-    until: Until, client: Client, name: str, who: str, *, field: str, within: float
-) -> float:
-    """Wait until ``who``'s entry in ``status.<field>`` is renewed (its renewCount changes);
-    returns when that was seen.
-
-    Freezing a process just then puts its next renewal a whole renewal interval away, while
-    a body's next step is due within :data:`_fault_child.WRITE_PERIOD`: after the thaw the
-    body runs before any background task of the SDK does. For a waiter, it bounds when its
-    last renewal was sent: before the returned time.
+async def renewed(client: Client, name: str, who: str, *, field: str, within: float) -> float:
+    """Wait until ``who``'s entry in ``status.<field>`` of a semaphore is renewed (its
+    renewCount changes); returns when that was seen. The renewal was sent before then, so
+    if ``who`` is frozen right away its deadline (``ttl`` minus a margin after that send)
+    lies before the returned time + ttl.
     """
 
     def entry(obj: KObject | None) -> dict[str, Any] | None:
         return entries(obj, field).get(who)
 
-    first = entry(await until(client, name, lambda o: entry(o) is not None, within=within))
+    first = entry(
+        await until_semaphore(client, name, lambda o: entry(o) is not None, within=within)
+    )
     assert first is not None
     count = first.get("renewCount")
-    await until(
+    await until_semaphore(
         client,
         name,
         lambda o: (e := entry(o)) is not None and e.get("renewCount") != count,
@@ -366,7 +360,3 @@ def describe(scene: Scene) -> str:
 def children_output(scene: Scene) -> Iterator[str]:
     for child in scene.children:
         yield f"--- {child.who} (exit {child.proc.poll()}):\n{child.tail()}"
-
-
-async def in_thread(function: Callable[[], Any]) -> Any:
-    return await anyio.to_thread.run_sync(function)
