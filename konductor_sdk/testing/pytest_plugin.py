@@ -19,6 +19,12 @@ It starts nothing unless a test uses its fixtures. Who starts the control plane:
 So ``pytest tests/unit`` never starts one, and neither does a project that merely has
 konductor installed. ``KONDUCTOR_TEST_KUBECONFIG=/path`` replaces the local control plane by
 an existing cluster (the CRDs are still installed into it).
+
+Tests that inject faults into the control plane (freeze, kill or restart etcd or the
+apiserver) must not do it to the shared one: every other test running at that moment, in
+this process or another xdist worker, would fail. ``isolated_control_plane`` gives them a
+private :class:`LocalControlPlane` instead, one per test module and process, thawed and
+restarted as needed after each test.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, final
@@ -51,6 +57,7 @@ __all__ = [
     "anyio_backend",
     "api_client",
     "control_plane",
+    "isolated_control_plane",
     "kubeconfig",
     "namespace",
 ]
@@ -337,6 +344,40 @@ def anyio_backend() -> str:
 def control_plane(pytestconfig: pytest.Config) -> ClusterHandle:
     """The session's cluster: ``kubeconfig_path``, ``server``, ``mint_kubeconfig()``..."""
     return pytestconfig.stash[_CLUSTER].get()
+
+
+@pytest.fixture(scope="module")
+def _isolated_plane() -> Iterator[LocalControlPlane]:
+    if os.environ.get(EXISTING_CLUSTER_ENV):
+        pytest.skip(
+            f"fault injection needs a local control plane, and {EXISTING_CLUSTER_ENV} is set"
+        )
+    # The same CRDs as the shared control plane: the defaults, or $KONDUCTOR_CRDS_DIR.
+    plane = LocalControlPlane()
+    try:
+        plane.start()
+    except (BinariesError, ControlPlaneError, RestError, OSError, ValueError) as error:
+        pytest.fail(f"konductor: no isolated control plane: {error}", pytrace=False)
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture
+def isolated_control_plane(_isolated_plane: LocalControlPlane) -> Iterator[LocalControlPlane]:
+    """A private :class:`LocalControlPlane`, for tests that freeze, kill or restart it.
+
+    One per test module (and per xdist worker), started on first use with the same CRDs as
+    the shared one, stopped after the module. After each test every process is thawed, and
+    one that a test stopped (or that died) is restarted, so the next test starts from a
+    running control plane; objects a test created are still there.
+    """
+    yield _isolated_plane
+    _isolated_plane.thaw()
+    for name, state in _isolated_plane.states.items():  # etcd first
+        if state != "running":
+            _isolated_plane.restart(name)
 
 
 @pytest.fixture(scope="session")
