@@ -151,71 +151,80 @@ class _Campaign:
             view.leave(self.ticket)
 
     async def _campaign(self, ticket: Ticket, *, blocking: bool) -> HeldLease:
-        client, request, view = self.client, self.request, self.view
-        clock = client.clock
-        sessions = sessions_of(client)
+        request = self.request
+        sessions = sessions_of(self.client)
         session: Session | None = None
         poll = request.poll_seconds
-        while True:
-            obj = view.object()
-            now = clock.monotonic()
-            if obj is None:
-                after = view.recreate_after
-                if after is not None and now < after:
-                    if not blocking:
-                        raise WouldBlock(
-                            f"Lease {request.namespace}/{request.name} was deleted under a "
-                            "holder that may not have noticed yet"
-                        )
-                    await ticket.wait_for(min(after - now + 0.01, poll))
-                    continue
-                view.feed(
-                    await ensure_exists(
-                        client, LEASE, request.namespace, request.name, request.spec
-                    )
-                )
-                continue
-            if session is None or session.lost:
-                if self.claim_name is not None:
-                    await self._drop_claim()  # it lives with the old session: place forfeit
-                session = await sessions.get(request.ttl, request.namespace)
-                continue
-            if self.claim is not None and view.vanished(ticket):
-                log.info("Lease %s/%s: our claim vanished; queueing again", *self._where())
-                self.claim = self.claim_name = None
-                view.set_claim(ticket, None)
-            if self.claim is not None and not view.seen(ticket):
-                await ticket.wait_for(min(poll, max(0.0, session.deadline - now)))
-                continue
-            self.counters.evaluations += 1
-            verdict = state.judge(
-                obj.spec,
-                obj.status,
-                view.observation(ticket if self.claim else None, request.priority, self.user),
-                identity=request.holder,
-                priority=request.priority,
-            )
-            if verdict.action == "grant":
-                held = await self._grant(obj, session)
+        with contextlib.ExitStack() as stack:
+            while True:
+                if session is None or session.lost:
+                    if self.claim_name is not None:
+                        await self._drop_claim()  # it lived with the old session
+                    session = await sessions.get(request.ttl, request.namespace)
+                    # A waiter learns at once that its session ended (its claim goes too).
+                    stack.callback(session.on_lost(lambda _: ticket.wake()))
+                held = await self._step(ticket, session, poll, blocking=blocking)
                 if held is not None:
                     return held
-                if session.lost:
-                    session = None
-                await self._wait_newer(obj, poll)
-                continue
-            if not blocking:
-                raise WouldBlock(f"Lease {request.namespace}/{request.name} is {verdict.reason}")
-            if self.claim is None:
-                await self._queue(ticket, session)
-                continue
-            if verdict.action == "prefer":
-                await self._prefer(obj)
-                await self._wait_newer(obj, poll)
-                continue
-            timeout = min(poll, session.deadline - now)
-            if verdict.at is not None:
-                timeout = min(timeout, verdict.at - now + 0.01)
-            await ticket.wait_for(timeout)
+
+    async def _step(
+        self, ticket: Ticket, session: Session, poll: float, *, blocking: bool
+    ) -> HeldLease | None:
+        """Judge once and act on it (or wait for a reason to judge again); the held lease
+        once granted."""
+        client, request, view = self.client, self.request, self.view
+        clock = client.clock
+        obj = view.object()
+        now = clock.monotonic()
+        if obj is None:
+            after = view.recreate_after
+            if after is not None and now < after:
+                if not blocking:
+                    raise WouldBlock(
+                        f"Lease {request.namespace}/{request.name} was deleted under a "
+                        "holder that may not have noticed yet"
+                    )
+                await ticket.wait_for(min(after - now + 0.01, poll))
+                return None
+            view.feed(
+                await ensure_exists(client, LEASE, request.namespace, request.name, request.spec)
+            )
+            return None
+        if self.claim is not None and view.vanished(ticket):
+            log.info("Lease %s/%s: our claim vanished; queueing again", *self._where())
+            self.claim = self.claim_name = None
+            view.set_claim(ticket, None)
+        if self.claim is not None and not view.seen(ticket):
+            await ticket.wait_for(min(poll, max(0.0, session.deadline - now)))
+            return None
+        self.counters.evaluations += 1
+        verdict = state.judge(
+            obj.spec,
+            obj.status,
+            view.observation(ticket if self.claim else None, request.priority, self.user),
+            identity=request.holder,
+            priority=request.priority,
+        )
+        if verdict.action == "grant":
+            held = await self._grant(obj, session)
+            if held is not None:
+                return held
+            await self._wait_newer(obj, poll)
+            return None
+        if not blocking:
+            raise WouldBlock(f"Lease {request.namespace}/{request.name} is {verdict.reason}")
+        if self.claim is None:
+            await self._queue(ticket, session)
+            return None
+        if verdict.action == "prefer":
+            await self._prefer(obj)
+            await self._wait_newer(obj, poll)
+            return None
+        timeout = min(poll, session.deadline - now)
+        if verdict.at is not None:
+            timeout = min(timeout, verdict.at - now + 0.01)
+        await ticket.wait_for(timeout)
+        return None
 
     def _where(self) -> tuple[str, str]:
         return self.request.namespace, self.request.name

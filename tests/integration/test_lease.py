@@ -401,7 +401,7 @@ async def test_create_status_delete(client: Client) -> None:
 
 @pytest.mark.anyio
 async def test_background_renewal_of_an_explicit_acquire(client: Client) -> None:
-    lease = Lease("renewed", ttl=1, client=client)
+    lease = Lease("renewed", ttl=2, client=client)
     held = await lease.acquire()
     first = (await lease.status()).renew_count
     await wait_for(client, "renewed", lambda o: o.status["holders"][held.key]["renewCount"] >= 3)
