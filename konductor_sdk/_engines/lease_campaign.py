@@ -47,6 +47,7 @@ from konductor_sdk._kernel.errors import (
 )
 from konductor_sdk._kernel.identity import PodRef
 from konductor_sdk._kernel.objects import CLAIM, LEASE, KObject
+from konductor_sdk._kernel.retry import backoff
 from konductor_sdk._kernel.sessions import Session, sessions_of
 from konductor_sdk._machines import lease as state
 
@@ -307,8 +308,7 @@ class _Campaign:
                 await self._give_back(held)
                 await self._drop_claim()
             return None
-        with anyio.CancelScope(shield=True):
-            await self._drop_claim()
+        self._drop_claim_later()
         self.granted = None
         return held
 
@@ -334,6 +334,16 @@ class _Campaign:
             self.client, session, LEASE, request.name, fields, claim_name=self.claim_name
         )
         self.view.set_claim(ticket, self.claim)
+
+    def _drop_claim_later(self) -> None:
+        """Delete our served claim in the client's background: the grant names it, so every
+        observer passes over it already, and the holder need not wait for the delete."""
+        name = self.claim_name
+        self.claim = self.claim_name = None
+        if self.ticket is not None:
+            self.view.set_claim(self.ticket, None)
+        if name is not None:
+            self.client.spawn(_delete_claim, self.client, self.request.namespace, name)
 
     async def _drop_claim(self) -> None:
         name = self.claim_name
@@ -398,3 +408,16 @@ class _Campaign:
                     patch_type="json",
                     subresource="status",
                 )
+
+
+async def _delete_claim(client: Client, namespace: str, name: str) -> None:
+    for attempt in range(1, 6):
+        try:
+            await client.store.delete(CLAIM, namespace, name)
+            return
+        except NotFoundError:
+            return
+        except APIError as exc:
+            # It lives with our session; the operator deletes it when that ends.
+            log.debug("Lease claim %s/%s: delete failed (%s), retrying", namespace, name, exc)
+            await anyio.sleep(backoff(attempt, base=0.1, cap=2.0))
