@@ -82,8 +82,12 @@ class LeaseView:
         self._uid = ""
         self._free: tuple[Hashable, float] | None = None
         self._passed_over: set[str] = set()
+        # Places as first seen: a DELETED event carries the deletion's resourceVersion,
+        # not the claim's place in line.
+        self._places: dict[str, OrderKey] = {c.name: order_key(c) for c in queue.ordered()}
         self._removed: OrderedDict[str, OrderKey] = OrderedDict()
         self._tickets: set[Ticket] = set()
+        self._by_claim: dict[str, Ticket] = {}
         self._line: list[tuple[OrderKey, Ticket]] = []  # local tickets with a seen claim
         self.recreate_after: float | None = None
         self._remove_listeners = [
@@ -161,28 +165,33 @@ class LeaseView:
             self._pass_over_ahead_of(claim)
 
     def _pass_over_ahead_of(self, claim: str) -> None:
-        served = self.queue.get(claim)
-        key = order_key(served) if served is not None else self._removed.get(claim)
+        key = self._places.get(claim) or self._removed.get(claim)
         self._passed_over.add(claim)  # served: whatever is left of it is not a candidate
         if key is None:
-            return
-        local = {t.claim.name for t in self._tickets if t.claim is not None}
+            return  # never seen here: nothing known to be ahead of it
         step = self.queue.iter_ordered()
-        while (claim_obj := step()) is not None and order_key(claim_obj) < key:
-            if claim_obj.name not in local:
+        while (claim_obj := step()) is not None and self._place_of(claim_obj) < key:
+            if claim_obj.name not in self._by_claim:  # ours are alive
                 self._passed_over.add(claim_obj.name)
+
+    def _place_of(self, claim: KObject) -> OrderKey:
+        return self._places.get(claim.name) or order_key(claim)
 
     def _on_claim(self, etype: str, obj: KObject) -> None:
         name = obj.name
         if etype == "DELETED" or obj.deleting:
             self._passed_over.discard(name)
-            self._removed[name] = order_key(obj)
-            while len(self._removed) > REMEMBERED_CLAIMS:
-                self._removed.popitem(last=False)
-        for ticket in self._tickets:
-            if ticket.claim is not None and ticket.claim.name == name:
-                self._place(ticket)
-                ticket.wake()
+            place = self._places.pop(name, None)
+            if place is not None:
+                self._removed[name] = place
+                while len(self._removed) > REMEMBERED_CLAIMS:
+                    self._removed.popitem(last=False)
+        else:
+            self._places.setdefault(name, order_key(obj))
+        ticket = self._by_claim.get(name)
+        if ticket is not None:
+            self._place(ticket)
+            ticket.wake()
         self._wake_first()
 
     # -- the line ---------------------------------------------------------------------------
@@ -197,12 +206,12 @@ class LeaseView:
             skipped = sum(
                 1
                 for name in self._passed_over
-                if (c := self.queue.get(name)) is not None and order_key(c) < ticket.key
+                if (place := self._places.get(name)) is not None and place < ticket.key
             )
             return position - skipped
         count = 0
         for claim in self._claims():
-            if order_key(claim)[0] > -priority:
+            if self._place_of(claim)[0] > -priority:
                 break
             if claim.name not in self._passed_over:
                 count += 1
@@ -234,12 +243,16 @@ class LeaseView:
 
     def leave(self, ticket: Ticket) -> None:
         self._tickets.discard(ticket)
-        self._unplace(ticket)
+        self.set_claim(ticket, None)
         self._wake_first()
 
     def set_claim(self, ticket: Ticket, claim: KObject | None) -> None:
         self._unplace(ticket)
+        if ticket.claim is not None and self._by_claim.get(ticket.claim.name) is ticket:
+            del self._by_claim[ticket.claim.name]
         ticket.claim = claim
+        if claim is not None:
+            self._by_claim[claim.name] = ticket
         self._place(ticket)
 
     def seen(self, ticket: Ticket) -> bool:
@@ -253,7 +266,7 @@ class LeaseView:
             self._unplace(ticket)
             return
         if ticket.key is None:
-            ticket.key = order_key(queued)
+            ticket.key = self._place_of(queued)
             bisect.insort(self._line, (ticket.key, ticket), key=lambda kt: kt[0])
 
     def _unplace(self, ticket: Ticket) -> None:
