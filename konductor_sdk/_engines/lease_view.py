@@ -39,7 +39,7 @@ from konductor_sdk._machines import lease as state
 
 REMEMBERED_CLAIMS: Final = 256
 """How many removed claims' places a view remembers (to place a grant's claim that was
-deleted before the grant's own event arrived)."""
+deleted before the grant's own event arrived), and how many served claims not seen yet."""
 
 
 @final
@@ -86,6 +86,7 @@ class LeaseView:
         # not the claim's place in line.
         self._places: dict[str, OrderKey] = {c.name: order_key(c) for c in queue.ordered()}
         self._removed: OrderedDict[str, OrderKey] = OrderedDict()
+        self._served_unseen: OrderedDict[str, OrderKey] = OrderedDict()
         self._tickets: set[Ticket] = set()
         self._by_claim: dict[str, Ticket] = {}
         self._line: list[tuple[OrderKey, Ticket]] = []  # local tickets with a seen claim
@@ -165,10 +166,15 @@ class LeaseView:
             self._pass_over_ahead_of(claim)
 
     def _pass_over_ahead_of(self, claim: str) -> None:
-        key = self._places.get(claim) or self._removed.get(claim)
-        self._passed_over.add(claim)  # served: whatever is left of it is not a candidate
-        if key is None:
-            return  # never seen here: nothing known to be ahead of it
+        key = self._places.get(claim)
+        if key is not None:
+            self._passed_over.add(claim)  # served: whatever is left of it is not a candidate
+        else:
+            key = self._removed.get(claim)
+            if key is None:
+                # Not seen here yet (this watch lags): pass it over when it arrives.
+                _remember(self._served_unseen, claim, (0, 0, claim))
+                return
         step = self.queue.iter_ordered()
         while (claim_obj := step()) is not None and self._place_of(claim_obj) < key:
             if claim_obj.name not in self._by_claim:  # ours are alive
@@ -183,11 +189,11 @@ class LeaseView:
             self._passed_over.discard(name)
             place = self._places.pop(name, None)
             if place is not None:
-                self._removed[name] = place
-                while len(self._removed) > REMEMBERED_CLAIMS:
-                    self._removed.popitem(last=False)
+                _remember(self._removed, name, place)
         else:
             self._places.setdefault(name, order_key(obj))
+            if self._served_unseen.pop(name, None) is not None:
+                self._passed_over.add(name)
         ticket = self._by_claim.get(name)
         if ticket is not None:
             self._place(ticket)
@@ -301,6 +307,12 @@ class LeaseView:
         """Whether the watch has delivered a version newer than ``obj`` (or its deletion)."""
         cached = self.object()
         return cached is None or rv_int(cached.resource_version) > rv_int(obj.resource_version)
+
+
+def _remember(memory: OrderedDict[str, OrderKey], name: str, place: OrderKey) -> None:
+    memory[name] = place
+    while len(memory) > REMEMBERED_CLAIMS:
+        memory.popitem(last=False)
 
 
 _VIEWS = PerClient[tuple[str, str], LeaseView]()

@@ -110,3 +110,19 @@ def test_only_the_first_local_candidate_is_woken(
     assert [t._event.is_set() for t in tickets] == [True, False]
     view.leave(tickets[0])  # the first one got it and left: the next one is woken
     assert tickets[1]._event.is_set()
+
+
+def test_a_grant_for_a_claim_not_seen_yet_passes_it_over_when_it_arrives(
+    parts: tuple[LeaseView, KindWatch, KindWatch],
+) -> None:
+    view, leases, claims = parts
+    leases._apply("ADDED", lease(1, {}))
+    claims._apply("ADDED", claim("c", 12))
+    mine = view.join()
+    view.set_claim(mine, claim("c", 12))
+    leases._apply("MODIFIED", lease(20, held_by(1, "late")))  # its claim watch lags
+    claims._apply("ADDED", claim("late", 5))  # ahead of c, but served already
+    assert view.ahead(mine, 0) == 0
+    claims._apply("DELETED", claim("late", 30))
+    assert view.ahead(mine, 0) == 0
+    assert not view._passed_over  # nothing left behind
