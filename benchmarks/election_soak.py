@@ -345,7 +345,7 @@ def _judge_failover(
         return  # the run ended before anyone took over
     if kill.signal.startswith("SIGKILL"):
         # When the checker last saw the dead leader's entry *change* (renewCount), not
-        # merely another version of the object (candidates register and renew too).
+        # merely another version of the object (a handoff request changes it too).
         last_change, marker = kill.sent, None
         for t, o in history:
             current = _holder(o)

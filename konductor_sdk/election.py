@@ -11,7 +11,7 @@
     await elector.run()                       # campaigns, leads, campaigns again...
 
 Two backends share one state machine: ``"konductor"`` (our ``sync.konductor.io`` Lease, with
-fencing tokens, priority handoff and candidates visible in ``kubectl get``) and
+fencing tokens, priority handoff and every candidate a ``Claim`` visible in ``kubectl get``) and
 ``"coordination"`` (the built-in ``coordination.k8s.io/v1`` Lease with client-go's record
 semantics, so Python and Go replicas can share one election). Guarantees: ``docs/lease.md``.
 """
@@ -28,13 +28,15 @@ import anyio
 import attrs
 
 from konductor_sdk._engines.coordination import CoordinationCandidate
+from konductor_sdk._engines.lease_campaign import LeaseRequest, acquire_lease
+from konductor_sdk._engines.lease_held import LeaseCounters
 from konductor_sdk._kernel.client import Client, default_client
 from konductor_sdk._kernel.errors import APIError, ConfigurationError, ConflictExhausted
-from konductor_sdk._kernel.identity import Identity
 from konductor_sdk._kernel.names import check_object_name
 from konductor_sdk._kernel.objects import LEASE, KObject, ResourceKind
-
-from .lease import Lease, check_priority, check_ttl
+from konductor_sdk._kernel.validate import check_priority, check_ttl
+from konductor_sdk._machines import lease as lease_state
+from konductor_sdk.fencing import FencingToken
 
 log = logging.getLogger("konductor_sdk.election")
 
@@ -72,8 +74,9 @@ class ElectionConfig:
             from when it sent its last successful renewal).
         retry_period: how often the leader renews, and the longest a standby goes without
             re-judging expiry (it also wakes on every change it watches).
-        priority: ``"konductor"`` backend only: a waiting candidate with a higher priority
-            makes the leader hand over at its next renewal.
+        priority: ``"konductor"`` backend only, in ``[-1000000, 1000000]``: candidates are
+            served by priority, and a waiting candidate with a higher priority than the
+            leader's asks it to hand over.
         release_on_cancel: release the lease when :meth:`LeaderElector.run` is cancelled,
             so a standby takes over at once instead of after ``lease_duration``.
         backend: ``"konductor"`` or ``"coordination"``.
@@ -106,9 +109,7 @@ class ElectionConfig:
             )
         if self.namespace is not None:
             check_object_name(self.namespace, field="namespace")
-        object.__setattr__(
-            self, "lease_duration", check_ttl(self.lease_duration, field="lease_duration")
-        )
+        object.__setattr__(self, "lease_duration", check_ttl(self.lease_duration, "lease_duration"))
         retry = _positive_seconds(self.retry_period, "retry_period")
         renew = _positive_seconds(self.renew_deadline, "renew_deadline")
         if renew <= JITTER_FACTOR * retry:
@@ -120,7 +121,7 @@ class ElectionConfig:
             raise ConfigurationError(
                 f"lease_duration must be > renew_deadline ({renew:g}), got {self.lease_duration}"
             )
-        check_priority(self.priority)
+        object.__setattr__(self, "priority", check_priority(self.priority))
         if self.backend not in _BACKENDS:
             raise ConfigurationError(f"backend must be one of {_BACKENDS}, got {self.backend!r}")
         if self.backend == "coordination" and self.priority != 0:
@@ -138,12 +139,13 @@ class _Term(Protocol):
     token: int
 
     @property
+    def fencing(self) -> FencingToken: ...
+
+    @property
     def lost(self) -> bool: ...
 
     @property
     def lost_reason(self) -> str | None: ...
-
-    def _configure(self, *, interval: float, renew_deadline: float) -> None: ...
 
     async def _keep(self, on_lost: Callable[[str], None]) -> None: ...
 
@@ -215,7 +217,8 @@ class LeaderElector:
         self._leader: str | None = None
         self._reported: str | None = None
         self._terms = 0
-        self._campaign: Lease | CoordinationCandidate | None = None
+        self._campaign: LeaseRequest | CoordinationCandidate | None = None
+        self._counters = LeaseCounters()
 
     def __repr__(self) -> str:
         c = self.config
@@ -225,7 +228,10 @@ class LeaderElector:
 
     @property
     def is_leader(self) -> bool:
-        """True while a term is running and its lease is not known lost."""
+        """True while a term is running and its lease is not lost. Read from the clock on
+        access: false the instant the term's deadline passes (a leader frozen past its
+        lease sees ``False`` on its first look after it resumes), not when a background
+        task notices."""
         return self._term is not None and not self._term.lost
 
     @property
@@ -238,13 +244,19 @@ class LeaderElector:
         """The fencing token of the current term, or ``None`` when not leading."""
         return self._term.token if self.is_leader and self._term is not None else None
 
+    @property
+    def fencing(self) -> FencingToken | None:
+        """The current term's token for :class:`konductor_sdk.Fence`, or ``None`` when not
+        leading."""
+        return self._term.fencing if self.is_leader and self._term is not None else None
+
     def statistics(self) -> ElectorStatistics:
         """A snapshot of this elector (no I/O)."""
         campaign = self._campaign
-        if isinstance(campaign, Lease):
-            evaluations = campaign.statistics().evaluations
+        if isinstance(campaign, CoordinationCandidate):
+            evaluations = campaign.evaluations
         else:
-            evaluations = campaign.evaluations if campaign is not None else 0
+            evaluations = self._counters.evaluations
         return ElectorStatistics(
             is_leader=self.is_leader,
             leader=self._leader,
@@ -273,7 +285,7 @@ class LeaderElector:
                 kind = self._start_campaign(client, namespace, identity)
                 tg.start_soon(self._follow_leader, client, kind, namespace)
                 try:
-                    await self._campaign_forever()
+                    await self._campaign_forever(client)
                 except Exception as exc:
                     error = exc  # re-raised below, not as an ExceptionGroup
                 tg.cancel_scope.cancel()
@@ -295,33 +307,41 @@ class LeaderElector:
                 identity=identity,
                 duration=c.lease_duration,
                 poll=c.retry_period,
+                renew_every=c.retry_period,
+                renew_deadline=c.renew_deadline,
             )
             return self._campaign.kind
-        lease = Lease(
-            c.name, ttl=c.lease_duration, namespace=namespace, client=client, priority=c.priority
+        self._campaign = LeaseRequest(
+            name=c.name,
+            namespace=namespace,
+            ttl=c.lease_duration,
+            priority=c.priority,
+            holder=identity,
+            pod=client.identity.pod,
+            poll=c.retry_period,
+            renew_every=c.retry_period,
+            renew_deadline=c.renew_deadline,
         )
-        lease._identity = Identity(holder=identity, pod=client.identity.pod)
-        self._campaign = lease
         return LEASE
 
-    async def _acquire(self) -> _Term:
+    async def _acquire(self, client: Client) -> _Term:
         campaign = self._campaign
-        if isinstance(campaign, Lease):
-            return await campaign._acquire(blocking=True, poll=self.config.retry_period)
+        if isinstance(campaign, LeaseRequest):
+            return await acquire_lease(client, campaign, self._counters, blocking=True)
         assert campaign is not None
         return await campaign.acquire()
 
-    async def _campaign_forever(self) -> None:
+    async def _campaign_forever(self, client: Client) -> None:
         c = self.config
         while True:
             try:
-                term = await self._acquire()
+                term = await self._acquire(client)
             except (APIError, ConflictExhausted) as exc:
-                # client-go retries every retry_period; so do we.
+                # The server failed us (waiting for our turn never does): client-go retries
+                # every retry_period; so do we.
                 log.warning("%r: campaign failed, retrying: %s", self, exc)
                 await anyio.sleep(c.retry_period)
                 continue
-            term._configure(interval=c.retry_period, renew_deadline=c.renew_deadline)
             await self._lead(term)
 
     async def _lead(self, term: _Term) -> None:
@@ -370,5 +390,6 @@ def _leader_of(kind: ResourceKind, obj: KObject | None) -> str | None:
     if obj is None:
         return None
     if kind == LEASE:
-        return str(obj.status.get("holder") or "") or None
+        current = lease_state.holder_entry(obj.status)
+        return str(current[1].get("holder") or "") or None if current else None
     return str(obj.spec.get("holderIdentity") or "") or None

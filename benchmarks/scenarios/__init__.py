@@ -18,6 +18,7 @@ MODULES = (
     "contention",
     "barrier",
     "failover",
+    "lease_candidates",
     "wakeup",
     "many_waiters",
     "operator_scale",

@@ -8,11 +8,15 @@ accepts nothing below 1 s for the retry period). Per repeat and per implementati
 
 * graceful: the leader gets SIGTERM, the time until another candidate's
   ``on_started_leading`` runs. Konductor's candidate process cancels its elector on
-  SIGTERM, which releases the lease. ``kubernetes.leaderelection`` has no way to release
-  (its ``run()`` never returns while it leads), so SIGTERM ends the process like a kill
-  and a follower has to wait for the lease to expire — that is the library's behaviour,
-  not a benchmark artefact;
-* kill -9: the leader gets SIGKILL, the same measurement.
+  SIGTERM, which releases the lease: one JSON-patch write that every standby's watch
+  delivers; on the Konductor Lease only the candidate first in line (its ``Claim`` is the
+  oldest of the highest priority) writes the grant, the others keep waiting without a
+  request. ``kubernetes.leaderelection`` has no way to release (its ``run()`` never
+  returns while it leads), so SIGTERM ends the process like a kill and a follower has to
+  wait for the lease to expire — that is the library's behaviour, not a benchmark artefact;
+* kill -9: the leader gets SIGKILL, the same measurement: a standby takes over once the
+  holder entry has not been renewed for the lease duration on its own clock (the killed
+  leader held no Claim, so the first in line is a live standby).
 
 Times are ``time.monotonic()`` (system-wide on Linux) taken by the harness just before
 the signal and by the new leader's callback. Killed candidates are replaced before the

@@ -16,7 +16,10 @@ replica and a Go controller using ``client-go/tools/leaderelection`` can share o
 The fencing token of a term is its ``leaseTransitions``: every acquisition by anyone
 following these rules increments it under compare-and-swap. Unlike client-go, a record
 naming our own identity that this process did not write is treated like anyone else's
-(waited out), so a restarted replica can never overlap its previous incarnation.
+(waited out), so a restarted replica can never overlap its previous incarnation. A term's
+``lost`` is read from the clock (its deadline: the send time of its last successful write
+plus ``renew_deadline``, or the lease duration minus the safety margin), and a term whose
+deadline passed before its acquiring write came back is released instead of led.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from konductor_sdk._kernel.entries import ExpiryTracker, safety_margin
 from konductor_sdk._kernel.errors import AlreadyExistsError, APIError, ConflictError, NotFoundError
 from konductor_sdk._kernel.objects import COORDINATION_LEASE, KObject
 from konductor_sdk._kernel.retry import backoff
+from konductor_sdk.fencing import FencingToken
 
 log = logging.getLogger("konductor_sdk.election")
 
@@ -168,6 +172,8 @@ class CoordinationCandidate:
         identity: str,
         duration: int,
         poll: float,
+        renew_every: float | None = None,
+        renew_deadline: float | None = None,
     ) -> None:
         self.client = client
         self.namespace = namespace
@@ -175,6 +181,8 @@ class CoordinationCandidate:
         self.identity = identity
         self.duration = duration
         self.poll = poll
+        self.renew_every = renew_every
+        self.renew_deadline = renew_deadline
         self.observer = RecordObserver(ExpiryTracker(client.clock))
         self.evaluations = 0
 
@@ -213,7 +221,13 @@ class CoordinationCandidate:
                     watch.observe(await store.get(COORDINATION_LEASE, ns, name))
                 continue
             watch.observe(written)
-            return CoordinationTerm(self, written, new, sent)
+            term = CoordinationTerm(self, written, new, sent)
+            if term.lost:
+                # The write came back after the term's deadline: never lead on it.
+                log.info("%r: acquired too late (%s); releasing", term, term.lost_reason)
+                await term.release()
+                continue
+            return term
 
     async def _wait(self, changed: anyio.Event) -> None:
         timeout = self.poll
@@ -245,8 +259,8 @@ class CoordinationTerm:
         self._obj = obj
         self._record = record
         self._last_ok_sent = sent
-        self._interval = max(campaign.duration / 3.0, 0.05)
-        self._renew_deadline: float | None = None
+        self._interval = campaign.renew_every or max(campaign.duration / 3.0, 0.05)
+        self._renew_deadline = campaign.renew_deadline
         self._lost_reason: str | None = None
         self._released = False
 
@@ -258,11 +272,35 @@ class CoordinationTerm:
 
     @property
     def lost(self) -> bool:
+        """True once the term ended: its deadline passed (read from the clock now), or the
+        record was found taken, released or deleted."""
+        if (
+            self._lost_reason is None
+            and not self._released
+            and self._client.clock.monotonic() >= self.deadline
+        ):
+            self._lose(f"not renewed before its deadline ({self.campaign.duration}s lease)")
         return self._lost_reason is not None
 
     @property
     def lost_reason(self) -> str | None:
+        self.lost  # noqa: B018 - reads the clock
         return self._lost_reason
+
+    @property
+    def fencing(self) -> FencingToken:
+        """The term's token (``leaseTransitions``) for :class:`konductor_sdk.Fence`."""
+        c = self.campaign
+        return FencingToken(
+            f"Lease.coordination.k8s.io/{c.namespace}/{c.name}@{self._obj.uid}", (0,), self.token
+        )
+
+    def _lose(self, reason: str) -> bool:
+        if self._lost_reason is not None:
+            return False
+        self._lost_reason = reason
+        log.info("%r: %s", self, reason)
+        return True
 
     @property
     def deadline(self) -> float:
@@ -272,18 +310,15 @@ class CoordinationTerm:
             budget = min(budget, self._renew_deadline)
         return self._last_ok_sent + budget
 
-    def _configure(self, *, interval: float, renew_deadline: float) -> None:
-        self._interval = interval
-        self._renew_deadline = renew_deadline
-
     async def _keep(self, on_lost: Callable[[str], None]) -> None:
+        if self.lost:
+            on_lost(self._lost_reason or "lost")
+            return
         async with anyio.create_task_group() as tg:
 
             def lose(reason: str) -> None:
-                if not self._released and self._lost_reason is None:
-                    self._lost_reason = reason
-                    log.info("%r: %s", self, reason)
-                    on_lost(reason)
+                if not self._released and (self._lose(reason) or self._lost_reason):
+                    on_lost(self._lost_reason or reason)
                 tg.cancel_scope.cancel()
 
             tg.start_soon(self._renew_loop, lose)
@@ -296,7 +331,7 @@ class CoordinationTerm:
             wait = self._interval if failures == 0 else backoff(failures, 0.1, self._interval)
             await anyio.sleep(max(0.0, min(wait, self.deadline - clock.monotonic())))
             remaining = self.deadline - clock.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self.lost:
                 lose(f"no successful renewal before the deadline ({c.duration}s lease)")
                 return
             new = renewed(self._record, identity=self.holder, duration=c.duration, now=c._now())
@@ -329,7 +364,9 @@ class CoordinationTerm:
                 log.debug("%r: renewal failed: %s", self, exc)
                 continue
             self.renewals += 1
-            self._obj, self._record, self._last_ok_sent = written, new, sent
+            self._obj, self._record = written, new
+            if not self.lost:
+                self._last_ok_sent = sent
             watch = self._client.cached_watch(COORDINATION_LEASE, c.namespace)
             if watch is not None:
                 watch.observe(written)

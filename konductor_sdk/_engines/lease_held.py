@@ -2,38 +2,48 @@
 
 A :class:`HeldLease` is valid until its *deadline*: the monotonic time its last successful
 write (the grant or a renewal) was **sent**, plus ``ttlSeconds`` minus the safety margin
-(and, for a :class:`~konductor_sdk.election.LeaderElector`, at most ``renew_deadline``).
-Waiters count the TTL from when they *saw* that write, which is later, so the holder is
-told before anyone may take over. Renewals are JSON patches that ``test`` the entry's holder
-and token: they never conflict with candidates' writes on the same object, and fail at once
-(HTTP 422) if the entry is no longer this grant.
+(and, for a :class:`~konductor_sdk.election.LeaderElector`, at most ``renew_deadline``),
+and no later than its session's deadline (the operator removes the entry of a session it
+judged dead). Waiters count the TTL from when they *saw* that write, which is later, so the
+holder stops believing before anyone may take over. :attr:`HeldLease.lost` compares the
+clock with the deadline itself: it turns true the instant the deadline passes, not when a
+background task notices.
+
+Renewals are JSON patches that ``test`` the entry's token: they never conflict with other
+writes to the object and fail at once (HTTP 422) if the entry is no longer this grant.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, final
+from typing import final
 
 import anyio
+import attrs
 
-from konductor_sdk._kernel.cas import update_status
 from konductor_sdk._kernel.client import Client
 from konductor_sdk._kernel.clock import rfc3339
-from konductor_sdk._kernel.entries import safety_margin
-from konductor_sdk._kernel.errors import APIError, ConflictError, InvalidObjectError, NotFoundError
-from konductor_sdk._kernel.objects import LEASE, KObject, json_pointer
+from konductor_sdk._kernel.errors import APIError, InvalidObjectError, NotFoundError
+from konductor_sdk._kernel.objects import LEASE
 from konductor_sdk._kernel.retry import backoff
+from konductor_sdk._kernel.sessions import Session, safety_margin
 from konductor_sdk._machines import lease as state
-
-if TYPE_CHECKING:
-    from konductor_sdk.lease import Lease
+from konductor_sdk.fencing import FencingToken
 
 log = logging.getLogger("konductor_sdk.lease")
 
 
-class _EntryGone(Exception):
-    pass
+@attrs.define
+class LeaseCounters:
+    """What the acquisitions of one :class:`~konductor_sdk.lease.Lease` object did."""
+
+    held: int = 0
+    waiting: int = 0
+    acquisitions: int = 0
+    releases: int = 0
+    losses: int = 0
+    evaluations: int = 0
 
 
 @final
@@ -42,43 +52,52 @@ class HeldLease:
 
     Attributes:
         token: the fencing token of this acquisition; strictly larger than every token
-            issued before on this Lease object (``uid``). Pass it to downstream systems and
-            have them reject writes carrying a smaller one.
+            issued before on this Lease object (``uid``). Pass it (or :attr:`fencing`) to
+            downstream systems and have them reject writes carrying a smaller one.
         key: the entry's key in ``status.holders``.
         holder: the identity recorded as holder.
         uid: the Lease object's uid (tokens start again on a re-created object).
+        session: the name of the Session the grant lives with.
     """
 
     def __init__(
         self,
         *,
-        lease: Lease,
         client: Client,
         namespace: str,
+        name: str,
         key: str,
         holder: str,
         token: int,
         ttl_seconds: int,
         sent_at: float,
         uid: str,
+        session: Session,
+        counters: LeaseCounters,
+        interval: float | None = None,
+        renew_deadline: float | None = None,
     ) -> None:
-        self.name = lease.name
+        self.name = name
         self.namespace = namespace
         self.key = key
         self.holder = holder
         self.token = token
         self.ttl_seconds = ttl_seconds
         self.uid = uid
+        self.session = session.name
         self.renewals = 0
-        self._lease = lease
+        self._session = session
         self._client = client
+        self._counters = counters
         self._last_ok_sent = sent_at
-        self._interval = max(ttl_seconds / 3.0, 0.05)
-        self._renew_deadline: float | None = None
+        self._interval = interval if interval is not None else max(ttl_seconds / 3.0, 0.05)
+        self._renew_deadline = renew_deadline
         self._lost_reason: str | None = None
         self._released = False
         self._bg_scope: anyio.CancelScope | None = None
         self._release_on_yield = False
+        self._handed_out = False
+        session.holds += 1
 
     def __repr__(self) -> str:
         state_ = "released" if self._released else ("lost" if self.lost else "held")
@@ -88,13 +107,9 @@ class HeldLease:
         )
 
     @property
-    def lost(self) -> bool:
-        """True once the lease ended while held (expired, taken, deleted, or yielded)."""
-        return self._lost_reason is not None
-
-    @property
-    def lost_reason(self) -> str | None:
-        return self._lost_reason
+    def fencing(self) -> FencingToken:
+        """This grant's token for :class:`konductor_sdk.Fence` (slot 0: one holder)."""
+        return FencingToken(f"Lease/{self.namespace}/{self.name}@{self.uid}", (0,), self.token)
 
     @property
     def deadline(self) -> float:
@@ -103,11 +118,23 @@ class HeldLease:
         budget = self.ttl_seconds - safety_margin(self.ttl_seconds)
         if self._renew_deadline is not None:
             budget = min(budget, self._renew_deadline)
-        return self._last_ok_sent + budget
+        return min(self._last_ok_sent + budget, self._session.deadline)
 
-    def _configure(self, *, interval: float, renew_deadline: float) -> None:
-        self._interval = interval
-        self._renew_deadline = renew_deadline
+    @property
+    def lost(self) -> bool:
+        """True once the lease ended while held: its deadline passed (read from the clock
+        now), it was taken, reaped or deleted, its session ended, or it yielded."""
+        if self._lost_reason is None and not self._released:
+            if self._client.clock.monotonic() >= self.deadline:
+                self._lose(f"not renewed before its deadline (ttl {self.ttl_seconds}s)")
+            elif self._session.lost:
+                self._lose(f"its session ended: {self._session.lost_reason}")
+        return self._lost_reason is not None
+
+    @property
+    def lost_reason(self) -> str | None:
+        self.lost  # noqa: B018 - reads the clock
+        return self._lost_reason
 
     async def release(self) -> None:
         """Give the lease up so a waiting candidate takes over at once; idempotent.
@@ -120,22 +147,39 @@ class HeldLease:
         """
         if self._released:
             return
+        self.lost  # noqa: B018 - a grant that ran out before its release is a loss
         self._released = True
         if self._bg_scope is not None:
             self._bg_scope.cancel()
         try:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.ttl_seconds):
-                await update_status(
-                    self._client,
+                written = await self._client.store.patch(
                     LEASE,
                     self.namespace,
                     self.name,
-                    lambda o: state.release(o.spec, o.status, key=self.key, token=self.token),
+                    state.release_patch(key=self.key, token=self.token),
+                    patch_type="json",
+                    subresource="status",
                 )
-        except NotFoundError:
-            pass
+                watch = self._client.cached_watch(LEASE, self.namespace)
+                if watch is not None:
+                    watch.observe(written)  # our next acquisition need not wait for the event
+        except (NotFoundError, InvalidObjectError):
+            pass  # gone already: deleted, reaped, or taken over after our deadline
         finally:
-            self._lease._on_released(self)
+            self._session.holds -= 1
+            if self._handed_out:
+                counters = self._counters
+                counters.held -= 1
+                counters.releases += 1
+                if self._lost_reason is not None:
+                    counters.losses += 1
+
+    def _hand_out(self) -> None:
+        """Count this grant as acquired (a grant given back at once never was)."""
+        self._handed_out = True
+        self._counters.held += 1
+        self._counters.acquisitions += 1
 
     def _lose(self, reason: str) -> bool:
         if self._lost_reason is not None:
@@ -168,13 +212,17 @@ class HeldLease:
                     # Our own release removed the entry: an end, not a loss.
                     tg.cancel_scope.cancel()
                     return
-                if self._lose(reason):
-                    on_lost(reason)
+                if self._lose(reason) or (self._lost_reason is not None and final):
+                    on_lost(self._lost_reason or reason)
                 if final:
                     tg.cancel_scope.cancel()
 
+            if self.lost:
+                on_lost(self._lost_reason or "lost")
+                return
             tg.start_soon(self._renew_loop, lose)
             tg.start_soon(self._watch_loop, lose)
+            tg.start_soon(self._session_loop, lose)
 
     async def _renew_loop(self, lose: Callable[..., None]) -> None:
         clock = self._client.clock
@@ -183,50 +231,49 @@ class HeldLease:
             wait = self._interval if failures == 0 else backoff(failures, 0.1, self._interval)
             await anyio.sleep(max(0.0, min(wait, self.deadline - clock.monotonic())))
             remaining = self.deadline - clock.monotonic()
-            if remaining <= 0:
-                lose(
-                    f"no successful renewal before the deadline (ttl {self.ttl_seconds}s)",
-                    final=True,
-                )
+            if remaining <= 0 or self.lost:
+                lose(self._lost_reason or "deadline passed", final=True)
                 return
             try:
                 with anyio.fail_after(remaining):
                     await self._renew_once()
                 failures = 0
-            except _EntryGone as exc:
+            except (NotFoundError, InvalidObjectError) as exc:
+                # A failed "test" (the entry is not this grant any more) or a deleted
+                # object. A 409 is not among them: the server's own retries of a contended
+                # patch ran out, which is transient.
                 lose(f"the entry is no longer ours ({exc})", final=True)
                 return
             except (APIError, TimeoutError) as exc:
                 failures += 1
                 log.debug("%r: renewal failed: %s", self, exc)
 
-    async def _renew_once(self) -> KObject:
+    async def _renew_once(self) -> None:
         clock = self._client.clock
-        ptr = json_pointer("status", "holders", self.key)
-        now = rfc3339(clock.now())
-        ops = [
-            {"op": "test", "path": f"{ptr}/holder", "value": self.holder},
-            {"op": "test", "path": f"{ptr}/token", "value": self.token},
-            {"op": "replace", "path": f"{ptr}/renewCount", "value": self.renewals + 1},
-            {"op": "replace", "path": f"{ptr}/renewedAt", "value": now},
-            {"op": "add", "path": "/status/renewTime", "value": now},
-        ]
+        ops = state.renew_patch(
+            key=self.key,
+            token=self.token,
+            renew_count=self.renewals + 1,
+            now=rfc3339(clock.now()),
+        )
         sent = clock.monotonic()
-        try:
-            obj = await self._client.store.patch(
-                LEASE, self.namespace, self.name, ops, patch_type="json", subresource="status"
-            )
-        except (NotFoundError, InvalidObjectError, ConflictError) as exc:
-            raise _EntryGone(str(exc)) from exc
+        obj = await self._client.store.patch(
+            LEASE, self.namespace, self.name, ops, patch_type="json", subresource="status"
+        )
         self.renewals += 1
-        self._last_ok_sent = sent
+        if not self.lost:
+            # Sent before the deadline: observers see the new count after this instant.
+            self._last_ok_sent = sent
         watch = self._client.cached_watch(LEASE, self.namespace)
         if watch is not None:
             watch.observe(obj)
-        return obj
+
+    async def _session_loop(self, lose: Callable[..., None]) -> None:
+        await self._session.wait_lost()
+        lose(f"its session ended: {self._session.lost_reason}", final=True)
 
     async def _watch_loop(self, lose: Callable[..., None]) -> None:
-        # The cache holds at least our grant (the CAS result was fed in) and only moves
+        # The cache holds at least our grant (the write's result was fed in) and only moves
         # forward, so an entry missing from it is gone from the server too.
         watch = await self._client.watch(LEASE, self.namespace)
         while True:
@@ -236,7 +283,7 @@ class HeldLease:
                 lose("the Lease object was deleted", final=True)
                 return
             entry = (obj.status.get("holders") or {}).get(self.key)
-            if entry is None or int(entry.get("token", -1)) != self.token:
+            if entry is None or entry.get("token") != self.token:
                 lose("the entry was removed (reaped or taken over)", final=True)
                 return
             preferred = state.yield_to(obj.status, key=self.key, identity=self.holder)

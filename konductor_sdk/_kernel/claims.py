@@ -60,7 +60,8 @@ async def create_claim(
     """Create the claim of this client on ``kind``/``name`` under ``session``.
 
     ``claim_name`` gives it a fixed name (idempotent creates); by default the server
-    generates one from the target's name.
+    generates one from the target's name. The claim lives in its session's namespace,
+    which must be the target's.
     """
     identity = client.identity
     spec: dict[str, Any] = {
@@ -72,7 +73,7 @@ async def create_claim(
     if identity.pod is not None:
         spec["pod"] = identity.pod.to_dict()
     metadata: dict[str, Any] = {
-        "namespace": client.namespace,
+        "namespace": session.namespace,
         "labels": {SESSION_LABEL: session.name},
         # Kubernetes' garbage collector deletes the claim with its session (in a real
         # cluster; the operator does the same without one).
@@ -89,7 +90,7 @@ async def create_claim(
         metadata["name"] = claim_name
     else:
         metadata["generateName"] = f"{name[:200]}-"
-    return await client.store.create(CLAIM, client.namespace, {"metadata": metadata, "spec": spec})
+    return await client.store.create(CLAIM, session.namespace, {"metadata": metadata, "spec": spec})
 
 
 async def delete_claim(client: Client, claim: KObject) -> None:
@@ -176,11 +177,14 @@ class ClaimQueue:
 
 
 @contextlib.asynccontextmanager
-async def claim_queue(client: Client, kind: ResourceKind, name: str) -> AsyncIterator[ClaimQueue]:
-    """The :class:`ClaimQueue` of ``kind``/``name`` in the client's namespace, shared by
-    every user inside this block in this client."""
+async def claim_queue(
+    client: Client, kind: ResourceKind, name: str, namespace: str | None = None
+) -> AsyncIterator[ClaimQueue]:
+    """The :class:`ClaimQueue` of ``kind``/``name`` in ``namespace`` (default: the
+    client's), shared by every user inside this block in this client."""
+    await client.connect()
     async with client._watching(
-        CLAIM, client.namespace, field_selector=target_selector(kind, name)
+        CLAIM, namespace or client.namespace, field_selector=target_selector(kind, name)
     ) as watch:
         queue = watch.attachments.get("claim_queue")
         if not isinstance(queue, ClaimQueue):

@@ -65,6 +65,7 @@ class Session:
     def __init__(self, client: Client, obj: KObject, ttl: int, sent: float) -> None:
         self._client = client
         self.name = obj.name
+        self.namespace = obj.namespace
         self.uid = obj.uid
         self.ttl = ttl
         self.last_ok_sent = sent
@@ -149,39 +150,43 @@ class Sessions:
 
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._by_ttl: dict[int, Session] = {}
+        self._by_ttl: dict[tuple[int, str], Session] = {}
         self._all: list[Session] = []
-        self._locks: dict[int, anyio.Lock] = {}
+        self._locks: dict[tuple[int, str], anyio.Lock] = {}
         client._add_close_hook(self.aclose)
 
     def __repr__(self) -> str:
         return f"<Sessions {sorted(self._by_ttl)}>"
 
-    def current(self, ttl: int) -> Session | None:
+    def current(self, ttl: int, namespace: str | None = None) -> Session | None:
         """The live session of ``ttl`` if there is one (no I/O)."""
-        session = self._by_ttl.get(ttl)
+        session = self._by_ttl.get((ttl, namespace or self._client.namespace))
         return session if session is not None and not session.lost else None
 
-    async def get(self, ttl: int = DEFAULT_TTL) -> Session:
+    async def get(self, ttl: int = DEFAULT_TTL, namespace: str | None = None) -> Session:
         """A live session with ``ttl`` seconds (0: pod-bound), created if needed.
+
+        ``namespace`` (default: the client's) is where it lives: a participant and its
+        session must be in one namespace (claims are owned by their session).
 
         A session about to reach its deadline is still returned: callers check
         :attr:`Session.lost` after their own write, which is what counts.
         """
         await self._client.connect()
-        session = self.current(ttl)
+        ns = namespace or self._client.namespace
+        session = self.current(ttl, ns)
         if session is not None:
             return session
-        lock = self._locks.setdefault(ttl, anyio.Lock())
+        lock = self._locks.setdefault((ttl, ns), anyio.Lock())
         async with lock:
-            session = self.current(ttl)
+            session = self.current(ttl, ns)
             if session is None:
-                session = await self._create(ttl)
-                self._by_ttl[ttl] = session
+                session = await self._create(ttl, ns)
+                self._by_ttl[(ttl, ns)] = session
                 self._all = [s for s in self._all if not s.lost or s.holds] + [session]
         return session
 
-    async def _create(self, ttl: int) -> Session:
+    async def _create(self, ttl: int, namespace: str) -> Session:
         client = self._client
         identity = client.identity
         spec: dict[str, Any] = {
@@ -192,12 +197,12 @@ class Sessions:
         }
         metadata: dict[str, Any] = {
             "generateName": _name_prefix(identity.holder),
-            "namespace": client.namespace,
+            "namespace": namespace,
         }
         pod = identity.pod
         if pod is not None:
             spec["pod"] = pod.to_dict()
-            if pod.uid and pod.namespace == client.namespace:
+            if pod.uid and pod.namespace == namespace:
                 # Kubernetes' garbage collector then deletes the session with its pod (in a
                 # real cluster; the operator does the same without one).
                 metadata["ownerReferences"] = [
@@ -206,9 +211,7 @@ class Sessions:
         elif ttl == 0:
             raise ValueError("a session with ttl 0 needs a pod")
         sent = client.clock.monotonic()
-        obj = await client.store.create(
-            SESSION, client.namespace, {"metadata": metadata, "spec": spec}
-        )
+        obj = await client.store.create(SESSION, namespace, {"metadata": metadata, "spec": spec})
         session = Session(client, obj, ttl, sent)
         if ttl > 0:
             client.spawn(self._renew, session)
@@ -236,7 +239,7 @@ class Sessions:
             try:
                 with anyio.fail_after(remaining):
                     await client.store.patch(
-                        SESSION, client.namespace, session.name, patch, patch_type="json"
+                        SESSION, session.namespace, session.name, patch, patch_type="json"
                     )
             except (NotFoundError, InvalidObjectError) as exc:
                 session.mark_lost(f"the session was deleted (reaped or its pod ended): {exc}")
@@ -257,7 +260,7 @@ class Sessions:
         # Gone already, or failing: then the operator deletes it after its ttl.
         with anyio.move_on_after(CLOSE_SECONDS, shield=True), contextlib.suppress(APIError):
             await self._client.store.delete(
-                SESSION, self._client.namespace, session.name, uid=session.uid
+                SESSION, session.namespace, session.name, uid=session.uid
             )
 
     async def aclose(self) -> None:

@@ -13,7 +13,7 @@ Leader election shaped like client-go's ``tools/leaderelection``.
     elector.run()                             # campaigns, leads, campaigns again...
 
 Two backends share one state machine: ``"konductor"`` (our ``sync.konductor.io`` Lease, with
-fencing tokens, priority handoff and candidates visible in ``kubectl get``) and
+fencing tokens, priority handoff and every candidate a ``Claim`` visible in ``kubectl get``) and
 ``"coordination"`` (the built-in ``coordination.k8s.io/v1`` Lease with client-go's record
 semantics, so Python and Go replicas can share one election). Guarantees: ``docs/lease.md``.
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import final
 
+from konductor_sdk import FencingToken
 from konductor_sdk.election import ElectionConfig as ElectionConfig
 from konductor_sdk.election import ElectorStatistics as ElectorStatistics
 
@@ -61,7 +62,11 @@ class LeaderElector(_elector.BlockingElector):
 
     @property
     def is_leader(self) -> bool:
-        """True while a term is running and its lease is not known lost."""
+        """True while a term is running and its lease is not lost. Read from the clock on
+        access: false the instant the term's deadline passes (a leader frozen past its
+        lease sees ``False`` on its first look after it resumes), not when a background
+        task notices.
+        """
         return self._async.is_leader
 
     @property
@@ -73,6 +78,13 @@ class LeaderElector(_elector.BlockingElector):
     def token(self) -> int | None:
         """The fencing token of the current term, or ``None`` when not leading."""
         return self._async.token
+
+    @property
+    def fencing(self) -> FencingToken | None:
+        """The current term's token for :class:`konductor_sdk.Fence`, or ``None`` when not
+        leading.
+        """
+        return self._async.fencing
 
     def statistics(self) -> ElectorStatistics:
         """A snapshot of this elector (no I/O)."""

@@ -8,11 +8,12 @@ Lease: a singleton section across processes, with fencing tokens and fast handof
     with lease as held:                 # waits, then holds; renewed in the background
         run(fencing_token=held.token)
 
-Acquisition is one compare-and-swap on the Lease object's status (see
-:mod:`konductor_sdk._machines.lease`); waiting is the shared watch. A waiter takes over an
-unreleased lease only after the holder's entry has not changed for its ``ttlSeconds`` on
-the *waiter's* monotonic clock; the holder gives up ``safety_margin`` earlier, counted from
-when it *sent* its last successful renewal, so it always stops first. Layout, guarantees and
+The Lease object holds one holder entry and the fencing counter; each waiting candidate is
+a ``Claim`` of its own, so any number of candidates can wait (see
+:mod:`konductor_sdk._engines.lease_campaign`). A waiter takes over an unreleased lease
+only after the holder's entry has not changed for its ``ttlSeconds`` on the *waiter's*
+monotonic clock; the holder gives up ``safety_margin`` earlier, counted from when it *sent*
+its last successful renewal, so it always stops first. Layout, guarantees and
 non-guarantees: ``docs/lease.md``.
 
 Written from the public async API by ``python -m konductor_sdk.sync._generate``; how
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from typing import final
 
+from konductor_sdk import FencingToken
 from konductor_sdk import lease as _lease
 from konductor_sdk.lease import CandidateInfo as CandidateInfo
 from konductor_sdk.lease import LeaseStatistics as LeaseStatistics
@@ -50,14 +52,17 @@ class HeldLease(_twin.Twin[_lease.HeldLease]):
 
     Attributes:
         token: the fencing token of this acquisition; strictly larger than every token
-            issued before on this Lease object (``uid``). Pass it to downstream systems and
-            have them reject writes carrying a smaller one.
+            issued before on this Lease object (``uid``). Pass it (or :attr:`fencing`) to
+            downstream systems and have them reject writes carrying a smaller one.
         key: the entry's key in ``status.holders``.
         holder: the identity recorded as holder.
         uid: the Lease object's uid (tokens start again on a re-created object).
+        session: the name of the Session the grant lives with.
     """
 
-    name = _twin.attribute(_lease.HeldLease, lambda a: a.name)
+    @property
+    def name(self) -> str:
+        return self._async.name
 
     @property
     def namespace(self) -> str:
@@ -83,18 +88,16 @@ class HeldLease(_twin.Twin[_lease.HeldLease]):
     def uid(self) -> str:
         return self._async.uid
 
+    session = _twin.attribute(_lease.HeldLease, lambda a: a.session)
+
     @property
     def renewals(self) -> int:
         return self._async.renewals
 
     @property
-    def lost(self) -> bool:
-        """True once the lease ended while held (expired, taken, deleted, or yielded)."""
-        return self._async.lost
-
-    @property
-    def lost_reason(self) -> str | None:
-        return self._async.lost_reason
+    def fencing(self) -> FencingToken:
+        """This grant's token for :class:`konductor_sdk.Fence` (slot 0: one holder)."""
+        return self._async.fencing
 
     @property
     def deadline(self) -> float:
@@ -102,6 +105,17 @@ class HeldLease(_twin.Twin[_lease.HeldLease]):
         holds the lease, unless a renewal succeeds first.
         """
         return self._async.deadline
+
+    @property
+    def lost(self) -> bool:
+        """True once the lease ended while held: its deadline passed (read from the clock
+        now), it was taken, reaped or deleted, its session ended, or it yielded.
+        """
+        return self._async.lost
+
+    @property
+    def lost_reason(self) -> str | None:
+        return self._async.lost_reason
 
     def release(self) -> None:
         """Give the lease up so a waiting candidate takes over at once; idempotent.
@@ -122,12 +136,12 @@ class Lease(_context.BlockingContext, _twin.Twin[_lease.Lease]):
     Args:
         name: the Lease object's name (created on first use with ``spec.ttlSeconds=ttl``).
         ttl: seconds the holder's entry may go without renewal before a waiter may take
-            over; renewals happen every ``ttl/3``.
+            over; renewals happen every ``ttl/3``. Whole seconds in ``[1, 86400]``.
         namespace: default: the client's.
         client: default: :func:`~konductor_sdk.default_client`.
-        priority: a waiting candidate with a higher priority than the holder's makes the
-            holder hand over at once (``status.preferredHolder``), and is served first
-            when the lease is free.
+        priority: in ``[-1000000, 1000000]``; waiting candidates are served by priority,
+            then first come first served, and a waiting candidate with a higher priority
+            than the holder's asks it to hand over (``status.preferredHolder``).
 
     Raises:
         ConfigurationError: ``name``, ``ttl`` or ``priority`` out of range.
@@ -174,8 +188,9 @@ class Lease(_context.BlockingContext, _twin.Twin[_lease.Lease]):
         _portal.run(self._async.create, exist_ok=exist_ok)
 
     def delete(self) -> None:
-        """Delete the Lease object. A current holder learns it lost at once; fencing tokens
-        start again from 1 on a new object (downstream systems should key on its uid).
+        """Delete the Lease object (only its creator may, or a user allowed ``override``).
+        A current holder learns it lost at once; fencing tokens start again from 1 on a new
+        object (:attr:`HeldLease.fencing` names the object's uid).
 
         Raises:
             NotFoundError: there is no such lease.
@@ -183,7 +198,7 @@ class Lease(_context.BlockingContext, _twin.Twin[_lease.Lease]):
         _portal.run(self._async.delete)
 
     def status(self) -> LeaseStatus:
-        """The lease as stored now (a fresh read).
+        """The lease as stored now (a fresh read of the object and of its candidates).
 
         Raises:
             NotFoundError: there is no such lease.
@@ -198,7 +213,7 @@ class Lease(_context.BlockingContext, _twin.Twin[_lease.Lease]):
         """Wait until this process holds the lease; renewal runs in the client's background.
 
         Without ``with`` nothing can be cancelled for you when the lease is lost:
-        check ``held.lost`` (or pass ``held.token`` downstream) and call
+        check ``held.lost`` (or pass ``held.fencing`` downstream) and call
         ``held.release()``.
         """
         return HeldLease._wrap(_portal.run(self._async.acquire))
@@ -207,8 +222,8 @@ class Lease(_context.BlockingContext, _twin.Twin[_lease.Lease]):
         """Take the lease if that is possible right now.
 
         Raises:
-            WouldBlock: it is held by someone else (not yet expired on our clock) or a
-                higher-priority candidate is waiting.
+            WouldBlock: it is held by someone else (not yet expired on our clock), or
+                candidates are waiting ahead of us.
         """
         return HeldLease._wrap(_portal.run(self._async.acquire_nowait))
 

@@ -16,6 +16,7 @@ import anyio
 import pytest
 
 from konductor_sdk import Client
+from konductor_sdk._kernel.claims import claim_queue
 from konductor_sdk._kernel.objects import LEASE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,16 +75,14 @@ async def test_a_leader_process_exiting_gracefully_hands_over_at_once(
     try:
         await _lines(log, "start", "cand-a")
         standby = soak._spawn(kubeconfig, namespace, config, log, "cand-b")
-        async with Client(kubeconfig=kubeconfig, namespace=namespace) as c:
-            watch = await c.watch(LEASE, namespace)
+        # cand-b waits in line: its Claim is there.
+        async with (
+            Client(kubeconfig=kubeconfig, namespace=namespace) as c,
+            claim_queue(c, LEASE, soak.LEASE_NAME) as queue,
+        ):
             with anyio.fail_after(60):
-                while True:
-                    changed = watch.next_change(soak.LEASE_NAME)
-                    obj = watch.get(soak.LEASE_NAME)
-                    waiting = (obj.status.get("candidates") or {}).values() if obj else []
-                    if any(e["holder"] == "cand-b" for e in waiting):
-                        break
-                    await changed.wait()
+                while not any(q.spec.get("holder") == "cand-b" for q in queue.ordered()):
+                    await queue.next_change().wait()
         leader.send_signal(signal.SIGTERM)
         b_start = await _lines(log, "start", "cand-b")
         a_end = await _lines(log, "end", "cand-a")

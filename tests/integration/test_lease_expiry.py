@@ -18,10 +18,11 @@ import pytest
 
 from konductor_sdk import APIError, Client, LeadershipLost
 from konductor_sdk._kernel.clock import FakeClock
-from konductor_sdk._kernel.entries import safety_margin
 from konductor_sdk._kernel.objects import LEASE, KObject
+from konductor_sdk._kernel.sessions import safety_margin
 from konductor_sdk._kernel.store import Store
 from konductor_sdk.lease import HeldLease, Lease
+from tests.integration._lease_helpers import has_candidate, observed, wait_for_candidates
 
 MakeClient = Callable[..., Client]
 TTL = 5
@@ -98,8 +99,7 @@ async def test_holder_gives_up_before_a_waiter_may_take_over(make_client: MakeCl
             tg.start_soon(hold)
             await until(lambda: events == ["holder acquired 1"])
             tg.start_soon(wait)
-            watch = await w_client.watch(LEASE, w_client.namespace)
-            await until(lambda: bool((watch.get("fail") or _EMPTY).status.get("candidates")))
+            await wait_for_candidates(w_client, "fail", has_candidate("waiter"))
             partition.cut = True  # renewals fail from now on; the server keeps the entry
             margin = safety_margin(TTL)
             for clock in (h_clock, w_clock):
@@ -121,9 +121,6 @@ async def test_holder_gives_up_before_a_waiter_may_take_over(make_client: MakeCl
     finally:
         await h_client.aclose()
         await w_client.aclose()
-
-
-_EMPTY = KObject({})
 
 
 class SkewedClock:
@@ -169,3 +166,56 @@ async def test_wall_clock_skew_does_not_let_anyone_in_early(make_client: MakeCli
         await h_client.aclose()
         for c in waiters:
             await c.aclose()
+
+
+class SlowGrant:
+    """A store whose first grant write "takes" longer than the TTL: the client's clock is
+    advanced past the grant's deadline while the write is in flight (an etcd freeze, a
+    stalled apiserver), and the write then succeeds."""
+
+    def __init__(self, inner: Store, clock: FakeClock, seconds: float) -> None:
+        self._inner = inner
+        self._clock = clock
+        self._seconds = seconds
+        self.stats = inner.stats
+        self.slowed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def patch(self, kind: Any, namespace: Any, name: Any, patch: Any, **kw: Any) -> KObject:
+        grants = any(isinstance(op, dict) and op.get("path") == "/status/holders" for op in patch)
+        obj = await self._inner.patch(kind, namespace, name, patch, **kw)
+        if grants and not self.slowed:
+            self.slowed += 1
+            self._clock.advance(self._seconds)
+        return obj
+
+
+@pytest.mark.anyio
+async def test_a_grant_that_comes_back_after_its_deadline_is_never_handed_out(
+    make_client: MakeClient,
+) -> None:
+    clock = FakeClock()
+    base = make_client("slow")
+    await base.connect()
+    store = SlowGrant(base.store, clock, TTL + 1)
+    client = Client(store=store, namespace=base.namespace, identity=base.identity, clock=clock)
+    observer = make_client("observer")
+    try:
+        lease = Lease("slow-grant", ttl=TTL, client=client)
+        await lease.create()
+        async with observed(observer, "slow-grant") as history:
+            with anyio.fail_after(30):
+                held = await lease.acquire()
+            assert not held.lost
+            await held.release()
+        # Token 1 was written, came back dead, and was given back; the caller got token 2.
+        assert store.slowed == 1
+        assert held.token == 2
+        assert history.grants == [("slow", 1), ("slow", 2)]
+        assert history.violations == []
+        stats = lease.statistics()
+        assert (stats.acquisitions, stats.releases, stats.losses) == (1, 1, 0)
+    finally:
+        await client.aclose()

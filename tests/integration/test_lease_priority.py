@@ -12,26 +12,12 @@ import anyio
 import pytest
 
 from konductor_sdk import Client, LeadershipLost
-from konductor_sdk._kernel.objects import LEASE, KObject
+from konductor_sdk._kernel.objects import LEASE
 from konductor_sdk.lease import HeldLease, Lease
+from tests.integration._lease_helpers import wait_for, wait_for_candidates
 
 MakeClient = Callable[..., Client]
 HOUR = 3600
-
-
-async def wait_for(client: Client, name: str, predicate: Callable[[KObject], bool]) -> KObject:
-    watch = await client.watch(LEASE, client.namespace)
-    with anyio.fail_after(30):
-        while True:
-            changed = watch.next_change(name)
-            obj = watch.get(name)
-            if obj is not None and predicate(obj):
-                return obj
-            await changed.wait()
-
-
-def candidates(obj: KObject) -> list[str]:
-    return sorted(e["holder"] for e in obj.status.get("candidates", {}).values())
 
 
 @pytest.mark.anyio
@@ -76,6 +62,7 @@ async def test_higher_priority_candidate_takes_over_by_handoff(make_client: Make
     assert "high" in preferred  # the signal the holder acted on
     status = await Lease("prio", client=high).status()
     assert (status.holder, status.preferred_holder, status.candidates) == ("high", None, ())
+    assert status.token == 2
     await got[0].release()
 
 
@@ -85,7 +72,8 @@ async def test_lower_priority_candidate_waits_politely(make_client: MakeClient) 
     held = await Lease("polite", ttl=HOUR, client=boss, priority=5).acquire()
     async with anyio.create_task_group() as tg:
         tg.start_soon(Lease("polite", ttl=HOUR, client=intern, priority=2).acquire)
-        obj = await wait_for(boss, "polite", lambda o: candidates(o) == ["intern"])
+        await wait_for_candidates(boss, "polite", lambda hs: hs == ["intern"])
+        obj = await boss.store.get(LEASE, boss.namespace, "polite")
         assert obj.status["preferredHolder"] == ""
         assert not held.lost
         tg.cancel_scope.cancel()
@@ -107,6 +95,6 @@ async def test_free_lease_goes_to_the_highest_priority_waiter(make_client: MakeC
         async with anyio.create_task_group() as tg:
             for name, priority in (("p1", 1), ("p3", 3), ("p2", 2)):
                 tg.start_soon(want, make_client(name), priority)
-            await wait_for(owner, "queue", lambda o: candidates(o) == ["p1", "p2", "p3"])
+            await wait_for_candidates(owner, "queue", lambda hs: hs == ["p3", "p2", "p1"])
             await held.release()
     assert order == ["p3", "p2", "p1"]

@@ -31,7 +31,7 @@ def test_integral_float_lease_duration_is_accepted_as_whole_seconds() -> None:
     [
         ({"lease_duration": 10}, "lease_duration", "must be > renew_deadline (10)"),
         ({"lease_duration": 9}, "lease_duration", "> renew_deadline"),
-        ({"lease_duration": 0}, "lease_duration", "between 1 and 86400"),
+        ({"lease_duration": 0}, "lease_duration", "whole seconds in [1, 86400], got 0"),
         ({"lease_duration": 15.5}, "lease_duration", "whole seconds"),
         ({"lease_duration": "15"}, "lease_duration", "whole seconds"),
         ({"lease_duration": True}, "lease_duration", "whole seconds"),
@@ -46,8 +46,10 @@ def test_integral_float_lease_duration_is_accepted_as_whole_seconds() -> None:
         ({"identity": ""}, "identity", "non-empty"),
         ({"identity": "   "}, "identity", "non-empty"),
         ({"identity": "x" * 513}, "identity", "at most 512"),
-        ({"priority": -1}, "priority", "between 0 and"),
-        ({"priority": 1.5}, "priority", "an int"),
+        ({"priority": -1_000_001}, "priority", "in [-1000000, 1000000]"),
+        ({"priority": 1_000_001}, "priority", "in [-1000000, 1000000]"),
+        ({"priority": 1.5}, "priority", "whole number"),
+        ({"priority": True}, "priority", "whole number"),
         ({"backend": "etcd"}, "backend", "one of"),
         ({"backend": "coordination", "priority": 3}, "priority", "backend 'coordination'"),
         ({"namespace": "Bad_NS"}, "namespace", "DNS subdomain"),
@@ -73,6 +75,8 @@ def test_bad_name_is_rejected(name: str) -> None:
 def test_the_boundaries_themselves_are_valid() -> None:
     ElectionConfig("x", lease_duration=2, renew_deadline=1.3, retry_period=1)
     ElectionConfig("x", lease_duration=86400, renew_deadline=86399, retry_period=1)
+    assert ElectionConfig("x", priority=-1_000_000).priority == -1_000_000
+    assert ElectionConfig("x", priority=1_000_000.0).priority == 1_000_000  # type: ignore[arg-type]
 
 
 def test_config_is_frozen_and_keyword_only() -> None:
@@ -91,5 +95,6 @@ def test_elector_requires_a_config_and_is_idle_until_run() -> None:
     assert not elector.is_leader
     assert elector.leader is None
     assert elector.token is None
+    assert elector.fencing is None
     stats = elector.statistics()
     assert (stats.terms, stats.evaluations, stats.is_leader) == (0, 0, False)

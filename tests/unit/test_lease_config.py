@@ -13,14 +13,16 @@ from konductor_sdk.lease import Lease
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
-        ({"ttl": 0}, "ttl must be between 1 and 86400 seconds, got 0"),
-        ({"ttl": 86401}, "ttl must be between 1 and 86400"),
+        ({"ttl": 0}, "ttl must be whole seconds in [1, 86400], got 0"),
+        ({"ttl": 86401}, "ttl must be whole seconds in [1, 86400], got 86401"),
         ({"ttl": 2.5}, "ttl must be whole seconds"),
         ({"ttl": "15"}, "ttl must be whole seconds"),
         ({"ttl": False}, "ttl must be whole seconds"),
-        ({"priority": -1}, "priority must be between 0 and 2147483647, got -1"),
-        ({"priority": 2**31}, "priority must be between 0 and"),
-        ({"priority": 1.0}, "priority must be an int"),
+        ({"priority": -1_000_001}, "priority must be a whole number in [-1000000, 1000000]"),
+        ({"priority": 2**31}, "priority must be a whole number in [-1000000, 1000000]"),
+        ({"priority": 1.5}, "priority must be a whole number"),
+        ({"priority": "1"}, "priority must be a whole number"),
+        ({"priority": True}, "priority must be a whole number"),
         ({"namespace": ""}, "namespace must be a non-empty string"),
         ({"namespace": "Not_Valid"}, "namespace must be a DNS subdomain"),
     ],
@@ -48,6 +50,9 @@ def test_repr_and_fresh_statistics() -> None:
     stats = lease.statistics()
     assert (stats.held, stats.waiting, stats.acquisitions, stats.losses) == (0, 0, 0, 0)
     assert Lease("x", ttl=4.0).ttl == 4  # type: ignore[arg-type]
+    # one priority range for every primitive (the lease's was 0..2**31-1)
+    assert Lease("x", priority=-1_000_000).priority == -1_000_000
+    assert Lease("x", priority=1_000_000).priority == 1_000_000
 
 
 def test_positional_arguments_after_the_name_are_refused() -> None:
