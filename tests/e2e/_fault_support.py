@@ -26,7 +26,7 @@ from _fault_child import EventLog, Fence
 from _operator_support import watch_until
 
 from konductor_sdk import Client
-from konductor_sdk._kernel.objects import LEASE, SEMAPHORE, KObject
+from konductor_sdk._kernel.objects import CLAIM, LEASE, SEMAPHORE, KObject
 
 CHILD = Path(__file__).with_name("_fault_child.py")
 Event = dict[str, Any]
@@ -219,6 +219,20 @@ async def until_lease(
 ) -> KObject | None:
     with anyio.fail_after(within):
         return await watch_until(client, LEASE, client.namespace, name, predicate)
+
+
+async def until_candidate(client: Client, lease: str, who: str, *, within: float) -> None:
+    """Wait until ``who`` waits in line for ``lease`` (its Claim exists)."""
+    watch = await client.watch(CLAIM, client.namespace)
+    with anyio.fail_after(within):
+        while True:
+            changed = watch.next_any_change()
+            if any(
+                c.spec.get("holder") == who and c.spec.get("target", {}).get("name") == lease
+                for c in watch.objects()
+            ):
+                return
+            await changed.wait()
 
 
 async def renewed(client: Client, name: str, who: str, *, field: str, within: float) -> float:
