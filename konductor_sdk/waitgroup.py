@@ -11,7 +11,9 @@
 ``add``/``done`` are CAS writes of ``status.counter`` (it can never go negative: that is a
 :class:`~konductor_sdk.ConfigurationError` and nothing is written); ``wait`` watches. The
 counter is bare, as in Go: a worker that dies before ``done()`` leaves it up, so bound your
-waits with ``anyio.fail_after`` (or track workers with a Barrier, whose arrivals expire).
+waits with ``anyio.fail_after`` (or track workers with a Barrier, whose arrivals end with
+their process's session). The counter is unowned: any user allowed to write waitgroups may
+add and done (docs/security.md).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from typing import final
 
 import attrs
 
-from konductor_sdk._front_bases import ObjectFront
 from konductor_sdk._kernel.cas import ensure_exists, update_status
 from konductor_sdk._kernel.client import Client
 from konductor_sdk._kernel.clock import rfc3339
@@ -28,6 +29,7 @@ from konductor_sdk._kernel.objects import WAITGROUP, KObject
 from konductor_sdk._kernel.telemetry import span
 from konductor_sdk._kernel.waiting import caught_up, newest, wait_any
 from konductor_sdk._machines import waitgroup as state
+from konductor_sdk._object_front import ObjectFront
 
 
 @final
@@ -120,7 +122,10 @@ class WaitGroup(ObjectFront):
         # at zero after someone's add() and reject a legitimate done().
         current = await client.store.get(WAITGROUP, ns, self.name) if delta < 0 else None
         with span("waitgroup.add", waitgroup=self.name, namespace=ns, delta=delta):
-            result = await update_status(client, WAITGROUP, ns, self.name, mutate, current=current)
+            # Never ConflictExhausted: many workers calling done() at once all get through.
+            result = await update_status(
+                client, WAITGROUP, ns, self.name, mutate, current=current, max_attempts=1 << 30
+            )
         self._attempts += result.attempts
         self._writes += int(result.wrote)
         self._added += delta

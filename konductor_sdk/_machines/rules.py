@@ -9,7 +9,7 @@ does not change.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -36,6 +36,12 @@ class KindRules:
         gauges: ``obj -> {metric: value}`` for the operator's Prometheus gauges
             (e.g. ``in_use``, ``limit``, ``waiters``, ``arrived``).
         describe: ``obj -> short human summary`` for Events and logs.
+        drop_sessions: ``(obj, dead session names, those sessions' claims on obj) -> new
+            status`` (or ``None`` if nothing changes), for kinds whose participants are
+            more than entries naming a session (a Barrier's arrivals are counters: the
+            dead sessions' arrival claims say which index ranges to withdraw). Applied by
+            the operator, in its CAS loop, after it has judged the sessions dead; its
+            claims are deleted after the write. ``None``: only ``entry_maps`` are reaped.
     """
 
     kind: ResourceKind
@@ -45,6 +51,9 @@ class KindRules:
     on_timeout: Callable[[KObject], Status | None] | None = None
     gauges: Callable[[KObject], Mapping[str, float]] | None = None
     describe: Callable[[KObject], str] | None = None
+    drop_sessions: Callable[[KObject, frozenset[str], Sequence[KObject]], Status | None] | None = (
+        None
+    )
 
 
 _REGISTRY: dict[str, KindRules] = {}
