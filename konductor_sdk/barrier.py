@@ -23,8 +23,9 @@ from typing import Any, final
 
 import attrs
 
-from konductor_sdk._engines.barrier import Party, parties_at
+from konductor_sdk._engines.barrier import parties_at
 from konductor_sdk._engines.barrier_claims import ArrivalClaim, list_arrival_claims
+from konductor_sdk._engines.barrier_waiting import Party
 from konductor_sdk._kernel.client import Client
 from konductor_sdk._kernel.clock import rfc3339
 from konductor_sdk._kernel.errors import (

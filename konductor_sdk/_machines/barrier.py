@@ -60,8 +60,10 @@ HISTORY_LIMIT: Final = 16
 RECENT_LIMIT: Final = 32
 """Arrival batches remembered, so that a client whose write's answer was lost can tell
 whether it was applied (and never counts its parties twice)."""
-DEPARTED_LIMIT: Final = 256
-"""Separate ranges of departed indices one generation may have; past it, it fails."""
+DEPARTED_LIMIT: Final = 128
+"""Separate ranges of departed indices one generation may have; past it, it fails. The
+CRD checks that the ranges are disjoint, pairwise: 128 keeps that within the API server's
+cost limit for one validation rule (256 exceeds it)."""
 MISSING_LIMIT: Final = 32
 """Missing parties named in ``status.missing`` (the rest are counted, ``"<n more>"``)."""
 MAX_INDEX: Final = 2**53 - 1

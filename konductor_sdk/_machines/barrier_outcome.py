@@ -58,13 +58,14 @@ def _concluded(generation: int, index: int, record: Mapping[str, Any]) -> Outcom
         departed = None  # a history record of a generation some parties left: unknown
     if next_index >= 0 and index >= next_index:
         return Outcome(UNKNOWN, generation, phase=phase)
-    if departed is not None and ranges.contains(departed, index):
-        return Outcome(REMOVED, generation, reason=phase, arrived=arrived, phase=phase)
     if phase == state.OPEN:
         if departed is None:
             return Outcome(UNKNOWN, generation, phase=phase)
+        if ranges.contains(departed, index):
+            return Outcome(REMOVED, generation, reason=phase, arrived=arrived, phase=phase)
         rank = index - ranges.count_below(departed, index)
         return Outcome(OPENED, generation, rank=rank, arrived=arrived, phase=phase)
+    # Failed: for everyone, also for a party withdrawn before it failed.
     return Outcome(
         FAILED,
         generation,

@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _barrier_helpers import eventually, poke, until
+from _barrier_helpers import claimed_parties, eventually, poke, until
 
 from konductor_sdk import BarrierFailed, BarrierTimeout, Client
 from konductor_sdk._kernel.clock import FakeClock
@@ -48,6 +48,7 @@ async def test_parties_in_separate_clients_open_together_with_unique_ranks(
     results: dict[int, Any] = {}
     await run_parties(barriers, results)
     assert sorted(results.values()) == [0, 1, 2, 3, 4]
+    await claimed_parties(make_client(), "open", 5)
     status = await barriers[0].status()
     assert status.phase == bs.OPEN
     assert status.arrived == 5

@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _barrier_helpers import until
+from _barrier_helpers import claimed_parties, until
 
 from konductor_sdk import Client
 from konductor_sdk._kernel.objects import BARRIER
@@ -43,14 +43,16 @@ async def test_64_parties_as_tasks_open_together(make_client: MakeClient) -> Non
             for i in range(64):
                 tg.start_soon(party, i)
     assert sorted(ranks.values()) == list(range(64))
+    await claimed_parties(clients[0], "sixty-four", 64)
     status = await barriers[0].status()
     assert (status.phase, status.arrived, status.generation) == (bs.OPEN, 64, 1)
     assert {a.party: a.index for a in status.arrivals} == {
         barriers[i].party: ranks[i] for i in range(64)
     }
     assert [h["phase"] for h in await history(clients[0], "sixty-four")] == [bs.OPEN]
-    writes = sum(b.statistics().writes for b in barriers)
-    assert writes == 64  # one arrival write each; the last one also opened it
+    # Each party took part in one arrival write (its process's combined one); with 8
+    # processes there were at most 8 + a few writes in all (the last one opened it).
+    assert [b.statistics().writes for b in barriers] == [1] * 64
 
 
 async def test_churn_with_cancellations_keeps_ranks_consistent(make_client: MakeClient) -> None:
@@ -95,20 +97,18 @@ async def test_churn_with_cancellations_keeps_ranks_consistent(make_client: Make
     generations = [h["generation"] for h in history if h["phase"] == bs.OPEN]
     assert len(generations) == len(set(generations)) >= 5  # each opened once
     arrived = {h["generation"]: h["arrived"] for h in history}
+    assert set(told) <= set(arrived), (told, history, obj.status)
     for generation, ranks in told.items():
         values = sorted(ranks.values())
         assert len(values) == len(set(values)), generation  # distinct ranks
         assert values[-1] < arrived[generation], generation
-    status = obj.status
-    if status["phase"] == bs.OPEN:
-        parties = status["parties"]
-        assert all(parties[rank] == p for p, rank in told.get(status["generation"], {}).items())
-    else:
-        assert status["phase"] == bs.WAITING
+    if obj.status["phase"] == bs.WAITING:
         # Every waiter was cancelled; each arrival is withdrawn (by its caller, or by the
         # combined writer when the cancellation caught its write in flight).
         with anyio.fail_after(20):
-            await until(observer, BARRIER, "churn", lambda o: not o.status.get("arrivals"))
+            await until(observer, BARRIER, "churn", lambda o: o.status.get("arrived") == 0)
+    else:
+        assert obj.status["phase"] == bs.OPEN
 
 
 async def test_a_late_party_joins_the_next_generation(make_client: MakeClient) -> None:
