@@ -154,6 +154,7 @@ class BarrierStatistics:
     Attributes:
         party: this party's name (``None`` until first used).
         generation: the generation it has arrived in and not finished, if any.
+        index: its arrival index in that generation (its rank if nobody below it leaves).
         opened: waits that returned a rank.
         failed: waits that raised :class:`BarrierFailed` (or a subclass).
         deadline: monotonic time (of the client's clock) at which this party's process
@@ -165,6 +166,7 @@ class BarrierStatistics:
 
     party: str | None
     generation: int | None
+    index: int | None
     opened: int
     failed: int
     deadline: float | None
@@ -255,6 +257,7 @@ class Barrier(ObjectFront):
         return BarrierStatistics(
             party=self._party,
             generation=joined.generation if joined is not None else None,
+            index=joined.index if joined is not None else None,
             opened=self._opened,
             failed=self._failed,
             deadline=deadline,

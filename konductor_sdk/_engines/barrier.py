@@ -78,6 +78,14 @@ class LocalParties:
         self.waiting = WaitingLoop(
             client, namespace, name, transition=self.transition, withdraw=self.withdraw
         )
+        client.add_close_hook(self._finish_claims)
+
+    async def _finish_claims(self) -> None:
+        """On close: let the claims being written land (bounded), so the barrier's claims
+        name everyone who arrived from this process (they end with its session)."""
+        with anyio.move_on_after(CLEANUP_SECONDS):
+            for batch in list(self._batches):
+                await batch.claims_made.wait()
 
     def __repr__(self) -> str:
         return (

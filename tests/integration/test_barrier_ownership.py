@@ -149,7 +149,7 @@ async def test_another_user_cannot_forge_remove_rewind_or_exhaust_arrivals(
     for claim in claims:
         with pytest.raises(REFUSED, match="only its creator"):
             await bob.store.delete(CLAIM, ns, claim.name)
-    with pytest.raises(REFUSED, match="only its creator|cannot patch"):
+    with pytest.raises(REFUSED, match=r"only its creator|cannot patch"):
         await bob.store.patch(BARRIER, ns, "guarded", {"spec": {"expected": 2}})
     with pytest.raises(REFUSED, match="only its creator"):
         await bob.store.delete(BARRIER, ns, "guarded")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -29,7 +30,7 @@ def test_adding_spans_matches_a_set_and_stays_canonical(items: list[tuple[int, i
         assert as_set(ranges) == model
         assert r.total(ranges) == len(model)
         # sorted, disjoint, not touching: the canonical form clean() also produces
-        assert all(a[0] + a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+        assert all(a[0] + a[1] < b[0] for a, b in itertools.pairwise(ranges))
         assert r.clean(ranges) == ranges
     for index in range(0, 75):
         assert r.contains(ranges, index) == (index in model)
