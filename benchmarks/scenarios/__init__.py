@@ -17,6 +17,7 @@ MODULES = (
     "uncontended",
     "contention",
     "barrier",
+    "barrier_scale",
     "failover",
     "wakeup",
     "many_waiters",

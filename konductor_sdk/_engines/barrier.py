@@ -51,6 +51,7 @@ from konductor_sdk._kernel.objects import BARRIER, KObject
 from konductor_sdk._kernel.sessions import Session, sessions_of
 from konductor_sdk._kernel.waiting import newest
 from konductor_sdk._machines import barrier as state
+from konductor_sdk._machines import barrier_outcome as outcomes
 
 log = logging.getLogger("konductor_sdk.barrier")
 
@@ -238,12 +239,13 @@ class LocalParties:
         self._batches.append(batch)
         names = [p.name for p in taken]
         status = cas.object.status
-        if status.get("generation") == arrival.generation and status.get("phase") == state.WAITING:
+        opened = not (
+            status.get("generation") == arrival.generation and status.get("phase") == state.WAITING
+        )
+        if not opened:
             # Its parties will wait: they are announced (named, and tied to this session
             # for the operator) before anyone is told they arrived.
             await self._make_claims(batch, names)
-        else:
-            self.client.spawn(self._make_claims, batch, names)  # it opened: nobody waits
         orphans = []
         for offset, party in enumerate(taken):
             party.generation = arrival.generation
@@ -254,9 +256,18 @@ class LocalParties:
             session.holds += 1  # kept on close until the party is done (detached arrivals)
             if party.cancelled:
                 orphans.append(party)  # its caller is gone: withdraw it
+            elif opened:
+                # This very write opened it: the outcome is known without waiting.
+                out = outcomes.outcome(status, generation=party.generation, index=party.index)
+                if out.state == outcomes.OPENED:
+                    self.waiting.settle(party, rank=out.rank)
+                else:
+                    self.waiting.add(party)
             else:
                 self.waiting.add(party)
             party.done.set()
+        if opened:
+            self.client.spawn(self._make_claims, batch, names)  # nobody waits on them
         if orphans:
             self.client.spawn(self.withdraw, orphans)
         if len(self._batches) > 1:
