@@ -31,6 +31,7 @@ def _rows(sizes: tuple[int, ...]) -> tuple[Row, ...]:
             Row(f"N={n:,}: arrivals, time until all recorded", f"n{n}.arrive_s"),
             Row(f"N={n:,}: last arrival → party released, p50", f"n{n}.release_ms.pooled_p50"),
             Row(f"N={n:,}: last arrival → party released, p99", f"n{n}.release_ms.pooled_p99"),
+            Row(f"N={n:,}: last arrival → each process told, p99", f"n{n}.told_ms.pooled_p99"),
             Row(f"N={n:,}: barrier object at the opening", f"n{n}.object_bytes"),
             Row(f"N={n:,}: API writes per party", f"n{n}.per_party.writes"),
             Row(f"N={n:,}: 409s per party", f"n{n}.per_party.conflicts"),
@@ -64,6 +65,7 @@ class BarrierScaleScenario(Scenario):
                 self.client, self.children, name=f"scale-{n}-{repeat}", expected=n
             )
             m.add_series(f"n{n}.release_ms", result["release_ms"])
+            m.add_series(f"n{n}.told_ms", result["told_ms"])
             m.add(f"n{n}.arrive_s", result["arrive_s"], "s")
             m.add(f"n{n}.object_bytes", result["bytes"], "bytes")
             counts = request_counts(Counter(), result["stats"])
