@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, final
 
 import anyio
@@ -80,6 +80,14 @@ class LocalParties:
             client, namespace, name, transition=self.transition, withdraw=self.withdraw
         )
         client.add_close_hook(self._finish_claims)
+
+    def _spawn(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Background work of this process at the barrier; dropped once the client is
+        closing (what it would do is left to the session's end)."""
+        try:
+            self.client.spawn(func, *args)  # type: ignore[arg-type]
+        except RuntimeError:
+            log.debug("%r: client closed, %s not run", self, getattr(func, "__name__", func))
 
     async def _finish_claims(self) -> None:
         """On close: let the claims being written land (bounded), so the barrier's claims
@@ -267,11 +275,11 @@ class LocalParties:
                 self.waiting.add(party)
             party.done.set()
         if opened:
-            self.client.spawn(self._make_claims, batch, names)  # nobody waits on them
+            self._spawn(self._make_claims, batch, names)  # nobody waits on them
         if orphans:
-            self.client.spawn(self.withdraw, orphans)
+            self._spawn(self.withdraw, orphans)
         if len(self._batches) > 1:
-            self.client.spawn(self._collect, batch.generation)
+            self._spawn(self._collect, batch.generation)
 
     async def _withdraw_unannounced(self, arrival: state.Arrival, user: str) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_SECONDS):
@@ -376,7 +384,7 @@ class LocalParties:
                 batch.departed.add(party.index)
             batch.session.holds = max(0, batch.session.holds - 1)
             if departed and len(batch.departed) == len(batch.parties):
-                self.client.spawn(self._collect, batch.generation)
+                self._spawn(self._collect, batch.generation)
 
     # --- waiting -------------------------------------------------------------------------
 

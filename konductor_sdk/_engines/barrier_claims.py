@@ -136,6 +136,7 @@ class Roster:
     def __init__(self) -> None:
         self._claims: dict[str, ArrivalClaim] = {}
         self._live: set[str] = set()
+        self._newest = 0
 
     def __repr__(self) -> str:
         return f"<Roster claims={len(self._claims)} live={len(self._live)}>"
@@ -149,10 +150,15 @@ class Roster:
             self._live.discard(claim.name)
         else:
             self._live.add(claim.name)
+        self._remember(claim)
+
+    def _remember(self, claim: ArrivalClaim) -> None:
         self._claims[claim.name] = claim
-        newest = max(c.generation for c in self._claims.values())
-        if len(self._claims) > 64:
-            for name in [n for n, c in self._claims.items() if c.generation < newest - 1]:
+        if claim.generation > self._newest:
+            # A new generation: forget those before the previous one (once per generation,
+            # so following N claims costs O(N), not O(N^2)).
+            self._newest = claim.generation
+            for name in [n for n, c in self._claims.items() if c.generation < self._newest - 1]:
                 del self._claims[name]
                 self._live.discard(name)
 
@@ -160,7 +166,7 @@ class Roster:
         """Remember claims read otherwise (a LIST, this process's own)."""
         for claim in claims:
             if claim is not None:
-                self._claims[claim.name] = claim
+                self._remember(claim)
 
     def _by_index(self, generation: int) -> dict[int, str]:
         out: dict[int, str] = {}

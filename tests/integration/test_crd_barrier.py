@@ -65,6 +65,10 @@ async def test_ten_thousand_parties_are_a_valid_spec(client: Client) -> None:
     assert obj.spec["expected"] == 10_000
 
 
+PREVIOUS = {"generation": 1, "phase": "Open", "arrived": 3, "nextIndex": 3}
+HISTORY = {"generation": 1, "phase": "Open", "at": "t", "arrived": 3, "nextIndex": 3}
+
+
 def waiting(arrived_by: dict[str, int], **extra: Any) -> dict[str, Any]:
     n = sum(arrived_by.values())
     return {
@@ -113,6 +117,21 @@ def waiting(arrived_by: dict[str, int], **extra: Any) -> dict[str, Any]:
             waiting({"a": 1}),
             {**waiting({"a": 1}), "nextIndex": 1001, "departed": [[1, 1000]]},
             "either adds arrivals",
+        ),
+        (
+            {**waiting({"a": 1}), "generation": 2, "previous": PREVIOUS},
+            {**waiting({"a": 1}), "generation": 2, "previous": {**PREVIOUS, "departed": [[0, 1]]}},
+            "previous changes only",
+        ),
+        (
+            {**waiting({"a": 3}), "phase": "Open"},
+            {**waiting({"b": 1}), "generation": 2, "previous": {**PREVIOUS, "nextIndex": 9}},
+            "must record the generation that concluded",
+        ),
+        (
+            {**waiting({"a": 1}), "history": [HISTORY]},
+            {**waiting({"a": 1}), "history": []},
+            "history changes only",
         ),
     ],
 )
