@@ -390,8 +390,7 @@ class Barrier(ObjectFront):
                 await here.ensure(self._spec.to_mapping(), self._labels)
             party = Party(name=key, ttl=self._ttl)
             try:
-                with span("barrier.arrive", barrier=self.name, namespace=ns, party=key):
-                    await here.arrive(party)
+                await here.arrive(party)
                 break
             except NotFoundError:
                 # Deleted since this process last saw it: create it again (once).

@@ -18,7 +18,7 @@ from konductor_sdk._kernel.objects import BARRIER, ResourceKind
 
 from .._harness import Context, Scenario, request_counts
 from .._report import Measurement, Row
-from .barrier import one_round, spawn_children
+from .barrier import FANOUT_SAMPLES, fanout, one_round, spawn_children
 
 SIZES_FULL = (8, 64, 512, 4096, 10_000)
 SIZES_QUICK = (8, 64, 512)
@@ -30,8 +30,18 @@ def _rows(sizes: tuple[int, ...]) -> tuple[Row, ...]:
         rows += [
             Row(f"N={n:,}: arrivals, time until all recorded", f"n{n}.arrive_s"),
             Row(f"N={n:,}: last arrival → party released, p50", f"n{n}.release_ms.pooled_p50"),
-            Row(f"N={n:,}: last arrival → party released, p99", f"n{n}.release_ms.pooled_p99"),
-            Row(f"N={n:,}: last arrival → each process told, p99", f"n{n}.told_ms.pooled_p99"),
+            Row(
+                f"N={n:,}: last arrival → party released, p99",
+                f"n{n}.release_ms.pooled_p99",
+                f"n{n}.fanout_ms.pooled_p99",
+                "write → every process's watch, p99",
+            ),
+            Row(
+                f"N={n:,}: last arrival → each process told, p99",
+                f"n{n}.told_ms.pooled_p99",
+                f"n{n}.fanout_ms.pooled_p99",
+                "write → every process's watch, p99",
+            ),
             Row(f"N={n:,}: barrier object at the opening", f"n{n}.object_bytes"),
             Row(f"N={n:,}: API writes per party", f"n{n}.per_party.writes"),
             Row(f"N={n:,}: 409s per party", f"n{n}.per_party.conflicts"),
@@ -66,6 +76,9 @@ class BarrierScaleScenario(Scenario):
             )
             m.add_series(f"n{n}.release_ms", result["release_ms"])
             m.add_series(f"n{n}.told_ms", result["told_ms"])
+            name = f"scale-{n}-{repeat}"
+            floor = [await fanout(self.client, self.children, name) for _ in range(FANOUT_SAMPLES)]
+            m.add_series(f"n{n}.fanout_ms", floor)
             m.add(f"n{n}.arrive_s", result["arrive_s"], "s")
             m.add(f"n{n}.object_bytes", result["bytes"], "bytes")
             counts = request_counts(Counter(), result["stats"])
