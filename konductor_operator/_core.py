@@ -393,9 +393,17 @@ class CoreController:
         )
         drops = dict(self._drops.get(key, {}))
         dropped = await self._dropped_claims(rules, drops)
+        dead_named = frozenset(
+            [
+                s
+                for s in self.tracker.named_sessions(key)
+                if await self._session_over((namespace, s))
+            ]
+        )
+        dead = dead_named | frozenset(str(c.spec.get("session", "")) for c in dropped)
         episode = self.tracker.timeout_due(key)
         drift = _safe_drifted(rules, obj, self.log)
-        if not removals and episode is None and not drift and not dropped:
+        if not removals and episode is None and not drift and not dead:
             self._schedule(key, floor=clock.monotonic() + RETRY_FLOOR)
             return
         # What the last mutate() call decided: (removals applied, timeout fired, timeout due).
@@ -405,8 +413,7 @@ class CoreController:
             if fresh.uid != obj.uid:
                 return None  # deleted and re-created: a different object, judge it anew
             status, applied = apply_removals(rules, fresh.spec, fresh.status, removals)
-            if dropped and rules.drop_sessions is not None:
-                dead = frozenset(c.spec.get("session", "") for c in dropped)
+            if dead and rules.drop_sessions is not None:
                 after = rules.drop_sessions(KObject({**fresh.raw, "status": status}), dead, dropped)
                 if after is not None:
                     status = rules.normalize(fresh.spec, after)

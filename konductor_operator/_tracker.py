@@ -78,6 +78,8 @@ class _Tracked:
     timed: set[EntryId] = attrs.Factory(set)
     pods: dict[EntryId, PodRef] = attrs.Factory(dict)
     sessions: dict[EntryId, str] = attrs.Factory(dict)
+    named: frozenset[str] = frozenset()
+    """Sessions named outside the entry maps (``KindRules.sessions_of``)."""
     phase: str | None = None
     timer: tuple[Hashable, float, float] | None = None
     """``(episode, monotonic start, seconds)`` of the running timeout, if any."""
@@ -130,7 +132,8 @@ class ObjectTracker:
         tracked.entries = entries
         tracked.phase = phase_of(obj)
         self._reindex_pods(key, tracked, entries)
-        self._reindex_sessions(key, tracked, entries)
+        named = rules.sessions_of(obj) if rules.sessions_of is not None else frozenset()
+        self._reindex_sessions(key, tracked, entries, named)
         self._observe_timer(rules, obj, tracked)
         added = tuple((i, e) for i, e in entries.items() if i not in old_entries)
         removed = tuple((i, e) for i, e in old_entries.items() if i not in entries)
@@ -212,6 +215,11 @@ class ObjectTracker:
         tracked = self._objects.get(key)
         return dict(tracked.sessions) if tracked is not None else {}
 
+    def named_sessions(self, key: ObjKey) -> frozenset[str]:
+        """Sessions ``key`` names outside its entry maps."""
+        tracked = self._objects.get(key)
+        return tracked.named if tracked is not None else frozenset()
+
     def objects_of_session(self, session: PodKey) -> set[ObjKey]:
         """Objects with an entry naming ``(namespace, session)``."""
         return set(self._by_session.get(session, ()))
@@ -253,15 +261,20 @@ class ObjectTracker:
             self._by_pod.setdefault(added, set()).add(key)
 
     def _reindex_sessions(
-        self, key: ObjKey, tracked: _Tracked, entries: Mapping[EntryId, Mapping[str, Any]]
+        self,
+        key: ObjKey,
+        tracked: _Tracked,
+        entries: Mapping[EntryId, Mapping[str, Any]],
+        named: frozenset[str],
     ) -> None:
-        old = {(key[1], s) for s in tracked.sessions.values()}
+        old = {(key[1], s) for s in [*tracked.sessions.values(), *tracked.named]}
         tracked.sessions = {}
         for entry_id, entry in entries.items():
             name = session_of(entry)
             if name is not None:
                 tracked.sessions[entry_id] = name
-        new = {(key[1], s) for s in tracked.sessions.values()}
+        tracked.named = named
+        new = {(key[1], s) for s in [*tracked.sessions.values(), *named]}
         for gone in old - new:
             _discard(self._by_session, gone, key)
         for added in new - old:
@@ -270,7 +283,7 @@ class ObjectTracker:
     def _unindex(self, key: ObjKey, tracked: _Tracked) -> None:
         for pod in {(p.namespace, p.name) for p in tracked.pods.values()}:
             self._drop_index(pod, key)
-        for session in {(key[1], s) for s in tracked.sessions.values()}:
+        for session in {(key[1], s) for s in [*tracked.sessions.values(), *tracked.named]}:
             _discard(self._by_session, session, key)
 
     def _drop_index(self, pod: PodKey, key: ObjKey) -> None:

@@ -3,8 +3,8 @@
 * :class:`LockFront`: :class:`~konductor_sdk.Mutex` and :class:`~konductor_sdk.RWMutex`, a
   :class:`~konductor_sdk._semaphore_engine.Pool` behind a lock-shaped front that refuses
   re-entry (:class:`Owners`); ``create``/``delete``/``status``/``force_release``/``statistics``.
-* :class:`ObjectFront`: :class:`~konductor_sdk.Once` and :class:`~konductor_sdk.WaitGroup`,
-  one object of one kind reached through a client; ``_connect``/``_read``/``delete``.
+
+(The front of one-object primitives, ``ObjectFront``, is in :mod:`konductor_sdk._object_front`.)
 """
 
 from __future__ import annotations
@@ -12,16 +12,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any
 
 import anyio
 
 from konductor_sdk._engines.semaphore import Permit, Pool, check_ttl
-from konductor_sdk._kernel.cas import read
-from konductor_sdk._kernel.client import Client, default_client
-from konductor_sdk._kernel.errors import NotFoundError
+from konductor_sdk._kernel.client import Client
 from konductor_sdk._kernel.names import check_object_name
-from konductor_sdk._kernel.objects import KObject, ResourceKind
 from konductor_sdk._machines import semaphore as state
 from konductor_sdk.semaphore import (
     SemaphoreStatistics,
@@ -31,7 +28,7 @@ from konductor_sdk.semaphore import (
     status_of,
 )
 
-__all__ = ["LockFront", "ObjectFront", "Owners"]
+__all__ = ["LockFront", "Owners"]
 
 
 class Owners:
@@ -179,47 +176,3 @@ class LockFront:
 
     def statistics(self) -> SemaphoreStatistics:
         return statistics_of(self._pool)
-
-
-class ObjectFront:
-    """One named object of :attr:`KIND`, in the client's namespace unless told otherwise.
-
-    Args:
-        name: the object's name.
-        namespace: default: the client's.
-        client: default: :func:`~konductor_sdk.default_client`.
-
-    Raises:
-        ConfigurationError: a bad name.
-    """
-
-    KIND: ClassVar[ResourceKind]
-
-    def __init__(self, name: str, *, namespace: str | None, client: Client | None) -> None:
-        self.name = check_object_name(name)
-        if namespace is not None:
-            check_object_name(namespace, field="namespace")
-        self._namespace = namespace
-        self._client = client
-
-    async def _connect(self) -> tuple[Client, str]:
-        if self._client is None:
-            self._client = default_client()
-        client = await self._client.connect()
-        if self._namespace is None:
-            self._namespace = client.namespace
-        return client, self._namespace
-
-    async def _read(self) -> KObject:
-        """The object as the server (or the watch cache) has it now."""
-        client, ns = await self._connect()
-        return await read(client, self.KIND, ns, self.name)
-
-    async def delete(self) -> bool:
-        """Delete the object; ``False`` if it did not exist."""
-        client, ns = await self._connect()
-        try:
-            await client.store.delete(self.KIND, ns, self.name)
-        except NotFoundError:
-            return False
-        return True

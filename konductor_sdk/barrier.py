@@ -5,29 +5,29 @@
     barrier = Barrier("epoch", expected=8)
     rank = await barrier.wait()        # arrive, then wait until the barrier opens
 
-Arriving is one CAS write into ``status.arrivals``; the write that brings the count to
-``expected`` also writes ``phase: Open``, so a generation opens exactly once. Waiting is
-the shared watch. While it waits, a party renews its arrival, so a dead party's arrival
-is reaped (by the operator, after ``ttl``) and stops counting. Timeouts and the last-call
-window are timed by the waiters themselves on their monotonic clocks, so a barrier never
-hangs because the operator is down. See ``docs/barrier.md`` for the whole design.
+The barrier's status holds counters, not parties. Arriving is one CAS write of those
+counters per process (the parties of a process that arrive together are combined), and the
+write that brings the count to ``expected`` also writes ``phase: Open``, so a generation
+opens exactly once and releasing costs one write plus one watch event. Each party's rank is
+its arrival index minus the indices that left before the opening, computed by every process
+alike. Who arrived, and whose session keeps them alive, is in one arrival Claim per process
+batch: when a process dies, the operator withdraws its arrivals from the waiting generation.
+Timeouts and the last-call window are timed by the waiters themselves on their monotonic
+clocks, so a barrier never hangs because the operator is down. See ``docs/barrier.md``.
 """
 
 from __future__ import annotations
 
-import functools
-import math
 from collections.abc import Mapping
 from typing import Any, final
 
-import anyio
 import attrs
 
-from konductor_sdk._engines.barrier import ArrivalRequest, Joined, site
-from konductor_sdk._kernel.cas import read
-from konductor_sdk._kernel.client import Client, default_client
+from konductor_sdk._engines.barrier import parties_at
+from konductor_sdk._engines.barrier_claims import ArrivalClaim, list_arrival_claims
+from konductor_sdk._engines.barrier_waiting import Party
+from konductor_sdk._kernel.client import Client
 from konductor_sdk._kernel.clock import rfc3339
-from konductor_sdk._kernel.entries import MAX_TTL_SECONDS, MIN_TTL_SECONDS, Renewal, new_entry
 from konductor_sdk._kernel.errors import (
     AlreadyExistsError,
     BarrierFailed,
@@ -35,29 +35,46 @@ from konductor_sdk._kernel.errors import (
     ConflictError,
     NotFoundError,
 )
-from konductor_sdk._kernel.names import check_object_name
 from konductor_sdk._kernel.objects import BARRIER, KObject
 from konductor_sdk._kernel.telemetry import span
+from konductor_sdk._kernel.validate import check_ttl
 from konductor_sdk._machines import barrier as state
+from konductor_sdk._machines import barrier_ranges as ranges
+from konductor_sdk._object_front import ObjectFront
 
 
 @final
 @attrs.frozen
 class Arrival:
-    """One party's arrival as stored."""
+    """One party's arrival in the current generation, as its arrival claim records it.
+
+    Attributes:
+        party: the party's name.
+        holder: the process (``Identity.holder``) it arrived from.
+        index: its arrival index in the generation (its rank once open, if nobody below it
+            left).
+        generation: the generation it arrived in.
+        arrived_at: when its process's claim was created (wall clock of the API server).
+        session: the Session that keeps the arrival alive.
+    """
 
     party: str
     holder: str
     index: int
     generation: int
     arrived_at: str
-    renew_count: int
+    session: str
 
 
 @final
 @attrs.frozen
 class BarrierStatus:
-    """A barrier as read from the server (``spec`` and ``status`` together)."""
+    """A barrier as read from the server (``spec``, ``status`` and the arrival claims).
+
+    ``arrivals`` and ``parties`` come from the arrival claims that still exist (a process's
+    claims are deleted when it arrives again in a later generation, or when its session
+    ends); the counters come from the object.
+    """
 
     name: str
     namespace: str
@@ -77,21 +94,32 @@ class BarrierStatus:
     quorum_reached_at: str | None
     opened_at: str | None
     failed_at: str | None
+    arrived_by: Mapping[str, int] = attrs.field(factory=dict)
+    next_index: int = 0
+    departed: tuple[tuple[int, int], ...] = ()
 
     @classmethod
-    def from_object(cls, obj: KObject) -> BarrierStatus:
+    def from_object(cls, obj: KObject, claims: tuple[ArrivalClaim, ...] = ()) -> BarrierStatus:
         sp = state.parse_spec(obj.spec)
         s = state.normalize(obj.spec, obj.status)
-        arrivals = tuple(
-            Arrival(
-                party=key,
-                holder=str(e.get("holder", "")),
-                index=int(e.get("index", -1)),
-                generation=int(e.get("generation", s["generation"])),
-                arrived_at=str(e.get("arrivedAt", "")),
-                renew_count=int(e.get("renewCount", 0)),
-            )
-            for key, e in sorted(s["arrivals"].items(), key=lambda kv: kv[1].get("index", 0))
+        generation = s["generation"]
+        departed = s["departed"]
+        arrivals = sorted(
+            (
+                Arrival(
+                    party=party,
+                    holder=claim.holder,
+                    index=claim.first_index + offset,
+                    generation=claim.generation,
+                    arrived_at=claim.created,
+                    session=claim.session,
+                )
+                for claim in claims
+                if claim.generation == generation
+                for offset, party in enumerate(claim.parties)
+                if not ranges.contains(departed, claim.first_index + offset)
+            ),
+            key=lambda a: a.index,
         )
         return cls(
             name=obj.name,
@@ -100,11 +128,11 @@ class BarrierStatus:
             quorum=sp.quorum,
             last_call=sp.last_call,
             timeout=sp.timeout,
-            generation=s["generation"],
+            generation=generation,
             phase=s["phase"],
             arrived=s["arrived"],
-            arrivals=arrivals,
-            parties=tuple(s.get("parties", ())),
+            arrivals=tuple(arrivals),
+            parties=tuple(a.party for a in arrivals) if s["phase"] != state.WAITING else (),
             missing=tuple(s.get("missing", ())),
             reason=str(s.get("reason", "")),
             message=str(s.get("message", "")),
@@ -112,6 +140,9 @@ class BarrierStatus:
             quorum_reached_at=s.get("quorumReachedAt"),
             opened_at=s.get("openedAt"),
             failed_at=s.get("failedAt"),
+            arrived_by=dict(s["arrivedBy"]),
+            next_index=s["nextIndex"],
+            departed=tuple((f, c) for f, c in departed),
         )
 
 
@@ -121,18 +152,21 @@ class BarrierStatistics:
     """What this :class:`Barrier` instance (one party) has done.
 
     Attributes:
-        party: this party's key in ``status.arrivals`` (``None`` until first used).
+        party: this party's name (``None`` until first used).
         generation: the generation it has arrived in and not finished, if any.
-        opened: waits that returned an index.
+        index: its arrival index in that generation (its rank if nobody below it leaves).
+        opened: waits that returned a rank.
         failed: waits that raised :class:`BarrierFailed` (or a subclass).
-        deadline: monotonic time (of the client's clock) at which this waiting party
+        deadline: monotonic time (of the client's clock) at which this party's process
             will fail the generation (timeout) or open it (last call), if one is running.
-        writes: status writes this party made.
-        attempts: status writes tried (``attempts - writes`` lost a race and were retried).
+        writes: arrival writes this party took part in (combined with its process's other
+            parties that arrived at the same time).
+        attempts: such writes tried (``attempts - writes`` lost a race and were retried).
     """
 
     party: str | None
     generation: int | None
+    index: int | None
     opened: int
     failed: int
     deadline: float | None
@@ -141,7 +175,7 @@ class BarrierStatistics:
 
 
 @final
-class Barrier:
+class Barrier(ObjectFront):
     """A cyclic barrier for ``expected`` parties (``threading.Barrier`` across pods).
 
     Args:
@@ -151,15 +185,19 @@ class Barrier:
         client: default: :func:`~konductor_sdk.default_client`.
         quorum: parties that open it after ``last_call`` seconds (elastic min size).
         last_call: seconds to wait for more parties once ``quorum`` arrived (needs quorum).
-        timeout: seconds after a generation's first arrival before it fails.
-        ttl: seconds an arrival lives without renewal (a dead party stops counting).
-        party: this party's key (default: unique per instance); must be unique among the
-            parties, e.g. ``"rank-3"``. Used to name missing parties.
+        timeout: seconds after a generation's first arrival before it fails, whether or not
+            anyone still waits in it.
+        ttl: seconds this process's session lives without renewal: a dead process's
+            arrivals are withdrawn (by the operator) that long after it stopped.
+        party: this party's name (default: unique per instance); should be unique among
+            the parties, e.g. ``"rank-3"``. Used to name missing parties.
         labels: labels for the object when this instance creates it.
 
     Raises:
         ConfigurationError: an argument is out of range (nothing was written).
     """
+
+    KIND = BARRIER
 
     def __init__(
         self,
@@ -175,9 +213,7 @@ class Barrier:
         party: str | None = None,
         labels: Mapping[str, str] | None = None,
     ) -> None:
-        self.name = check_object_name(name)
-        if namespace is not None:
-            check_object_name(namespace, field="namespace")
+        super().__init__(name, namespace=namespace, client=client)
         self._spec = (
             state.validate_spec(
                 expected=expected, quorum=quorum, last_call=last_call, timeout=timeout
@@ -187,21 +223,14 @@ class Barrier:
         )
         if expected is None and (quorum, last_call, timeout) != (None, None, None):
             raise ConfigurationError("quorum, last_call and timeout need expected")
-        ttl_ok = isinstance(ttl, int | float) and not isinstance(ttl, bool)
-        if not ttl_ok or not MIN_TTL_SECONDS <= ttl <= MAX_TTL_SECONDS:
+        self._ttl = check_ttl(ttl)
+        if party is not None and (not isinstance(party, str) or not party or len(party) > 253):
             raise ConfigurationError(
-                f"ttl must be a number of seconds in {MIN_TTL_SECONDS}..{MAX_TTL_SECONDS}, "
-                f"got {ttl!r}"
+                f"party must be a non-empty string of at most 253 characters, got {party!r}"
             )
-        if party is not None and (not isinstance(party, str) or not party):
-            raise ConfigurationError(f"party must be a non-empty string, got {party!r}")
-        self._ttl = math.ceil(ttl)
-        self._namespace = namespace
-        self._client = client
         self._party = party
         self._labels = dict(labels or {})
-        self._joined: Joined | None = None
-        self._completed = 0
+        self._joined: Party | None = None
         self._opened = 0
         self._failed = 0
         self._writes = 0
@@ -214,35 +243,33 @@ class Barrier:
 
     @property
     def party(self) -> str | None:
-        """This party's key in ``status.arrivals`` (assigned on first use if not given)."""
+        """This party's name (assigned on first use if not given)."""
         return self._party
 
     def statistics(self) -> BarrierStatistics:
         """Counters of this party (no I/O)."""
+        joined = self._joined
+        deadline = None
+        if joined is not None and self._client is not None and self._namespace is not None:
+            due = parties_at(self._client, self._namespace, self.name).deadline
+            if due is not None and due[0] == joined.generation:
+                deadline = due[1]
         return BarrierStatistics(
             party=self._party,
-            generation=self._joined.generation if self._joined is not None else None,
+            generation=joined.generation if joined is not None else None,
+            index=joined.index if joined is not None else None,
             opened=self._opened,
             failed=self._failed,
-            deadline=self._joined.deadline if self._joined is not None else None,
-            writes=self._writes,
-            attempts=self._attempts,
+            deadline=deadline,
+            writes=self._writes + (joined.writes if joined is not None else 0),
+            attempts=self._attempts + (joined.attempts if joined is not None else 0),
         )
 
-    # --- plumbing -----------------------------------------------------------------------
-
     async def _connect(self) -> tuple[Client, str]:
-        if self._client is None:
-            self._client = default_client()
-        client = await self._client.connect()
-        if self._namespace is None:
-            self._namespace = client.namespace
+        client, ns = await super()._connect()
         if self._party is None:
             self._party = client.identity.new_key()
-        return client, self._namespace
-
-    def _now(self, client: Client) -> str:
-        return rfc3339(client.clock.now())
+        return client, ns
 
     # --- spec ---------------------------------------------------------------------------
 
@@ -270,15 +297,6 @@ class Barrier:
                 raise
             obj = await client.store.get(BARRIER, ns, self.name)
         return BarrierStatus.from_object(obj)
-
-    async def delete(self) -> bool:
-        """Delete the object (waiters get :class:`BarrierFailed`); ``False`` if absent."""
-        client, ns = await self._connect()
-        try:
-            await client.store.delete(BARRIER, ns, self.name)
-        except NotFoundError:
-            return False
-        return True
 
     async def set_expected(self, expected: int) -> BarrierStatus:
         """Change ``spec.expected``; waiters honour it at once (raising it makes them wait
@@ -309,21 +327,34 @@ class Barrier:
         raise ConflictError(f"barrier {ns}/{self.name}: spec kept changing", status=409)
 
     async def status(self) -> BarrierStatus:
-        """The barrier as the server (or the shared watch cache) has it now."""
+        """The barrier as the server has it now, with the arrivals its claims record."""
         client, ns = await self._connect()
-        return BarrierStatus.from_object(await read(client, BARRIER, ns, self.name))
+        obj = await self._read(fresh=True)
+        claims = await list_arrival_claims(client, ns, self.name)
+        return BarrierStatus.from_object(obj, tuple(claims))
 
     async def reset(self) -> bool:
         """Fail the waiting generation (its waiters get :class:`BarrierFailed` with reason
         ``Reset``); the next arrival starts a fresh generation. ``False`` if nobody was
-        waiting (or the object does not exist)."""
+        waiting (or the object does not exist).
+
+        Only the barrier's creator (or a user allowed ``override``) may reset it.
+        """
         client, ns = await self._connect()
         message = f"reset() by {client.identity.holder}"
-        now = self._now(client)
+        now = rfc3339(client.clock.now())
+        here = parties_at(client, ns, self.name)
         with span("barrier.reset", barrier=self.name, namespace=ns):
+            await here.refresh_roster()
             try:
-                cas = await site(client, ns, self.name).transition(
-                    lambda o: state.reset(o.spec, o.status, now=now, message=message)
+                cas = await here.transition(
+                    lambda o: state.reset(
+                        o.spec,
+                        o.status,
+                        now=now,
+                        message=message,
+                        missing=here.missing_now(o.status),
+                    )
                 )
             except NotFoundError:
                 return False
@@ -338,7 +369,9 @@ class Barrier:
         current one has concluded); idempotent until the generation is waited for.
 
         Creates the object with this instance's spec if it does not exist. Parties of one
-        client arriving together are recorded in one combined write.
+        client arriving together are recorded in one combined write. Without a following
+        :meth:`wait_open` the arrival counts until the generation concludes, or until this
+        process's session ends (``ttl`` after the process stopped).
 
         Returns:
             The generation joined.
@@ -351,113 +384,74 @@ class Barrier:
         client, ns = await self._connect()
         key = self._party
         assert key is not None
-        here = site(client, ns, self.name)
+        here = parties_at(client, ns, self.name)
         for attempt in (1, 2):
             if self._spec is not None:
                 await here.ensure(self._spec.to_mapping(), self._labels)
-            request = ArrivalRequest(key, new_entry(client, self._ttl), self._completed)
+            party = Party(name=key, ttl=self._ttl)
             try:
-                await here.arrive(request)
+                await here.arrive(party)
                 break
             except NotFoundError:
                 # Deleted since this process last saw it: create it again (once).
                 here.forget_existence()
                 if attempt == 2 or self._spec is None:
                     raise
-        result, cas = request.result, request.cas
-        assert result is not None
-        assert cas is not None
-        self._attempts += cas.attempts
-        self._writes += int(result.status is not None)
-        # No await from here until the renewer is spawned: a cancellation in between
-        # would leave an arrival that nobody renews or withdraws.
-        joined = Joined(
-            key=key,
-            generation=result.generation,
-            acquired_at=str(result.entry.get("acquiredAt", "")),
-            uid=cas.object.uid,
-            since=client.clock.monotonic(),
-            scope=anyio.CancelScope(),
-            seen=cas.object,
-        )
-        self._joined = joined
-        renewal = Renewal(
-            client=client,
-            kind=BARRIER,
-            namespace=ns,
-            name=self.name,
-            path=("status", "arrivals", key),
-            expect={"holder": result.entry.get("holder"), "acquiredAt": joined.acquired_at},
-            ttl_seconds=self._ttl,
-            # The entry was invisible to everyone before its write was sent.
-            last_ok_sent=cas.sent if cas.sent is not None else joined.since,
-        )
-        client.spawn(self._renew, renewal, joined)
-        return result.generation
-
-    @staticmethod
-    async def _renew(renewal: Renewal, joined: Joined) -> None:
-        with joined.scope:
-            await renewal.run(functools.partial(_on_lost, joined))
+        self._joined = party
+        return party.generation
 
     async def leave(self) -> bool:
         """Withdraw this party's arrival while its generation still waits.
 
         Returns:
-            Whether an arrival was removed (``False`` if none, or the barrier had opened).
+            Whether an arrival was withdrawn (``False`` if none, or the barrier concluded).
         """
         joined = self._joined
         if joined is None:
             return False
         client, ns = await self._connect()
-        removed = await site(client, ns, self.name).withdraw(
-            joined.key, joined.generation, joined.acquired_at
-        )
-        joined.scope.cancel()
         self._joined = None
-        return removed
+        self._keep_counts(joined)
+        return await parties_at(client, ns, self.name).withdraw([joined])
 
     async def wait_open(self) -> int:
         """Wait until the generation this party arrived in opens.
 
         Returns:
-            This party's index in the generation, ``0..arrived-1`` in arrival order.
+            This party's rank in the generation, ``0..arrived-1`` in arrival order.
 
         Raises:
-            BarrierTimeout: ``spec.timeoutSeconds`` passed first (judged by the operator or
-                by a waiter); names who had and had not arrived.
-            BarrierFailed: reset, deleted, or this party's arrival was removed.
+            BarrierTimeout: ``spec.timeoutSeconds`` passed first (judged by a waiter or
+                the operator); names who had and had not arrived.
+            BarrierFailed: reset, deleted, or this party's arrival was withdrawn.
             RuntimeError: :meth:`arrive` was not called.
         """
         joined = self._joined
         if joined is None:
             raise RuntimeError(f"{self!r}: wait_open() needs arrive() first")
-        # arrive() connected; no await before the try, or a cancellation there would
-        # leave the arrival renewed with nobody waiting on it.
         client, ns = self._client, self._namespace
         assert client is not None
         assert ns is not None
-        here = site(client, ns, self.name)
         try:
-            with span("barrier.wait", barrier=self.name, namespace=ns, party=joined.key):
-                index = await here.await_outcome(joined)
-        except BaseException as exc:
-            if isinstance(exc, BarrierFailed):
-                self._failed += 1
-                self._completed = max(self._completed, joined.generation)
-            with anyio.CancelScope(shield=True):
-                await here.withdraw(joined.key, joined.generation, joined.acquired_at)
+            with span("barrier.wait", barrier=self.name, namespace=ns, party=joined.name):
+                rank = await parties_at(client, ns, self.name).wait(joined)
+        except BarrierFailed:
+            self._failed += 1
             raise
         finally:
-            joined.scope.cancel()
             if self._joined is joined:
                 self._joined = None
+            self._keep_counts(joined)
         self._opened += 1
-        self._completed = max(self._completed, joined.generation)
-        return index
+        return rank
+
+    def _keep_counts(self, party: Party) -> None:
+        self._writes += party.writes
+        self._attempts += party.attempts
+        party.writes = party.attempts = 0
 
     async def wait(self) -> int:
-        """:meth:`arrive`, then :meth:`wait_open`; returns this party's index."""
+        """:meth:`arrive`, then :meth:`wait_open`; returns this party's rank."""
         await self.arrive()
         return await self.wait_open()
 
@@ -466,8 +460,3 @@ class Barrier:
 
     async def __aexit__(self, *exc_info: object) -> None:
         return None
-
-
-def _on_lost(joined: Joined, reason: str) -> None:
-    joined.lost = reason
-    joined.wake.set()

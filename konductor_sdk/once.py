@@ -5,42 +5,38 @@
     once = Once("init-db")
     schema_version = await once.run(migrate)   # one caller runs migrate(); all get its value
 
-The first caller to claim the Once (a CAS write) runs the function while renewing its claim;
-the others watch. The outcome (the JSON value, or the error) is recorded once and returned
-to every caller, now and later. If the runner dies, its claim stops being renewed; after its
-TTL (judged by each waiter on its own monotonic clock, or by the operator) another caller
-takes over and runs the function again. A runner that cannot renew cancels the function
-before anyone may take over. So the *recorded outcome* is exactly one; the function itself
-may start again after a crash (make it idempotent, or fence it with :attr:`OnceStatus.attempts`).
+The first caller to claim the Once (a CAS write of one runner entry naming its session)
+runs the function; the others watch. The outcome (the JSON value, or the error) is recorded
+once and returned to every caller, now and later. If the runner dies, its session ends: the
+operator removes the entry and another caller runs the function again (a caller of the
+same user does not need the operator: it judges the runner's session on its own clock). A
+runner whose session is lost cancels the function before anyone may take over. So the
+*recorded outcome* is exactly one; the function itself may start again after a crash (make
+it idempotent, or fence it with :attr:`OnceStatus.attempts`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, final
 
 import anyio
 import attrs
 
-from konductor_sdk._front_bases import ObjectFront
+from konductor_sdk._engines.once import RunnerJudge, run_while_alive
 from konductor_sdk._kernel.cas import CasResult, ensure_exists, update_status
 from konductor_sdk._kernel.client import Client
 from konductor_sdk._kernel.clock import rfc3339
-from konductor_sdk._kernel.entries import (
-    MAX_TTL_SECONDS,
-    MIN_TTL_SECONDS,
-    ExpiryTracker,
-    Renewal,
-    new_entry,
-)
 from konductor_sdk._kernel.errors import APIError, ConfigurationError, NotFoundError, OnceFailed
 from konductor_sdk._kernel.objects import ONCE, KObject
+from konductor_sdk._kernel.sessions import sessions_of
 from konductor_sdk._kernel.telemetry import span
+from konductor_sdk._kernel.validate import check_ttl
 from konductor_sdk._kernel.waiting import newest, wait_any
 from konductor_sdk._machines import once as state
+from konductor_sdk._object_front import ObjectFront
 
 log = logging.getLogger("konductor_sdk.once")
 _CLEANUP_SECONDS = 10.0
@@ -56,12 +52,17 @@ class OnceStatus:
     phase: str
     attempts: int
     runner: str | None
+    """The running process (``Identity.holder``), while one runs."""
     result: Any
     error_type: str | None
     error_message: str | None
     started_at: str | None
     completed_at: str | None
     completed_by: str | None
+    runner_session: str | None = None
+    """The runner's Session (it runs as long as that session lives)."""
+    runner_creator: str | None = None
+    """The API server's user name of the runner."""
 
     @classmethod
     def from_object(cls, obj: KObject) -> OnceStatus:
@@ -80,6 +81,8 @@ class OnceStatus:
             started_at=s.get("startedAt"),
             completed_at=s.get("completedAt"),
             completed_by=s.get("completedBy"),
+            runner_session=str(current[1].get("session", "")) if current else None,
+            runner_creator=str(current[1].get("creator", "")) if current else None,
         )
 
 
@@ -90,7 +93,7 @@ class OnceStatistics:
 
     Attributes:
         ran: times this instance ran the function (including runs cut short).
-        took_over: claims that replaced a runner judged dead.
+        took_over: claims that replaced a runner whose session this instance judged dead.
         waited: calls that returned (or raised) another caller's outcome.
         writes: status writes made.
     """
@@ -109,8 +112,8 @@ class Once(ObjectFront):
         name: the Once object's name.
         namespace: default: the client's.
         client: default: :func:`~konductor_sdk.default_client`.
-        ttl: seconds the runner's claim lives without renewal (how long a crashed
-            runner delays the others).
+        ttl: seconds the runner's session lives without renewal (how long a crashed runner
+            delays the others).
 
     Raises:
         ConfigurationError: an argument is out of range.
@@ -127,13 +130,7 @@ class Once(ObjectFront):
         ttl: float = 30,
     ) -> None:
         super().__init__(name, namespace=namespace, client=client)
-        ttl_ok = isinstance(ttl, int | float) and not isinstance(ttl, bool)
-        if not ttl_ok or not MIN_TTL_SECONDS <= ttl <= MAX_TTL_SECONDS:
-            raise ConfigurationError(
-                f"ttl must be a number of seconds in {MIN_TTL_SECONDS}..{MAX_TTL_SECONDS}, "
-                f"got {ttl!r}"
-            )
-        self._ttl = math.ceil(ttl)
+        self._ttl = check_ttl(ttl)
         self._ran = self._took_over = self._waited = self._writes = 0
 
     def __repr__(self) -> str:
@@ -166,7 +163,11 @@ class Once(ObjectFront):
 
     async def reset(self) -> bool:
         """Forget the outcome so that the next :meth:`run` runs the function again (a
-        runner still running loses its claim). ``False`` if there was nothing to forget."""
+        runner still running loses its claim). ``False`` if there was nothing to forget.
+
+        Only the Once's creator (or a user allowed ``override``) may forget a recorded
+        outcome or remove another user's runner.
+        """
         client, ns = await self._connect()
         try:
             result = await self._cas(client, ns, lambda o: state.reset(o.spec, o.status))
@@ -192,32 +193,34 @@ class Once(ObjectFront):
         with span("once.run", once=self.name, namespace=ns):
             await ensure_exists(client, ONCE, ns, self.name, {})
             watch = await client.watch(ONCE, ns)
-            tracker = ExpiryTracker(client.clock)
+            user = await client.whoami()
             latest: KObject | None = None
-            while True:
-                changed = watch.next_change(self.name, ns)
-                obj = newest(watch.get(self.name, ns), latest)
-                if obj is None:
-                    obj = await ensure_exists(client, ONCE, ns, self.name, {})
-                s = state.normalize(obj.spec, obj.status)
-                if s["phase"] in (state.DONE, state.FAILED):
-                    self._waited += 1
-                    return self._outcome(ns, s)
-                takeover = None
-                current = state.runner(s)
-                if current is not None:
-                    key, entry = current
-                    tracker.retain([key])
-                    tracker.observe(key, state.marker(entry), float(entry.get("ttlSeconds", 0)))
-                    if not tracker.expired(key) or not entry.get("ttlSeconds"):
-                        expires = tracker.expires_at(key)
-                        delay = None if expires is None else expires - client.clock.monotonic()
-                        await wait_any(changed, delay=delay)
-                        continue
-                    takeover = (key, state.marker(entry))
-                ran, latest = await self._claim_and_run(client, ns, fn, obj, takeover)
-                if ran:
-                    return self._outcome(ns, state.normalize(latest.spec, latest.status))
+            async with RunnerJudge(client, ns) as judge:
+                while True:
+                    changed = watch.next_change(self.name, ns)
+                    obj = newest(watch.get(self.name, ns), latest)
+                    if obj is None:
+                        obj = await ensure_exists(client, ONCE, ns, self.name, {})
+                    s = state.normalize(obj.spec, obj.status)
+                    if s["phase"] in (state.DONE, state.FAILED):
+                        self._waited += 1
+                        return self._outcome(ns, s)
+                    takeover: Hashable | None = None
+                    current = state.runner(s)
+                    if current is not None:
+                        key, entry = current
+                        session = str(entry.get("session", ""))
+                        # Only the runner's creator may remove its entry (the admission
+                        # policy): others wait for the operator to reap a dead runner.
+                        if entry.get("creator") != user or not session:
+                            await wait_any(changed)
+                            continue
+                        if not await judge.dead(session, changed):
+                            continue
+                        takeover = state.marker(key, entry)
+                    ran, latest = await self._claim_and_run(client, ns, fn, obj, user, takeover)
+                    if ran:
+                        return self._outcome(ns, state.normalize(latest.spec, latest.status))
 
     def _outcome(self, ns: str, s: state.Status) -> Any:
         if s["phase"] == state.DONE:
@@ -234,14 +237,21 @@ class Once(ObjectFront):
         ns: str,
         fn: Callable[[], Awaitable[Any]],
         obj: KObject,
-        takeover: tuple[str, Any] | None,
+        user: str,
+        takeover: Hashable | None,
     ) -> tuple[bool, KObject]:
         """Claim, run, record. Returns whether this caller recorded the (successful)
         outcome, and the newest object it saw; raises :class:`OnceFailed` if it recorded
         a failure."""
+        session = await sessions_of(client).get(self._ttl)
         key = client.identity.new_key()
-        entry = new_entry(client, self._ttl)
         now = rfc3339(client.clock.now())
+        entry = {
+            "session": session.name,
+            "creator": user,
+            "holder": client.identity.holder,
+            "acquiredAt": now,
+        }
         try:
             claimed = await self._cas(
                 client,
@@ -258,34 +268,30 @@ class Once(ObjectFront):
             raise
         if not claimed.wrote:
             return False, claimed.object
+        attempt = int(claimed.object.status["holders"][key]["attempt"])
+        if session.lost:
+            # Never run under a session whose deadline passed: give the claim back.
+            with anyio.CancelScope(shield=True):
+                await self._release(client, ns, key, attempt)
+            return False, claimed.object
         self._ran += 1
         self._took_over += int(takeover is not None)
-        attempt = int(claimed.object.status["holders"][key]["attempt"])
-        renewal = Renewal(
-            client=client,
-            kind=ONCE,
-            namespace=ns,
-            name=self.name,
-            path=("status", "holders", key),
-            expect={"holder": entry["holder"], "attempt": attempt},
-            ttl_seconds=self._ttl,
-            # The claim was invisible to everyone before its write was sent.
-            last_ok_sent=claimed.sent if claimed.sent is not None else client.clock.monotonic(),
-        )
         try:
-            done, value, error = await self._run_renewed(fn, renewal)
+            done, value, error = await run_while_alive(fn, session)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._release(client, ns, key, attempt)
             raise
         if not done:
-            # The claim was lost mid-run; whoever runs next records the outcome.
+            log.warning("%r: the runner's session was lost while running; fn was cancelled", self)
+            with anyio.CancelScope(shield=True):
+                await self._release(client, ns, key, attempt)
             return False, claimed.object
         return await self._record(client, ns, key, attempt, value, error, entry["holder"])
 
     async def _release(self, client: Client, ns: str, key: str, attempt: int | None) -> None:
         """Give up the claim ``key`` if it is still ours (bounded; never raises), so that
-        another caller may run at once instead of after the TTL."""
+        another caller may run at once instead of after the session's TTL."""
         with anyio.move_on_after(_CLEANUP_SECONDS):
             try:
                 fresh = await client.store.get(ONCE, ns, self.name)
@@ -296,33 +302,7 @@ class Once(ObjectFront):
                     current=fresh,
                 )
             except APIError as exc:
-                log.warning("%r: could not release the claim (it will expire): %s", self, exc)
-
-    async def _run_renewed(
-        self, fn: Callable[[], Awaitable[Any]], renewal: Renewal
-    ) -> tuple[bool, Any, BaseException | None]:
-        """Run ``fn`` while renewing; ``(False, ...)`` if the claim was lost (and ``fn``
-        was cancelled), else ``(True, value, None)`` or ``(True, None, exception)``."""
-        lost: list[str] = []
-        value: Any = None
-        error: BaseException | None = None
-        async with anyio.create_task_group() as tg:
-            with anyio.CancelScope() as body:
-
-                def on_lost(reason: str) -> None:
-                    lost.append(reason)
-                    body.cancel()
-
-                tg.start_soon(renewal.run, on_lost)
-                try:
-                    value = await fn()
-                except Exception as exc:
-                    error = exc
-            tg.cancel_scope.cancel()
-        if lost and body.cancelled_caught:
-            log.warning("%r: lost the claim while running (%s); fn was cancelled", self, lost[0])
-            return False, None, None
-        return True, value, error
+                log.warning("%r: could not release the claim (its session will): %s", self, exc)
 
     async def _record(
         self,

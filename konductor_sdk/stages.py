@@ -21,8 +21,9 @@ from typing import final
 
 import attrs
 
-from konductor_sdk._kernel.client import Client, default_client
+from konductor_sdk._kernel.client import Client
 from konductor_sdk._kernel.errors import ConfigurationError
+from konductor_sdk._kernel.identity import detect
 from konductor_sdk._kernel.names import check_label_value, check_object_name
 
 from .barrier import Barrier, BarrierStatistics, BarrierStatus
@@ -50,7 +51,7 @@ class Stages:
         parties: parties expected at each stage (``None``: join existing barriers).
         namespace, client, quorum, last_call, timeout, ttl: as for :class:`Barrier`,
             applied to every stage.
-        party: this party's key in every stage (default: one unique key per instance).
+        party: this party's name at every stage (default: one unique name per instance).
 
     Raises:
         ConfigurationError: a bad name, stage list or barrier argument.
@@ -76,7 +77,9 @@ class Stages:
             raise ConfigurationError(f"stages must be a non-empty list of names, got {stages!r}")
         if len(set(stages)) != len(stages):
             raise ConfigurationError(f"stages must be unique, got {list(stages)!r}")
-        self._client = client
+        # One name for every stage, so a missing party has the same name in each of them.
+        if party is None:
+            party = (client.identity if client is not None else detect()).new_key()
         self._party = party
         self._barriers: dict[str, Barrier] = {}
         for index, stage in enumerate(stages):
@@ -117,14 +120,10 @@ class Stages:
                 f"stage must be one of {list(self._barriers)}, got {stage!r}"
             ) from None
 
-    async def _share_party(self) -> None:
-        # One key for every stage, chosen once the client (and so the identity) is known.
-        if self._party is None:
-            client = self._client or default_client()
-            await client.connect()
-            self._party = client.identity.new_key()
-            for barrier in self._barriers.values():
-                barrier._party = self._party
+    @property
+    def party(self) -> str:
+        """This party's name, the same at every stage."""
+        return self._party
 
     async def wait(self, stage: str) -> int:
         """Arrive at ``stage`` and wait until it opens; returns this party's index there.
@@ -133,9 +132,7 @@ class Stages:
             ConfigurationError: no such stage.
             BarrierFailed: as :meth:`Barrier.wait`.
         """
-        barrier = self.barrier(stage)
-        await self._share_party()
-        return await barrier.wait()
+        return await self.barrier(stage).wait()
 
     async def create(self, *, exist_ok: bool = False) -> tuple[BarrierStatus, ...]:
         """Create every stage's Barrier object (see :meth:`Barrier.create`)."""

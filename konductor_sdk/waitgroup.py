@@ -8,10 +8,13 @@
     await wg.done()          # each worker, when its part is finished
     await wg.wait()          # anyone: returns once the counter is zero
 
-``add``/``done`` are CAS writes of ``status.counter`` (it can never go negative: that is a
+``add``/``done`` are CAS writes of ``status.counter``, a process's simultaneous changes
+combined into one write (it can never go negative: that is a
 :class:`~konductor_sdk.ConfigurationError` and nothing is written); ``wait`` watches. The
 counter is bare, as in Go: a worker that dies before ``done()`` leaves it up, so bound your
-waits with ``anyio.fail_after`` (or track workers with a Barrier, whose arrivals expire).
+waits with ``anyio.fail_after`` (or track workers with a Barrier, whose arrivals end with
+their process's session). The counter is unowned: any user allowed to write waitgroups may
+add and done (docs/security.md).
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ from typing import final
 
 import attrs
 
-from konductor_sdk._front_bases import ObjectFront
-from konductor_sdk._kernel.cas import ensure_exists, update_status
+from konductor_sdk._engines.waitgroup import Change, counter_of
+from konductor_sdk._kernel.cas import ensure_exists
 from konductor_sdk._kernel.client import Client
-from konductor_sdk._kernel.clock import rfc3339
 from konductor_sdk._kernel.objects import WAITGROUP, KObject
 from konductor_sdk._kernel.telemetry import span
 from konductor_sdk._kernel.waiting import caught_up, newest, wait_any
 from konductor_sdk._machines import waitgroup as state
+from konductor_sdk._object_front import ObjectFront
 
 
 @final
@@ -58,7 +61,8 @@ class WaitGroupStatistics:
     Attributes:
         added: sum of the deltas this instance applied.
         waits: :meth:`WaitGroup.wait` calls that returned.
-        writes: status writes made; attempts: writes tried (lost races are retried).
+        writes: status writes this instance's changes were in (combined with its process's
+            other changes at the same time); attempts: writes tried (lost races retried).
     """
 
     added: int
@@ -108,23 +112,15 @@ class WaitGroup(ObjectFront):
         state.check_delta(delta)
         client, ns = await self._connect()
         await ensure_exists(client, WAITGROUP, ns, self.name, {})
-        now = rfc3339(client.clock.now())
-
-        def mutate(obj: KObject) -> state.Status | None:
-            new = state.add(obj.spec, obj.status, delta=delta, now=now)
-            if new is not None:
-                new["observedGeneration"] = obj.generation
-            return new
-
-        # A decrement is judged on a fresh read: a lagging cache could show a counter still
-        # at zero after someone's add() and reject a legitimate done().
-        current = await client.store.get(WAITGROUP, ns, self.name) if delta < 0 else None
+        change = Change(delta)
         with span("waitgroup.add", waitgroup=self.name, namespace=ns, delta=delta):
-            result = await update_status(client, WAITGROUP, ns, self.name, mutate, current=current)
-        self._attempts += result.attempts
-        self._writes += int(result.wrote)
+            # Combined with this process's other changes; never ConflictExhausted.
+            await counter_of(client, ns, self.name).apply(change)
+        if change.cas is not None:
+            self._attempts += change.cas.attempts
+            self._writes += int(change.cas.wrote)
         self._added += delta
-        return int(state.normalize(result.object.spec, result.object.status)["counter"])
+        return change.counter
 
     async def done(self) -> int:
         """``add(-1)``.

@@ -17,6 +17,7 @@ MODULES = (
     "uncontended",
     "contention",
     "barrier",
+    "barrier_scale",
     "failover",
     "lease_candidates",
     "wakeup",

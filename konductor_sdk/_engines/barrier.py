@@ -1,114 +1,115 @@
-"""What one process does at one barrier: combined arrivals, serialized transitions, waiting.
+"""What one process does at one barrier: combined arrivals, departures, one waiting loop.
 
-Many parties of one process (tasks sharing a :class:`~konductor_sdk.Client`) arriving at
-once would each run a CAS loop on the same object and lose most races: n parties cost
-O(n^2) writes. A :class:`Site` combines them: arrivals queue up and one background flusher
-writes all that are pending in a single CAS (the pure ``arrive`` applied to each in turn),
-so the number of contending writers is the number of processes, not of parties. The write
-that completes the count still writes ``phase: Open`` itself. Waiters' own transitions
-(advance, last call, timeout) go through one lock per site and re-read the cache first, so
-a spec change does not send every waiting task of a process to the server at once.
+**Arrivals are combined.** Parties of one process (tasks sharing a
+:class:`~konductor_sdk.Client`) that arrive together are written in **one** CAS on the
+barrier's counters (``arrived``, ``arrivedBy[user]``, ``nextIndex``, a ``recent`` record
+of the batch), so the writers contending for the object are the processes, not the
+parties. The write that reaches ``expected`` opens the generation itself: releasing is one
+write plus one watch event. The batch's parties take indices ``[first, first + k)``; one
+arrival claim then records their names under this process's session (before they are told
+they arrived, unless the write opened the generation: then nobody waits on it).
+
+**Waiting is one loop per process and barrier** (:mod:`.barrier_waiting`).
+
+**Departures** (``leave()``, a cancelled wait, a party whose session was lost) are combined
+too: one CAS adds the index ranges to ``departed`` and lowers the counters.
+
+**Lost answers** of arrival writes never count a party twice (:mod:`.barrier_writes`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any, final
+import secrets
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final, final
 
 import anyio
-import attrs
 
+from konductor_sdk._engines.barrier_claims import (
+    ArrivalClaim,
+    create_arrival_claims,
+    delete_arrival_claims,
+)
+from konductor_sdk._engines.barrier_waiting import ArrivalBatch, Party, WaitingLoop
+from konductor_sdk._engines.barrier_writes import (
+    ArrivalTarget,
+    Departure,
+    stamped,
+    write_arrival,
+    write_departures,
+)
 from konductor_sdk._kernel.batching import Batcher, PerClient
 from konductor_sdk._kernel.cas import CasResult, ensure_exists, update_status
 from konductor_sdk._kernel.client import Client
 from konductor_sdk._kernel.clock import rfc3339
-from konductor_sdk._kernel.errors import APIError, BarrierFailed, BarrierTimeout, NotFoundError
+from konductor_sdk._kernel.errors import (
+    APIError,
+    BarrierFailed,
+)
 from konductor_sdk._kernel.objects import BARRIER, KObject
-from konductor_sdk._kernel.waiting import caught_up, newest, wait_any
+from konductor_sdk._kernel.sessions import Session, sessions_of
+from konductor_sdk._kernel.waiting import newest
 from konductor_sdk._machines import barrier as state
+from konductor_sdk._machines import barrier_outcome as outcomes
 
 log = logging.getLogger("konductor_sdk.barrier")
 
 Mutation = Callable[[KObject], state.Status | None]
 
-# How long a shielded clean-up (withdrawing an arrival) may take before it is abandoned;
-# the arrival then expires by its TTL like that of a dead party.
-CLEANUP_SECONDS = 10.0
-
-
-@attrs.define
-class ArrivalRequest:
-    """One party's arrival, queued for the next combined write."""
-
-    key: str
-    entry: dict[str, Any]
-    after_generation: int
-    done: anyio.Event = attrs.Factory(anyio.Event)
-    cancelled: bool = False
-    result: state.ArriveResult | None = None
-    cas: CasResult | None = None
-    error: BaseException | None = None
-
-
-@attrs.define
-class Joined:
-    """The arrival a party is waiting on."""
-
-    key: str
-    generation: int
-    acquired_at: str
-    uid: str
-    since: float
-    """Monotonic time the party saw its generation waiting: its timeout counts from here."""
-    scope: anyio.CancelScope
-    seen: KObject | None = None
-    """The object as this party's arrival left it. The shared watch may still be older
-    (it may have been listing while the arrival was written): views older than this one
-    are never judged, or a party could think its own arrival was removed."""
-    deadline: float | None = None
-    """Monotonic time of the next timed action the party waits for (timeout, last call)."""
-    lost: str | None = None
-    wake: anyio.Event = attrs.Factory(anyio.Event)
-
-
-def stamped(mutate: Mutation) -> Mutation:
-    """``mutate`` that also records the spec generation its decision was made on."""
-
-    def apply(obj: KObject) -> state.Status | None:
-        new = mutate(obj)
-        if new is not None:
-            new["observedGeneration"] = obj.generation
-        return new
-
-    return apply
+CLEANUP_SECONDS: Final = 10.0
+"""Longest a shielded clean-up (withdrawing an arrival) may take; after that the arrival
+is withdrawn by the operator when this process's session ends."""
 
 
 @final
-class Site:
+class LocalParties:
     """The parties of one client at one barrier object."""
 
     def __init__(self, client: Client, namespace: str, name: str) -> None:
         self.client = client
         self.namespace = namespace
         self.name = name
-        self._arrivals = Batcher[ArrivalRequest](client, self._flush)
+        self._arrivals = Batcher[Party](client, self._flush_arrivals)
+        self._departures = Batcher[Departure](client, self._flush_departures)
         self._lock = anyio.Lock()
         self._ensure_lock = anyio.Lock()
         self._exists = False
-        self._view: tuple[tuple[str, str], state.View] | None = None
+        self._batches: list[ArrivalBatch] = []
+        self.waiting = WaitingLoop(
+            client, namespace, name, transition=self.transition, withdraw=self.withdraw
+        )
+        client._add_close_hook(self._finish_claims)
+
+    def _spawn(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Background work of this process at the barrier; dropped once the client is
+        closing (what it would do is left to the session's end)."""
+        try:
+            self.client.spawn(func, *args)  # type: ignore[arg-type]
+        except RuntimeError:
+            log.debug("%r: client closed, %s not run", self, getattr(func, "__name__", func))
+
+    async def _finish_claims(self) -> None:
+        """On close: let the claims being written land (bounded), so the barrier's claims
+        name everyone who arrived from this process (they end with its session)."""
+        with anyio.move_on_after(CLEANUP_SECONDS):
+            for batch in list(self._batches):
+                await batch.claims_made.wait()
 
     def __repr__(self) -> str:
-        return f"<Site barrier {self.namespace}/{self.name} pending={len(self._arrivals)}>"
+        return (
+            f"<LocalParties barrier {self.namespace}/{self.name} "
+            f"waiting={len(self.waiting.waiting)} arriving={len(self._arrivals)}>"
+        )
 
     def _now(self) -> str:
         return rfc3339(self.client.clock.now())
 
-    # --- arrivals ----------------------------------------------------------------------
+    # --- the object ------------------------------------------------------------------
 
     async def ensure(self, spec: Mapping[str, Any], labels: Mapping[str, str]) -> None:
-        """Create the object with ``spec`` unless it exists; once per site, not per party
-        (64 parties arriving together would otherwise each try to create it)."""
+        """Create the object with ``spec`` unless it exists; once per process, not per
+        party (64 parties arriving together would otherwise each try to create it)."""
         async with self._ensure_lock:
             if not self._exists:
                 await ensure_exists(
@@ -120,265 +121,310 @@ class Site:
         """The object turned out to be gone: the next :meth:`ensure` creates it again."""
         self._exists = False
 
-    async def arrive(self, request: ArrivalRequest) -> None:
-        """Queue ``request`` and wait until a combined write recorded it (or failed).
-
-        If the caller is cancelled, its arrival never stays: a request not yet written is
-        dropped, one being written is withdrawn by the flusher, one already written is
-        withdrawn here (shielded).
-        """
-        self._arrivals.submit(request)
-        try:
-            await request.done.wait()
-        except BaseException:
-            request.cancelled = True
-            if request.done.is_set() and request.error is None and request.result is not None:
-                with anyio.CancelScope(shield=True):
-                    await self.withdraw(request.key, None, _stored_acquired_at(request))
-            raise
-        if request.error is not None:
-            raise request.error
-
-    async def _flush(self, batch: list[ArrivalRequest]) -> None:
-        now = self._now()
-        decided: dict[int, state.ArriveResult] = {}
-
-        def mutate(obj: KObject) -> state.Status | None:
-            decided.clear()
-            status: state.Status | None = None
-            for request in batch:
-                if request.cancelled:
-                    continue  # cancelled before this attempt: do not write it at all
-                result = state.arrive(
-                    obj.spec,
-                    status if status is not None else obj.status,
-                    key=request.key,
-                    entry=request.entry,
-                    after_generation=request.after_generation,
-                    now=now,
-                )
-                decided[id(request)] = result
-                if result.status is not None:
-                    status = result.status
-            return status
-
-        try:
-            async with self._lock:
-                cas = await update_status(
-                    self.client, BARRIER, self.namespace, self.name, stamped(mutate)
-                )
-        except BaseException as exc:
-            # Every caller in the batch gets the error (the client closing: a plain one).
-            error = exc if isinstance(exc, Exception) else RuntimeError("the client was closed")
-            for request in batch:
-                request.error = error
-                request.done.set()
-            if not isinstance(exc, Exception):
-                raise
-            # The write may have landed with its answer lost: nobody will renew those.
-            await self.withdraw_all([(r.key, None, str(r.entry["acquiredAt"])) for r in batch])
-            return
-        orphans = []
-        for request in batch:
-            request.result = decided.get(id(request))
-            request.cas = cas
-            if request.cancelled and request.result is not None:
-                orphans.append(request)  # its caller is gone: nobody would renew it
-            request.done.set()
-        if orphans:
-            await self.withdraw_all([(r.key, None, _stored_acquired_at(r)) for r in orphans])
-
-    async def withdraw(self, key: str, generation: int | None, acquired_at: str) -> bool:
-        """Remove ``key``'s arrival if its generation still waits (bounded; never raises)."""
-        return await self.withdraw_all([(key, generation, acquired_at)])
-
-    async def withdraw_all(self, arrivals: list[tuple[str, int | None, str]]) -> bool:
-        """Remove the arrivals ``(key, generation, acquiredAt)`` that are still waiting, in
-        one write (bounded to ``CLEANUP_SECONDS``; never raises). Whether any was removed."""
-
-        def mutate(obj: KObject) -> state.Status | None:
-            status: state.Status | None = None
-            for key, generation, acquired_at in arrivals:
-                new = state.leave(
-                    obj.spec,
-                    status if status is not None else obj.status,
-                    key=key,
-                    generation=generation,
-                    acquired_at=acquired_at,
-                )
-                status = new if new is not None else status
-            return status
-
-        with anyio.move_on_after(CLEANUP_SECONDS):
-            try:
-                # A fresh read: the cache may not show an arrival whose answer was lost.
-                fresh = await self.client.store.get(BARRIER, self.namespace, self.name)
-                cas = await self.transition(mutate, current=fresh)
-            except NotFoundError:
-                return False
-            except APIError as exc:
-                keys = ", ".join(key for key, _, _ in arrivals)
-                log.warning("%r: could not withdraw %s (will expire): %s", self, keys, exc)
-                return False
-            return cas.wrote
-        return False
+    def _cached(self) -> KObject | None:
+        watch = self.client.cached_watch(BARRIER, self.namespace)
+        return watch.get(self.name, self.namespace) if watch is not None else None
 
     async def transition(self, mutate: Mutation, current: KObject | None = None) -> CasResult:
-        """One CAS transition, one at a time per site, starting from the newest view."""
+        """One CAS transition, one at a time per process, starting from the newest view."""
         async with self._lock:
-            watch = self.client.cached_watch(BARRIER, self.namespace)
-            cached = watch.get(self.name, self.namespace) if watch is not None else None
-            return await update_status(
+            result = await update_status(
                 self.client,
                 BARRIER,
                 self.namespace,
                 self.name,
                 stamped(mutate),
-                current=newest(cached, current),
+                current=newest(self._cached(), current, self.waiting.latest),
             )
+        self.waiting.saw(result.object)
+        return result
+
+    # --- arriving ------------------------------------------------------------------------
+
+    async def arrive(self, party: Party) -> None:
+        """Queue ``party`` and wait until a combined write recorded it (or failed).
+
+        If the caller is cancelled its arrival never stays: a party not yet written is
+        dropped, one being written is withdrawn by the flusher, one already written is
+        withdrawn here (shielded).
+        """
+        self._arrivals.submit(party)
+        try:
+            await party.done.wait()
+        except BaseException:
+            party.cancelled = True
+            if party.done.is_set() and party.error is None:
+                with anyio.CancelScope(shield=True):
+                    await self.withdraw([party])
+            raise
+        if party.error is not None:
+            raise party.error
+
+    async def _flush_arrivals(self, batch: list[Party]) -> None:
+        try:
+            user = await self.client.whoami()
+            by_ttl: dict[int, list[Party]] = {}
+            for party in batch:
+                by_ttl.setdefault(party.ttl, []).append(party)
+            for ttl, parties in by_ttl.items():
+                await self._write_arrivals(parties, ttl, user)
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else RuntimeError("the client was closed")
+            for party in batch:
+                if not party.done.is_set():
+                    party.error = error
+                    party.done.set()
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _write_arrivals(self, parties: list[Party], ttl: int, user: str) -> None:
+        remaining = parties
+        while remaining:
+            members = [p for p in remaining if not p.cancelled]
+            if not members:
+                return
+            session = await sessions_of(self.client).get(ttl)
+            recorded = await self._write_batch(members, session, user)
+            if recorded is None:
+                return  # every member got its error
+            arrival, cas = recorded
+            taken = members[: arrival.count]
+            remaining = members[arrival.count :]
+            if not taken:
+                if arrival.status is None:
+                    error = BarrierFailed(
+                        f"barrier {self.namespace}/{self.name}: generation "
+                        f"{arrival.generation} has no arrival index left (status.nextIndex)"
+                    )
+                    for party in remaining:
+                        party.error = error
+                        party.done.set()
+                    return
+                continue  # the write opened a generation that was due; arrive in the next
+            if session.lost:
+                # Nothing is granted under a session whose deadline passed (the operator
+                # may already be withdrawing it): withdraw, and arrive with a fresh one.
+                await self._withdraw_unannounced(arrival, user)
+                remaining = taken + remaining
+                continue
+            await self._record(arrival, cas, taken, session)
+
+    async def _write_batch(
+        self, members: list[Party], session: Session, user: str
+    ) -> tuple[state.Arrival, CasResult] | None:
+        """One arrival write for ``members``; ``None`` if it failed (each has its error)."""
+        target = ArrivalTarget(self.client, self.namespace, self.name, session.name, user)
+        try:
+            arrival, cas = await write_arrival(
+                target,
+                batch=secrets.token_hex(8),
+                count=len(members),
+                now=self._now(),
+                current=lambda: newest(self._cached(), self.waiting.latest),
+            )
+        except Exception as exc:
+            for member in members:
+                member.error = exc
+                member.done.set()
+            return None
+        for member in members:
+            member.attempts += cas.attempts
+            member.writes += int(cas.wrote)
+        self.waiting.saw(cas.object)
+        return arrival, cas
+
+    async def _record(
+        self, arrival: state.Arrival, cas: CasResult, taken: list[Party], session: Session
+    ) -> None:
+        batch = ArrivalBatch(
+            id=secrets.token_hex(4),
+            generation=arrival.generation,
+            first_index=arrival.first_index,
+            parties=taken,
+            session=session,
+            uid=cas.object.uid,
+        )
+        self._batches.append(batch)
+        names = [p.name for p in taken]
+        status = cas.object.status
+        opened = not (
+            status.get("generation") == arrival.generation and status.get("phase") == state.WAITING
+        )
+        if not opened:
+            # Its parties will wait: they are announced (named, and tied to this session
+            # for the operator) before anyone is told they arrived.
+            await self._make_claims(batch, names)
+        orphans = []
+        for offset, party in enumerate(taken):
+            party.generation = arrival.generation
+            party.index = arrival.first_index + offset
+            party.uid = cas.object.uid
+            party.session = session
+            party.batch = batch
+            session.holds += 1  # kept on close until the party is done (detached arrivals)
+            if party.cancelled:
+                orphans.append(party)  # its caller is gone: withdraw it
+            elif opened:
+                # This very write opened it: the outcome is known without waiting.
+                out = outcomes.outcome(status, generation=party.generation, index=party.index)
+                if out.state == outcomes.OPENED:
+                    self.waiting.settle(party, rank=out.rank)
+                else:
+                    self.waiting.add(party)
+            else:
+                self.waiting.add(party)
+            party.done.set()
+        if opened:
+            self._spawn(self._make_claims, batch, names)  # nobody waits on them
+        if orphans:
+            self._spawn(self.withdraw, orphans)
+        if len(self._batches) > 1:
+            self._spawn(self._collect, batch.generation)
+
+    async def _withdraw_unannounced(self, arrival: state.Arrival, user: str) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_SECONDS):
+            request = Departure(arrival.generation, [(arrival.first_index, arrival.count)], user)
+            self._departures.submit(request)
+            await request.done.wait()
+
+    async def _make_claims(self, batch: ArrivalBatch, names: list[str]) -> None:
+        try:
+            batch.claims = await create_arrival_claims(
+                self.client,
+                batch.session,
+                self.name,
+                batch.uid,
+                batch.generation,
+                batch.first_index,
+                names,
+            )
+        except APIError as exc:
+            # The arrival counts anyway; its session (in status.recent) still lets the
+            # operator withdraw it if this process dies while the generation waits.
+            log.warning("%r: could not create the arrival claim: %s", self, exc)
+        finally:
+            batch.claims_made.set()
+        self.waiting.roster.add(ArrivalClaim.of(c) for c in batch.claims)
+
+    async def _collect(self, generation: int) -> None:
+        """Delete this process's claims that are no longer needed: those of generations
+        before ``generation`` whose parties are all done, and those whose parties all
+        departed."""
+        done = [
+            b
+            for b in self._batches
+            if b.claims_made.is_set()
+            and len(b.finished) == len(b.parties)
+            and (b.generation < generation or len(b.departed) == len(b.parties))
+        ]
+        if not done:
+            return
+        self._batches = [b for b in self._batches if b not in done]
+        await delete_arrival_claims(self.client, [c for b in done for c in b.claims])
+
+    # --- departing -----------------------------------------------------------------------
+
+    async def withdraw(self, parties: Sequence[Party]) -> bool:
+        """Withdraw the arrivals of ``parties`` if their generation still waits (bounded to
+        :data:`CLEANUP_SECONDS`; never raises). Whether any was withdrawn."""
+        by_generation: dict[int, list[tuple[int, int]]] = {}
+        for party in parties:
+            if party.index >= 0:
+                by_generation.setdefault(party.generation, []).append((party.index, 1))
+        if not by_generation:
+            return False
+        removed = False
+        requests: dict[int, Departure] = {}
+        with anyio.move_on_after(CLEANUP_SECONDS):
+            try:
+                user = await self.client.whoami()
+            except APIError as exc:
+                log.warning("%r: could not withdraw (its session will): %s", self, exc)
+                return False
+            requests.update({g: Departure(g, spans, user) for g, spans in by_generation.items()})
+            for request in requests.values():
+                self._departures.submit(request)
+            for request in requests.values():
+                await request.done.wait()
+                removed = removed or request.removed
+        for party in parties:
+            mine = requests.get(party.generation)
+            self._finish(party, departed=mine is not None and mine.removed)
+        return removed
+
+    async def _flush_departures(self, batch: list[Departure]) -> None:
+        try:
+            cas = await write_departures(
+                self.client,
+                self.namespace,
+                self.name,
+                batch,
+                now=self._now(),
+                current=newest(self._cached(), self.waiting.latest),
+            )
+            self.waiting.saw(cas.object)
+        except BaseException as exc:
+            for request in batch:
+                request.error = exc
+                request.done.set()
+            if isinstance(exc, Exception):
+                log.warning("%r: could not withdraw arrivals (their session will): %s", self, exc)
+                return
+            raise
+        for request in batch:
+            request.done.set()
+        self.waiting.wake()
+
+    def _finish(self, party: Party, *, departed: bool = False) -> None:
+        self.waiting.waiting.discard(party)
+        batch = party.batch
+        if batch is not None and party.index not in batch.finished:
+            batch.finished.add(party.index)
+            if departed:
+                batch.departed.add(party.index)
+            batch.session.holds = max(0, batch.session.holds - 1)
+            if departed and len(batch.departed) == len(batch.parties):
+                self._spawn(self._collect, batch.generation)
 
     # --- waiting -------------------------------------------------------------------------
 
-    def view(self, obj: KObject) -> state.View:
-        """``state.view`` of ``obj``, computed once per version for all parties here."""
-        version = (obj.uid, obj.resource_version)
-        if self._view is None or self._view[0] != version:
-            self._view = (version, state.view(obj.spec, obj.status))
-        return self._view[1]
+    async def wait(self, party: Party) -> int:
+        """Wait until ``party``'s generation concludes; its rank, or raise.
 
-    async def await_outcome(self, joined: Joined) -> int:
-        """Wait until ``joined``'s generation concludes; its index, or raise."""
-        watch = await self.client.watch(BARRIER, self.namespace)
-        latest = joined.seen
-        windows: dict[tuple[int, int], float] = {}
-        while True:
-            changed = watch.next_change(self.name, self.namespace)
-            lost = joined.lost
-            if lost is not None:
-                latest = await self._get()  # the cache may lag behind the loss
-                if latest is None:
-                    raise BarrierFailed(f"barrier {self.namespace}/{self.name} was deleted")
-            cached = watch.get(self.name, self.namespace)
-            latest = caught_up(cached, latest)
-            obj = newest(cached, latest)
-            if obj is None or obj.uid != joined.uid:
-                obj = await self._get()
-                if obj is None or obj.uid != joined.uid:
-                    raise BarrierFailed(f"barrier {self.namespace}/{self.name} was deleted")
-            seen = self.view(obj)
-            out = state.outcome_of(seen.status, key=joined.key, generation=joined.generation)
-            if out.state == state.OPENED:
-                assert out.index is not None
-                return out.index
-            if out.state != state.PENDING:
-                raise self.failure(joined.key, out)
-            if lost is not None:
-                raise BarrierFailed(
-                    f"barrier {self.namespace}/{self.name}: party {joined.key} lost its "
-                    f"arrival: {lost}",
-                    arrived=tuple(obj.status.get("arrivals") or ()),
-                )
-            delay = await self._step(joined, obj, seen, windows)
-            if delay == 0:
-                continue  # something was written: the cache has it (observe)
-            await wait_any(changed, joined.wake, delay=delay)
-
-    async def _get(self) -> KObject | None:
+        A cancelled waiter withdraws its arrival (shielded, bounded) unless the generation
+        concluded first.
+        """
         try:
-            return await self.client.store.get(BARRIER, self.namespace, self.name)
-        except NotFoundError:
-            return None
+            await party.settled.wait()
+        except BaseException:
+            if not party.settled.is_set():
+                with anyio.CancelScope(shield=True):
+                    await self.withdraw([party])
+            raise
+        finally:
+            self._finish(party)
+        if party.failure is not None:
+            raise party.failure
+        assert party.rank is not None
+        return party.rank
 
-    async def _step(
-        self,
-        joined: Joined,
-        obj: KObject,
-        seen: state.View,
-        windows: dict[tuple[int, int], float],
-    ) -> float | None:
-        """Do what is due on ``obj`` for a pending party: a write (returns 0) or nothing
-        (returns how long until something is due; ``None``: only a change can help)."""
-        now, wall = self.client.clock.monotonic(), self._now()
-        if seen.advance_due:
-            cas = await self.transition(lambda o: state.advance(o.spec, o.status, now=wall), obj)
-            if cas.wrote:
-                return 0
-        deadlines: list[float] = []
-        timeout = seen.timeout
-        if timeout is not None:
-            due = joined.since + timeout
-            if now < due:
-                deadlines.append(due)
-            else:
-                message = (
-                    f"not opened within spec.timeoutSeconds={timeout:g} "
-                    f"(judged by party {joined.key})"
-                )
-                generation = joined.generation
-                cas = await self.transition(
-                    lambda o: state.fail(
-                        o.spec,
-                        o.status,
-                        generation=generation,
-                        reason=state.TIMEOUT,
-                        message=message,
-                        now=wall,
-                    ),
-                    obj,
-                )
-                # Not written: the fresh object has concluded; the watch will bring it.
-                return 0 if cas.wrote else None
-        episode = seen.last_call
-        if episode is not None:
-            due = windows.setdefault(episode, now) + seen.last_call_seconds
-            if now < due:
-                deadlines.append(due)
-            else:
-                gen, number = episode
-                cas = await self.transition(
-                    lambda o: state.open_last_call(
-                        o.spec, o.status, generation=gen, episode=number, now=wall
-                    ),
-                    obj,
-                )
-                return 0 if cas.wrote else None
-        joined.deadline = min(deadlines) if deadlines else None
-        return joined.deadline - now if joined.deadline is not None else None
+    async def refresh_roster(self) -> None:
+        """Read the barrier's arrival claims now (before naming who is missing)."""
+        await self.waiting.refresh_roster()
 
-    def failure(self, key: str, out: state.Outcome) -> BarrierFailed:
-        """The error a party gets for a generation that did not open for it."""
-        where = f"barrier {self.namespace}/{self.name} generation {out.generation}"
-        if out.state == state.REMOVED:
-            why = "opened without this party" if out.reason == state.OPEN else "is still waiting"
-            return BarrierFailed(
-                f"{where} {why}: the arrival of party {key} was removed (left, or reaped "
-                "after its ttl without renewal)",
-                arrived=out.arrived,
-            )
-        if out.state == state.UNKNOWN:
-            return BarrierFailed(
-                f"{where} concluded while this party was not looking and its outcome is no "
-                "longer recorded (status.previous/history moved on)"
-            )
-        arrived = ", ".join(out.arrived) or "none"
-        missing = ", ".join(out.missing) or "none"
-        cls = BarrierTimeout if out.reason == state.TIMEOUT else BarrierFailed
-        return cls(
-            f"{where} failed ({out.reason}): {out.message}; arrived: {arrived}; missing: {missing}",
-            arrived=out.arrived,
-            missing=out.missing,
-        )
+    def missing_now(self, status: Mapping[str, Any]) -> list[str]:
+        """Parties known to be missing from the current generation (for ``reset``)."""
+        return self.waiting.missing_now(status)
+
+    @property
+    def deadline(self) -> tuple[int, float] | None:
+        """``(generation, monotonic time)`` of this process's next timed write there."""
+        return self.waiting.deadline
 
 
-def _stored_acquired_at(request: ArrivalRequest) -> str:
-    # The entry as stored: an idempotent arrival kept the earlier entry of this party.
-    stored = request.result.entry if request.result is not None else request.entry
-    return str(stored.get("acquiredAt", ""))
+_PARTIES = PerClient[tuple[str, str], LocalParties]()
 
 
-_SITES = PerClient[tuple[str, str], Site]()
-
-
-def site(client: Client, namespace: str, name: str) -> Site:
-    """The one :class:`Site` of ``client`` at barrier ``namespace/name``."""
-    return _SITES.get(client, (namespace, name), lambda: Site(client, namespace, name))
+def parties_at(client: Client, namespace: str, name: str) -> LocalParties:
+    """The one :class:`LocalParties` of ``client`` at barrier ``namespace/name``."""
+    return _PARTIES.get(client, (namespace, name), lambda: LocalParties(client, namespace, name))

@@ -1,39 +1,43 @@
-"""Pure state of a Barrier: arrivals, generations, quorum, last call, failure.
+"""Pure state of a Barrier: counters per generation, quorum, last call, failure.
 
-Every function here maps ``(spec, status)`` (plus the caller's decision and a wall-clock
-string for humans) to a new status, with no I/O and no clock of its own, so the SDK (inside
-its CAS loops), the operator (after reaping, on timeout) and hypothesis all run the same
-code. Layout (see ``docs/barrier.md``)::
+Every function maps ``(spec, status)`` (plus the caller's decision and a wall-clock string
+for humans) to a new status, with no I/O and no clock of its own, so the SDK (inside its
+CAS loops), the operator (reaping, timeouts) and hypothesis all run the same code. The
+status holds counters, never parties (see ``docs/barrier.md``)::
 
     generation: 3                 # the current generation, from 1
     phase: Waiting|Open|Failed    # of the current generation
-    arrivals: {<party>: entry + index, generation, arrivedAt}
-    arrived, nextIndex            # count; provisional index of the next arrival
-    quorumReachedAt, quorumEpisode   # the last-call window (spec.quorum < spec.expected)
-    startedAt, openedAt, failedAt, reason, message, missing
-    parties: [<party>...]         # once concluded: who it opened (failed) with, by index
-    roster: [<party>...]          # parties known to belong: the previous generation's and
-                                  # every party that arrived in this one (names `missing`)
-    previous: {generation, phase, parties, ...}   # the generation before this one
-    history: [{generation, phase, at, arrived, reason, message}]   # the last 16
+    arrived: 4093                 # parties counted in it = nextIndex - len(departed)
+    arrivedBy: {<user>: 4093}     # the same count per user (O(users), not O(parties))
+    nextIndex: 4096               # the next arrival index; a batch of k takes [i, i+k)
+    departed: [[17, 2], [900, 1]] # index ranges that left (or were reaped) while it waited
+    recent: [{batch, generation, firstIndex, count, session, user}]   # the last 32 batches
+    startedAt, quorumReachedAt, quorumEpisode, openedAt, failedAt, reason, message, missing
+    previous: {generation, phase, arrived, nextIndex, departed, ...}  # the one before
+    history: [{generation, phase, at, arrived, nextIndex, reason, message}]   # the last 16
+
+Who arrived is in the arrival Claims (one per process batch, carrying the party names and
+the session); the object stays a few hundred bytes whatever the number of parties.
 
 A generation opens exactly once: by the CAS write that brings ``arrived`` to ``expected``
 (or to ``quorum`` with no last call), or by a waiter whose last-call stopwatch ran out; it
 fails exactly once, by ``reset`` or a timeout. It then stays concluded (so slow waiters
-still see it) until the next ``arrive`` starts generation + 1; ``previous`` and
-``history`` answer waiters that missed the concluded state entirely.
+still see it) until the next arrival starts generation + 1; ``previous`` and ``history``
+answer waiters that missed the concluded state. A party's rank is its index minus the
+departed indices below it (:mod:`barrier_ranges`), the same for every process.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
 
 from konductor_sdk._kernel.clock import SYSTEM_CLOCK, rfc3339
 from konductor_sdk._kernel.objects import BARRIER, KObject
+from konductor_sdk._machines import barrier_ranges as ranges
 from konductor_sdk._machines.barrier_spec import MAX_EXPECTED as MAX_EXPECTED
 from konductor_sdk._machines.barrier_spec import BarrierSpec as BarrierSpec
 from konductor_sdk._machines.barrier_spec import _int
@@ -50,46 +54,66 @@ FAILED: Final = "Failed"
 PHASES: Final = (WAITING, OPEN, FAILED)
 RESET: Final = "Reset"
 TIMEOUT: Final = "Timeout"
+TOO_MANY_DEPARTURES: Final = "TooManyDepartures"
 
 HISTORY_LIMIT: Final = 16
-ROSTER_LIMIT: Final = 2 * MAX_EXPECTED
-
-# Outcomes of one party's wait, see outcome().
-PENDING: Final = "pending"
-OPENED: Final = "opened"
-FAILED_OUTCOME: Final = "failed"
-REMOVED: Final = "removed"
-UNKNOWN: Final = "unknown"
+RECENT_LIMIT: Final = 32
+"""Arrival batches remembered, so that a client whose write's answer was lost can tell
+whether it was applied (and never counts its parties twice)."""
+DEPARTED_LIMIT: Final = 128
+"""Separate ranges of departed indices one generation may have; past it, it fails. The
+CRD checks that the ranges are disjoint, pairwise: 128 keeps that within the API server's
+cost limit for one validation rule (256 exceeds it)."""
+MISSING_LIMIT: Final = 32
+"""Missing parties named in ``status.missing`` (the rest are counted, ``"<n more>"``)."""
+MAX_INDEX: Final = 2**53 - 1
 
 
 # --- normalization -------------------------------------------------------------------
 
 
-def _strings(value: Any) -> list[str]:
+def _strings(value: Any, limit: int) -> list[str]:
     if not isinstance(value, list):
         return []
     seen: dict[str, None] = {}
     for item in value:
         if isinstance(item, str):
             seen.setdefault(item, None)
-    return list(seen)
+    return list(seen)[:limit]
+
+
+def _counts(value: Any) -> dict[str, int]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): v for k, v in value.items() if _int(v, 0) > 0}
+
+
+def _recent(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        return []
+    out = []
+    for item in value:
+        if (
+            isinstance(item, Mapping)
+            and isinstance(item.get("batch"), str)
+            and _int(item.get("generation"), 0) >= 1
+            and _int(item.get("firstIndex"), -1) >= 0
+            and _int(item.get("count"), 0) >= 1
+        ):
+            out.append(dict(item))
+    return out[-RECENT_LIMIT:]
 
 
 def _normalize_in_place(sp: BarrierSpec, s: Status) -> None:
     s["generation"] = _int(s.get("generation"), 1, minimum=1)
     if s.get("phase") not in PHASES:
         s["phase"] = WAITING
-    raw = s.get("arrivals")
-    arrivals = (
-        {str(k): dict(v) for k, v in raw.items() if isinstance(v, Mapping)}
-        if isinstance(raw, Mapping)
-        else {}
-    )
-    s["arrivals"] = arrivals
-    top = max((_int(e.get("index"), -1) for e in arrivals.values()), default=-1)
-    s["nextIndex"] = max(_int(s.get("nextIndex"), 0), top + 1)
+    s["nextIndex"] = min(_int(s.get("nextIndex"), 0), MAX_INDEX)
+    s["departed"] = ranges.clean(s.get("departed"), below=s["nextIndex"])
+    s["arrived"] = s["nextIndex"] - ranges.total(s["departed"])
+    s["arrivedBy"] = _counts(s.get("arrivedBy"))
+    s["recent"] = _recent(s.get("recent"))
     s["quorumEpisode"] = _int(s.get("quorumEpisode"), 0)
-    s["roster"] = _strings(s.get("roster"))[-ROSTER_LIMIT:]
     history = s.get("history")
     s["history"] = (
         [dict(h) for h in history if isinstance(h, Mapping)][-HISTORY_LIMIT:]
@@ -99,14 +123,12 @@ def _normalize_in_place(sp: BarrierSpec, s: Status) -> None:
     if not isinstance(s.get("previous"), Mapping):
         s.pop("previous", None)
     if s["phase"] == WAITING:
-        for field in ("parties", "openedAt", "failedAt", "reason", "message", "missing"):
+        for field in ("openedAt", "failedAt", "reason", "message", "missing"):
             s.pop(field, None)
-        s["arrived"] = len(arrivals)
-        if len(arrivals) < sp.effective_quorum:
+        if s["arrived"] < sp.effective_quorum:
             s.pop("quorumReachedAt", None)  # a dip below quorum ends the last-call window
-    else:
-        s["parties"] = _strings(s.get("parties"))
-        s["arrived"] = len(s["parties"])
+    elif "missing" in s:
+        s["missing"] = _strings(s["missing"], MISSING_LIMIT + 1)
 
 
 def normalize(spec: Spec, status: Mapping[str, Any]) -> Status:
@@ -119,77 +141,74 @@ def normalize(spec: Spec, status: Mapping[str, Any]) -> Status:
 # --- transitions -------------------------------------------------------------------------
 
 
-def _by_index(arrivals: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    return sorted(arrivals, key=lambda k: (_int(arrivals[k].get("index"), 1 << 30), k))
-
-
 def _record(s: Status, now: str, **fields: Any) -> None:
-    item = {"generation": s["generation"], "phase": s["phase"], "at": now}
-    item["arrived"] = s["arrived"]
+    item = {
+        "generation": s["generation"],
+        "phase": s["phase"],
+        "at": now,
+        "arrived": s["arrived"],
+        "nextIndex": s["nextIndex"],
+    }
     item.update({k: v for k, v in fields.items() if v})
     s["history"] = [*s["history"], item][-HISTORY_LIMIT:]
 
 
 def _open(s: Status, now: str) -> None:
-    arrivals = s["arrivals"]
-    parties = _by_index(arrivals)
-    # Indices are compacted to 0..n-1 in arrival order, so they can serve as ranks even
-    # when parties left (or were reaped) before the barrier opened.
-    for index, key in enumerate(parties):
-        arrivals[key]["index"] = index
     s["phase"] = OPEN
     s["openedAt"] = now
-    s["parties"] = parties
-    s["arrived"] = len(parties)
     _record(s, now)
 
 
-def missing_parties(sp: BarrierSpec, s: Mapping[str, Any]) -> list[str]:
-    """Parties known by name that have not arrived, then ``"<n more>"`` for the rest."""
-    arrivals = s.get("arrivals") or {}
-    named = [p for p in _strings(s.get("roster")) if p not in arrivals]
-    deficit = sp.expected - len(arrivals) - len(named)
-    return [*named, f"<{deficit} more>"] if deficit > 0 else named
+def missing_list(sp: BarrierSpec, s: Mapping[str, Any], named: Sequence[str]) -> list[str]:
+    """``status.missing``: the parties known by name that have not arrived (at most
+    :data:`MISSING_LIMIT`), then ``"<n more>"`` for those not named."""
+    names = list(dict.fromkeys(n for n in named if isinstance(n, str) and n))
+    deficit = max(sp.expected - int(s["arrived"]), len(names))
+    shown = names[:MISSING_LIMIT]
+    rest = deficit - len(shown)
+    return [*shown, f"<{rest} more>"] if rest > 0 else shown
 
 
-def _fail(sp: BarrierSpec, s: Status, *, reason: str, message: str, now: str) -> None:
-    s["missing"] = missing_parties(sp, s)
-    s["parties"] = _by_index(s["arrivals"])
-    s["arrived"] = len(s["parties"])
+def _fail(
+    sp: BarrierSpec, s: Status, *, reason: str, message: str, named: Sequence[str], now: str
+) -> None:
+    s["missing"] = missing_list(sp, s, named)
     s["phase"] = FAILED
     s["failedAt"] = now
     s["reason"] = reason
-    s["message"] = message
-    _record(s, now, reason=reason, message=message)
+    s["message"] = message[:4096]
+    _record(s, now, reason=reason, message=s["message"])
 
 
-def _start_next(s: Status, now: str) -> None:
+def _start_next(s: Status) -> None:
     previous: dict[str, Any] = {
         "generation": s["generation"],
         "phase": s["phase"],
-        "parties": s.get("parties", []),
+        "arrived": s["arrived"],
+        "nextIndex": s["nextIndex"],
     }
-    roster = list(previous["parties"])
-    if s["phase"] == FAILED:
-        previous.update({k: s[k] for k in ("reason", "message", "missing") if k in s})
-        roster += [p for p in s["roster"] if p not in roster]
-    kept: Status = {k: s[k] for k in ("history", "observedGeneration") if k in s}
+    if s["departed"]:
+        previous["departed"] = s["departed"]
+    previous.update(
+        {k: s[k] for k in ("openedAt", "failedAt", "reason", "message", "missing") if k in s}
+    )
+    kept: Status = {k: s[k] for k in ("history", "recent", "observedGeneration") if k in s}
     s.clear()
     s.update(kept)
     s.update(
         generation=previous["generation"] + 1,
         phase=WAITING,
-        arrivals={},
         arrived=0,
+        arrivedBy={},
         nextIndex=0,
+        departed=[],
         quorumEpisode=0,
-        roster=roster[-ROSTER_LIMIT:],
         previous=previous,
     )
 
 
 def _advance_in_place(sp: BarrierSpec, s: Status, now: str) -> None:
-    if s["phase"] != WAITING:
+    if s["phase"] != WAITING or s["arrived"] == 0:
         return
     arrived, quorum = s["arrived"], sp.effective_quorum
     if arrived >= sp.expected:
@@ -208,77 +227,169 @@ def advance(spec: Spec, status: Mapping[str, Any], *, now: str) -> Status | None
     was lowered), start the last-call window at quorum. ``None`` if nothing changes."""
     sp = parse_spec(spec)
     s = normalize(spec, status)
+    before = copy.deepcopy(s)
     _advance_in_place(sp, s, now)
-    return None if s == status else s
+    return None if s == before else s
 
 
 @attrs.frozen
-class ArriveResult:
-    """What :func:`arrive` decided: the new status (``None``: already arrived, no write),
-    the generation joined and this party's entry as stored."""
+class Arrival:
+    """What :func:`arrive` decided.
+
+    Attributes:
+        status: the status to write (``None``: nothing to write, the batch is recorded).
+        generation: the generation the batch joined.
+        first_index: the index of its first party (parties take ``[first, first+count)``).
+        count: how many of the batch's parties it took; fewer than asked when the
+            generation filled up (the rest arrive in the next write, in the next
+            generation), 0 when the write only opens a generation that was due to open.
+        recorded: the batch was already recorded (an earlier write whose answer was lost).
+    """
 
     status: Status | None
     generation: int
-    entry: Mapping[str, Any]
+    first_index: int
+    count: int
+    recorded: bool = False
+
+
+def find_batch(status: Mapping[str, Any], batch: str) -> Mapping[str, Any] | None:
+    """The ``recent`` record of arrival batch ``batch``, if it is still remembered."""
+    for item in _recent(status.get("recent")):
+        if item["batch"] == batch:
+            return item
+    return None
 
 
 def arrive(
     spec: Spec,
     status: Mapping[str, Any],
     *,
-    key: str,
-    entry: Mapping[str, Any],
-    after_generation: int,
+    batch: str,
+    count: int,
+    session: str,
+    user: str,
     now: str,
-) -> ArriveResult:
-    """Record party ``key`` in the current generation, or start the next one if the
-    current one is concluded. ``after_generation`` is the last generation this party
-    finished; an arrival of ``key`` in a later generation is this party's and is kept
-    (idempotent retries)."""
+) -> Arrival:
+    """Record ``count`` parties of one process (arrival batch ``batch``, of ``user``, whose
+    liveness is ``session``) in the waiting generation, or start the next generation if the
+    current one has concluded. Idempotent per ``batch``."""
     sp = parse_spec(spec)
     s = normalize(spec, status)
-    existing = s["arrivals"].get(key)
-    if existing is not None and s["generation"] > after_generation:
-        return ArriveResult(None, s["generation"], existing)
-    if s["phase"] != WAITING:
-        _start_next(s, now)
-    arrivals = s["arrivals"]
-    if not arrivals:
+    known = find_batch(s, batch)
+    if known is not None:
+        return Arrival(None, known["generation"], known["firstIndex"], known["count"], True)
+    if s["phase"] == WAITING:
+        _advance_in_place(sp, s, now)
+        if s["phase"] != WAITING:
+            # It was due to open (expected lowered): this write opens it, no arrival in
+            # it; the batch arrives in the next write, in the next generation.
+            return Arrival(s, s["generation"], s["nextIndex"], 0)
+    else:
+        _start_next(s)
+    take = max(0, min(count, sp.expected - s["arrived"], MAX_INDEX - s["nextIndex"]))
+    first = s["nextIndex"]
+    if take == 0:
+        return Arrival(None, s["generation"], first, 0)
+    if first == 0:
         s["startedAt"] = now
-    arrivals[key] = {
-        **entry,
-        "index": s["nextIndex"],
+    s["nextIndex"] = first + take
+    s["arrived"] += take
+    s["arrivedBy"][user] = s["arrivedBy"].get(user, 0) + take
+    record = {
+        "batch": batch,
         "generation": s["generation"],
-        "arrivedAt": now,
+        "firstIndex": first,
+        "count": take,
+        "session": session,
+        "user": user,
     }
-    s["nextIndex"] += 1
-    if key not in s["roster"]:
-        s["roster"] = [*s["roster"], key][-ROSTER_LIMIT:]
-    _normalize_in_place(sp, s)
+    s["recent"] = [*s["recent"], record][-RECENT_LIMIT:]
     _advance_in_place(sp, s, now)
-    return ArriveResult(s, s["generation"], s["arrivals"][key])
+    return Arrival(s, s["generation"], first, take)
 
 
-def leave(
+def arrival_applied(
+    status: Mapping[str, Any], *, batch: str, generation: int, first_index: int
+) -> bool | None:
+    """Whether the arrival write of ``batch``, computed to take index ``first_index`` of
+    ``generation``, was applied, judged on a status read after the write's answer was lost:
+    ``True``/``False``, or ``None`` if that can no longer be told (the batch at that
+    position dropped out of ``recent``)."""
+    s = normalize({"expected": MAX_EXPECTED}, status)
+    if find_batch(s, batch) is not None:
+        return True
+    if s["generation"] < generation:
+        return False
+    if s["generation"] == generation:
+        next_index = s["nextIndex"]
+    else:
+        record = _generation_record(s, generation)
+        if record is None:
+            return None
+        next_index = _int(record.get("nextIndex"), -1)
+        if next_index < 0:
+            return None
+    if next_index <= first_index:
+        return False  # nobody took that index: not us either
+    for item in s["recent"]:
+        if item["generation"] == generation and item["firstIndex"] == first_index:
+            return False  # the one write that could take that index was someone else's
+    return None
+
+
+def _generation_record(s: Mapping[str, Any], generation: int) -> Mapping[str, Any] | None:
+    previous = s.get("previous") or {}
+    if _int(previous.get("generation"), 0) == generation:
+        return previous
+    for record in s["history"]:
+        if isinstance(record, Mapping) and record.get("generation") == generation:
+            return record
+    return None
+
+
+def depart(
     spec: Spec,
     status: Mapping[str, Any],
     *,
-    key: str,
-    generation: int | None = None,
-    acquired_at: str | None = None,
+    generation: int,
+    spans: Sequence[tuple[int, int]],
+    user: str,
+    now: str,
 ) -> Status | None:
-    """Remove the arrival of ``key`` while its generation waits (and, if given, only that
-    generation's / that ``acquiredAt``'s); ``None`` if there is nothing to remove."""
+    """Withdraw the arrivals at index ranges ``spans`` (``(first, count)``) of ``user``
+    while ``generation`` waits; indices already departed are not departed twice.
+    ``None`` if there is nothing to withdraw (or ``user`` has fewer arrivals than that).
+    If the generation would need more than :data:`DEPARTED_LIMIT` ranges, it fails
+    instead (reason ``TooManyDepartures``)."""
+    sp = parse_spec(spec)
     s = normalize(spec, status)
-    entry = s["arrivals"].get(key)
-    if s["phase"] != WAITING or entry is None:
+    if s["generation"] != generation or s["phase"] != WAITING:
         return None
-    if generation is not None and s["generation"] != generation:
+    departed, removed = s["departed"], 0
+    for first, count in spans:
+        end = min(first + count, s["nextIndex"])
+        if first < 0 or end <= first:
+            continue
+        departed, added = ranges.add(departed, first, end - first)
+        removed += added
+    if removed == 0 or s["arrivedBy"].get(user, 0) < removed:
         return None
-    if acquired_at is not None and entry.get("acquiredAt") != acquired_at:
-        return None
-    del s["arrivals"][key]
-    _normalize_in_place(parse_spec(spec), s)
+    if len(departed) > DEPARTED_LIMIT:
+        message = (
+            f"more than {DEPARTED_LIMIT} separate ranges of arrivals left generation "
+            f"{generation} before it opened (status.departed is bounded); arrive again"
+        )
+        _fail(sp, s, reason=TOO_MANY_DEPARTURES, message=message, named=(), now=now)
+        return s
+    s["departed"] = departed
+    s["arrived"] -= removed
+    left = s["arrivedBy"][user] - removed
+    if left:
+        s["arrivedBy"][user] = left
+    else:
+        del s["arrivedBy"][user]
+    _normalize_in_place(sp, s)
     return s
 
 
@@ -289,22 +400,26 @@ def fail(
     generation: int,
     reason: str,
     message: str,
+    missing: Sequence[str] = (),
     now: str,
 ) -> Status | None:
-    """Fail ``generation`` if it is still the waiting one; ``None`` otherwise."""
+    """Fail ``generation`` if it is still the waiting one; ``None`` otherwise. ``missing``
+    names parties known to be absent (the rest are counted)."""
     s = normalize(spec, status)
     if s["generation"] != generation or s["phase"] != WAITING:
         return None
-    _fail(parse_spec(spec), s, reason=reason, message=message, now=now)
+    _fail(parse_spec(spec), s, reason=reason, message=message, named=missing, now=now)
     return s
 
 
-def reset(spec: Spec, status: Mapping[str, Any], *, now: str, message: str) -> Status | None:
-    """Fail the waiting generation (``reason: Reset``) if anyone arrived in it."""
+def reset(
+    spec: Spec, status: Mapping[str, Any], *, now: str, message: str, missing: Sequence[str] = ()
+) -> Status | None:
+    """Fail the waiting generation (``reason: Reset``) if anyone is counted in it."""
     s = normalize(spec, status)
-    if s["phase"] != WAITING or not s["arrivals"]:
+    if s["phase"] != WAITING or s["arrived"] == 0:
         return None
-    _fail(parse_spec(spec), s, reason=RESET, message=message, now=now)
+    _fail(parse_spec(spec), s, reason=RESET, message=message, named=missing, now=now)
     return s
 
 
@@ -340,115 +455,35 @@ def open_last_call(
 
 
 def timeout_seconds(spec: Spec, status: Mapping[str, Any]) -> float | None:
-    """``spec.timeoutSeconds`` while the generation waits with someone in it, else ``None``."""
+    """``spec.timeoutSeconds`` while the generation waits and someone has arrived in it
+    (even if all of them left since), else ``None``."""
     return _timeout_seconds(parse_spec(spec), normalize(spec, status))
 
 
 def _timeout_seconds(sp: BarrierSpec, s: Mapping[str, Any]) -> float | None:
-    if sp.timeout is None or s["phase"] != WAITING or not s["arrivals"]:
+    if sp.timeout is None or s["phase"] != WAITING or s["nextIndex"] == 0:
         return None
     return sp.timeout
-
-
-# --- what a waiter makes of a status ----------------------------------------------------
-
-
-@attrs.frozen
-class Outcome:
-    """How generation ``generation`` ended for one party (``state`` is one of
-    ``pending``, ``opened``, ``failed``, ``removed``, ``unknown``)."""
-
-    state: str
-    generation: int
-    index: int | None = None
-    reason: str = ""
-    message: str = ""
-    arrived: tuple[str, ...] = ()
-    missing: tuple[str, ...] = ()
-
-
-def _concluded(generation: int, key: str, record: Mapping[str, Any]) -> Outcome:
-    parties = tuple(_strings(record.get("parties")))
-    if record.get("phase") == OPEN:
-        if key in parties:
-            return Outcome(OPENED, generation, index=parties.index(key), arrived=parties)
-        return Outcome(REMOVED, generation, reason=OPEN, arrived=parties)
-    return Outcome(
-        FAILED_OUTCOME,
-        generation,
-        reason=str(record.get("reason", "")),
-        message=str(record.get("message", "")),
-        arrived=parties,
-        missing=tuple(_strings(record.get("missing"))),
-    )
-
-
-def outcome(status: Mapping[str, Any], *, key: str, generation: int) -> Outcome:
-    """What party ``key``, which arrived in ``generation``, makes of ``status``."""
-    return outcome_of(normalize({"expected": MAX_EXPECTED}, status), key=key, generation=generation)
-
-
-def outcome_of(s: Mapping[str, Any], *, key: str, generation: int) -> Outcome:
-    """:func:`outcome` of an already normalized status (read, never modified)."""
-    current = s["generation"]
-    if current < generation:
-        return Outcome(PENDING, generation)  # a cache that has not caught up with us yet
-    if current == generation:
-        if s["phase"] == WAITING:
-            return Outcome(PENDING if key in s["arrivals"] else REMOVED, generation)
-        return _concluded(generation, key, s)
-    previous = s.get("previous") or {}
-    if _int(previous.get("generation"), 0) == generation:
-        return _concluded(generation, key, previous)
-    for record in s["history"]:
-        if record.get("generation") == generation and record.get("phase") == FAILED:
-            return _concluded(generation, key, record)
-    return Outcome(UNKNOWN, generation)
-
-
-@attrs.frozen
-class View:
-    """Everything a waiting party reads off one version of the object, none of it specific
-    to the party: computed once per resourceVersion and shared by all the parties of a
-    process (each recomputing it costs a deep copy of every arrival, per party, per event,
-    which made releasing 256 parties take seconds)."""
-
-    status: Mapping[str, Any]
-    """The normalized status. Shared: never modified."""
-    advance_due: bool
-    """:func:`advance` would write (whatever ``now`` it is given)."""
-    timeout: float | None
-    """:func:`timeout_seconds`."""
-    last_call: tuple[int, int] | None
-    """:func:`last_call_episode`."""
-    last_call_seconds: float
-
-
-def view(spec: Spec, status: Mapping[str, Any]) -> View:
-    """The :class:`View` of ``(spec, status)``: the same answers as :func:`outcome`,
-    :func:`advance`, :func:`timeout_seconds` and :func:`last_call_episode`."""
-    sp = parse_spec(spec)
-    s = normalize(spec, status)
-    advanced = copy.deepcopy(s)
-    _advance_in_place(sp, advanced, "")
-    return View(
-        status=s,
-        advance_due=advanced != status,
-        timeout=_timeout_seconds(sp, s),
-        last_call=_last_call_episode(sp, s),
-        last_call_seconds=sp.last_call_seconds,
-    )
 
 
 # --- operator hooks ----------------------------------------------------------------------
 
 
+def operator_grace(seconds: float) -> float:
+    """How much later than the waiters the operator fails a generation that timed out.
+
+    The waiters know the missing parties' names (they watched the arrival claims), the
+    operator does not; so the operator is the backstop for a generation nobody waits on.
+    """
+    return min(max(seconds * 0.05, 1.0), 10.0)
+
+
 def _timer(obj: KObject) -> tuple[Hashable, float] | None:
-    seconds = timeout_seconds(obj.spec, obj.status)
+    s = normalize(obj.spec, obj.status)
+    seconds = _timeout_seconds(parse_spec(obj.spec), s)
     if seconds is None:
         return None
-    generation = normalize(obj.spec, obj.status)["generation"]
-    return ((obj.uid, generation), seconds)
+    return ((obj.uid, s["generation"]), seconds + operator_grace(seconds))
 
 
 def on_timeout(obj: KObject) -> Status | None:
@@ -464,6 +499,57 @@ def on_timeout(obj: KObject) -> Status | None:
         message=f"not opened within spec.timeoutSeconds={seconds:g} (judged by the operator)",
         now=rfc3339(SYSTEM_CLOCK.now()),
     )
+
+
+def drop_sessions(obj: KObject, dead: frozenset[str], claims: Sequence[KObject]) -> Status | None:
+    """The operator's reaping: withdraw the arrivals of dead sessions from the waiting
+    generation — those of their arrival claims, and those of the ``recent`` batches that
+    name them (a process that died between its arrival write and its claim). Indices
+    already departed are not departed twice. ``None`` if nothing changes."""
+    s = normalize(obj.spec, obj.status)
+    if s["phase"] != WAITING:
+        return None
+    generation = s["generation"]
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for claim in claims:
+        spec = claim.spec
+        if spec.get("session") not in dead or _int(spec.get("generation"), 0) != generation:
+            continue
+        target = spec.get("target") or {}
+        if target.get("kind") != BARRIER.kind or target.get("name") != obj.name:
+            continue
+        first, parties = _int(spec.get("firstIndex"), -1), spec.get("parties")
+        if first < 0 or not isinstance(parties, list) or not parties:
+            continue
+        user = claim.creator or _user_of_batch(s, generation, first)
+        if user:
+            spans.setdefault(user, []).append((first, len(parties)))
+    for item in s["recent"]:
+        if item.get("session") in dead and item["generation"] == generation:
+            user = str(item.get("user", ""))
+            if user:
+                spans.setdefault(user, []).append((item["firstIndex"], item["count"]))
+    now = rfc3339(SYSTEM_CLOCK.now())
+    current: Status | None = None
+    for user, user_spans in spans.items():
+        new = depart(
+            obj.spec,
+            current if current is not None else s,
+            generation=generation,
+            spans=user_spans,
+            user=user,
+            now=now,
+        )
+        if new is not None:
+            current = new
+    return current
+
+
+def _user_of_batch(s: Mapping[str, Any], generation: int, first: int) -> str:
+    for item in s["recent"]:
+        if item["generation"] == generation and item["firstIndex"] == first:
+            return str(item.get("user", ""))
+    return ""
 
 
 def _gauges(obj: KObject) -> Mapping[str, float]:
@@ -482,14 +568,27 @@ def _describe(obj: KObject) -> str:
     return f"generation {s['generation']} {s['phase']}: {s['arrived']}/{sp.expected} arrived"
 
 
+def _recent_sessions(obj: KObject) -> frozenset[str]:
+    recent = obj.status.get("recent")
+    if not isinstance(recent, list):
+        return frozenset()
+    return frozenset(
+        str(item["session"])
+        for item in recent
+        if isinstance(item, Mapping) and isinstance(item.get("session"), str)
+    )
+
+
 RULES: Final = register(
     KindRules(
         kind=BARRIER,
-        entry_maps=("arrivals",),
+        entry_maps=(),
         normalize=normalize,
         timer=_timer,
         on_timeout=on_timeout,
         gauges=_gauges,
         describe=_describe,
+        drop_sessions=drop_sessions,
+        sessions_of=_recent_sessions,
     )
 )

@@ -15,10 +15,13 @@ from typing import Any, Final
 import attrs
 
 from konductor_sdk._kernel.errors import ConfigurationError
+from konductor_sdk._kernel.validate import check_int
 
 Spec = Mapping[str, Any]
 
-MAX_EXPECTED: Final = 1024
+MAX_EXPECTED: Final = 2**31 - 1
+"""No cap tied to the object's size any more (status holds counters, not parties): the
+bound is the int32 range Kubernetes uses for counts (a Job's ``completions`` too)."""
 MAX_LAST_CALL_SECONDS: Final = 86_400.0
 MAX_TIMEOUT_SECONDS: Final = 7 * 86_400.0
 
@@ -101,15 +104,9 @@ def validate_spec(
     Raises:
         ConfigurationError: naming the argument and its allowed range.
     """
-    if isinstance(expected, bool) or not isinstance(expected, int):
-        raise ConfigurationError(f"expected must be an integer, got {expected!r}")
-    if not 1 <= expected <= MAX_EXPECTED:
-        raise ConfigurationError(f"expected must be in 1..{MAX_EXPECTED}, got {expected}")
+    expected = _whole("expected", expected, 1, MAX_EXPECTED)
     if quorum is not None:
-        if isinstance(quorum, bool) or not isinstance(quorum, int):
-            raise ConfigurationError(f"quorum must be an integer, got {quorum!r}")
-        if not 1 <= quorum <= expected:
-            raise ConfigurationError(f"quorum must be in 1..expected ({expected}), got {quorum}")
+        quorum = _whole("quorum", quorum, 1, expected, hi_name=f"expected ({expected})")
     lc = _seconds("last_call", last_call, 0.0, MAX_LAST_CALL_SECONDS, allow_zero=True)
     if lc is not None and quorum is None:
         raise ConfigurationError(
@@ -118,6 +115,18 @@ def validate_spec(
         )
     to = _seconds("timeout", timeout, 0.0, MAX_TIMEOUT_SECONDS, allow_zero=False)
     return BarrierSpec(expected=expected, quorum=quorum, last_call=lc, timeout=to)
+
+
+def _whole(field: str, value: object, lo: int, hi: int, *, hi_name: str | None = None) -> int:
+    # A count of parties is an int; 2.0 is as likely a mistake as 2.5 (and the CRD says so).
+    if not isinstance(value, int):
+        raise ConfigurationError(f"{field} must be an integer, got {value!r}")
+    try:
+        return check_int(value, field, lo, hi)
+    except ConfigurationError:
+        if hi_name is None:
+            raise
+        raise ConfigurationError(f"{field} must be in [{lo}, {hi_name}], got {value!r}") from None
 
 
 def _seconds(

@@ -3,17 +3,17 @@
 Layout (see ``docs/barrier.md``, section Once)::
 
     phase: Pending|Running|Done|Failed
-    holders: {<key>: entry + attempt}     # the runner; at most one
+    holders: {<key>: {session, creator, holder, attempt, acquiredAt}}   # the runner; <= 1
     attempts: 3                           # claims so far; the runner's entry has its number
     result: '{"rows": 3}'                 # Done: the function's value as JSON text
     error: {type, message}                # Failed: what the function raised
     startedAt, completedAt, completedBy
 
-A caller claims the Once by CAS when it is Pending, or when the runner's entry has not
-been renewed for its TTL on the caller's own monotonic clock (it takes over the very entry
-it judged, so a renewal in between defeats the takeover). Only the current runner, or
-anyone while nobody runs, may record the outcome, and only once: Done and Failed are final
-until :func:`reset`.
+The runner's liveness is its session: no per-entry renewal. A caller claims the Once by
+CAS when it is Pending, or takes over from a runner whose session it judged dead (it
+replaces the very entry it judged: same key, attempt and session). The operator removes a
+runner whose session died (Pending again). Only the current runner records the outcome,
+and only once: Done and Failed are final until :func:`reset`.
 """
 
 from __future__ import annotations
@@ -81,9 +81,9 @@ def runner(status: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None:
     return None
 
 
-def marker(entry: Mapping[str, Any]) -> Hashable:
-    """What changes when a runner renews (or is replaced): observers time expiry on it."""
-    return (entry.get("acquiredAt"), entry.get("attempt"), entry.get("renewCount"))
+def marker(key: str, entry: Mapping[str, Any]) -> Hashable:
+    """What identifies one run: a takeover replaces only the run it judged dead."""
+    return (key, entry.get("attempt"), entry.get("session"))
 
 
 def claim(
@@ -93,16 +93,17 @@ def claim(
     key: str,
     entry: Mapping[str, Any],
     now: str,
-    takeover: tuple[str, Hashable] | None = None,
+    takeover: Hashable | None = None,
 ) -> Status | None:
-    """Become the runner: when nobody runs, or when the runner is still exactly the
-    ``takeover = (key, marker)`` the caller judged expired. ``None`` if not allowed."""
+    """Become the runner (``entry``: session, creator, holder...): when nobody runs, or
+    when the runner is still exactly the run ``takeover`` (its :func:`marker`) the caller
+    judged dead. ``None`` if not allowed."""
     s = normalize(spec, status)
     if s["phase"] in (DONE, FAILED):
         return None
     current = runner(s)
     if current is not None:
-        if takeover is None or (current[0], marker(current[1])) != takeover:
+        if takeover is None or marker(*current) != takeover:
             return None
         del s["holders"][current[0]]
     s["attempts"] += 1
@@ -113,8 +114,7 @@ def claim(
 
 
 def _may_record(s: Status, key: str, attempt: int) -> bool:
-    if s["phase"] == PENDING:
-        return True  # nobody runs: recording our outcome cannot race another runner's
+    # Only the current run records (the admission policy checks the runner's creator).
     entry = s["holders"].get(key)
     return s["phase"] == RUNNING and entry is not None and entry.get("attempt") == attempt
 

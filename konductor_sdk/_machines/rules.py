@@ -36,10 +36,12 @@ class KindRules:
         gauges: ``obj -> {metric: value}`` for the operator's Prometheus gauges
             (e.g. ``in_use``, ``limit``, ``waiters``, ``arrived``).
         describe: ``obj -> short human summary`` for Events and logs.
-        drop_sessions: for kinds whose participants are not plain entries naming a session
-            (a Barrier counts arrivals): ``(obj, dead sessions, their claims on obj) -> new
-            status`` (or ``None`` if nothing changes). Entries in ``entry_maps`` that name a
-            dead ``session`` are removed by the operator without it.
+        drop_sessions: ``(obj, dead session names, those sessions' claims on obj) -> new
+            status`` (or ``None`` if nothing changes), for kinds whose participants are
+            more than entries naming a session (a Barrier's arrivals are counters: the
+            dead sessions' arrival claims say which index ranges to withdraw). Applied by
+            the operator, in its CAS loop, after it has judged the sessions dead; its
+            claims are deleted after the write. ``None``: only ``entry_maps`` are reaped.
     """
 
     kind: ResourceKind
@@ -49,6 +51,9 @@ class KindRules:
     on_timeout: Callable[[KObject], Status | None] | None = None
     gauges: Callable[[KObject], Mapping[str, float]] | None = None
     describe: Callable[[KObject], str] | None = None
+    sessions_of: Callable[[KObject], frozenset[str]] | None = None
+    """Sessions the object names outside its entry maps (a Barrier's recent batches): when
+    one ends, the operator calls ``drop_sessions`` even if no claim of it is left."""
     drop_sessions: Callable[[KObject, frozenset[str], Sequence[KObject]], Status | None] | None = (
         None
     )

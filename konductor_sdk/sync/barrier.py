@@ -7,12 +7,15 @@ Barrier: parties across the cluster wait for each other, generation after genera
     barrier = Barrier("epoch", expected=8)
     rank = barrier.wait()              # arrive, then wait until the barrier opens
 
-Arriving is one CAS write into ``status.arrivals``; the write that brings the count to
-``expected`` also writes ``phase: Open``, so a generation opens exactly once. Waiting is
-the shared watch. While it waits, a party renews its arrival, so a dead party's arrival
-is reaped (by the operator, after ``ttl``) and stops counting. Timeouts and the last-call
-window are timed by the waiters themselves on their monotonic clocks, so a barrier never
-hangs because the operator is down. See ``docs/barrier.md`` for the whole design.
+The barrier's status holds counters, not parties. Arriving is one CAS write of those
+counters per process (the parties of a process that arrive together are combined), and the
+write that brings the count to ``expected`` also writes ``phase: Open``, so a generation
+opens exactly once and releasing costs one write plus one watch event. Each party's rank is
+its arrival index minus the indices that left before the opening, computed by every process
+alike. Who arrived, and whose session keeps them alive, is in one arrival Claim per process
+batch: when a process dies, the operator withdraws its arrivals from the waiting generation.
+Timeouts and the last-call window are timed by the waiters themselves on their monotonic
+clocks, so a barrier never hangs because the operator is down. See ``docs/barrier.md``.
 
 Written from the public async API by ``python -m konductor_sdk.sync._generate``; how
 the blocking calls behave: :mod:`konductor_sdk.sync`.
@@ -50,10 +53,12 @@ class Barrier(_context.BlockingContext, _twin.Twin[_barrier.Barrier]):
         client: default: :func:`~konductor_sdk.default_client`.
         quorum: parties that open it after ``last_call`` seconds (elastic min size).
         last_call: seconds to wait for more parties once ``quorum`` arrived (needs quorum).
-        timeout: seconds after a generation's first arrival before it fails.
-        ttl: seconds an arrival lives without renewal (a dead party stops counting).
-        party: this party's key (default: unique per instance); must be unique among the
-            parties, e.g. ``"rank-3"``. Used to name missing parties.
+        timeout: seconds after a generation's first arrival before it fails, whether or not
+            anyone still waits in it.
+        ttl: seconds this process's session lives without renewal: a dead process's
+            arrivals are withdrawn (by the operator) that long after it stopped.
+        party: this party's name (default: unique per instance); should be unique among
+            the parties, e.g. ``"rank-3"``. Used to name missing parties.
         labels: labels for the object when this instance creates it.
 
     Raises:
@@ -94,9 +99,11 @@ class Barrier(_context.BlockingContext, _twin.Twin[_barrier.Barrier]):
     def name(self) -> str:
         return self._async.name
 
+    KIND = _barrier.Barrier.KIND
+
     @property
     def party(self) -> str | None:
-        """This party's key in ``status.arrivals`` (assigned on first use if not given)."""
+        """This party's name (assigned on first use if not given)."""
         return self._async.party
 
     def statistics(self) -> BarrierStatistics:
@@ -115,10 +122,6 @@ class Barrier(_context.BlockingContext, _twin.Twin[_barrier.Barrier]):
         """
         return _portal.run(self._async.create, exist_ok=exist_ok)
 
-    def delete(self) -> bool:
-        """Delete the object (waiters get :class:`BarrierFailed`); ``False`` if absent."""
-        return _portal.run(self._async.delete)
-
     def set_expected(self, expected: int) -> BarrierStatus:
         """Change ``spec.expected``; waiters honour it at once (raising it makes them wait
         for more parties, lowering it to the number arrived opens the barrier).
@@ -129,13 +132,15 @@ class Barrier(_context.BlockingContext, _twin.Twin[_barrier.Barrier]):
         return _portal.run(self._async.set_expected, expected)
 
     def status(self) -> BarrierStatus:
-        """The barrier as the server (or the shared watch cache) has it now."""
+        """The barrier as the server has it now, with the arrivals its claims record."""
         return _portal.run(self._async.status)
 
     def reset(self) -> bool:
         """Fail the waiting generation (its waiters get :class:`BarrierFailed` with reason
         ``Reset``); the next arrival starts a fresh generation. ``False`` if nobody was
         waiting (or the object does not exist).
+
+        Only the barrier's creator (or a user allowed ``override``) may reset it.
         """
         return _portal.run(self._async.reset)
 
@@ -144,7 +149,9 @@ class Barrier(_context.BlockingContext, _twin.Twin[_barrier.Barrier]):
         current one has concluded); idempotent until the generation is waited for.
 
         Creates the object with this instance's spec if it does not exist. Parties of one
-        client arriving together are recorded in one combined write.
+        client arriving together are recorded in one combined write. Without a following
+        :meth:`wait_open` the arrival counts until the generation concludes, or until this
+        process's session ends (``ttl`` after the process stopped).
 
         Returns:
             The generation joined.
@@ -158,7 +165,7 @@ class Barrier(_context.BlockingContext, _twin.Twin[_barrier.Barrier]):
         """Withdraw this party's arrival while its generation still waits.
 
         Returns:
-            Whether an arrival was removed (``False`` if none, or the barrier had opened).
+            Whether an arrival was withdrawn (``False`` if none, or the barrier concluded).
         """
         return _portal.run(self._async.leave)
 
@@ -166,19 +173,23 @@ class Barrier(_context.BlockingContext, _twin.Twin[_barrier.Barrier]):
         """Wait until the generation this party arrived in opens.
 
         Returns:
-            This party's index in the generation, ``0..arrived-1`` in arrival order.
+            This party's rank in the generation, ``0..arrived-1`` in arrival order.
 
         Raises:
-            BarrierTimeout: ``spec.timeoutSeconds`` passed first (judged by the operator or
-                by a waiter); names who had and had not arrived.
-            BarrierFailed: reset, deleted, or this party's arrival was removed.
+            BarrierTimeout: ``spec.timeoutSeconds`` passed first (judged by a waiter or
+                the operator); names who had and had not arrived.
+            BarrierFailed: reset, deleted, or this party's arrival was withdrawn.
             RuntimeError: :meth:`arrive` was not called.
         """
         return _portal.run(self._async.wait_open)
 
     def wait(self) -> int:
-        """:meth:`arrive`, then :meth:`wait_open`; returns this party's index."""
+        """:meth:`arrive`, then :meth:`wait_open`; returns this party's rank."""
         return _portal.run(self._async.wait)
 
     def __enter__(self) -> int:
         return self._enter_block(_context.blocking(self._async, _twin.same))
+
+    def delete(self) -> bool:
+        """Delete the object; ``False`` if it did not exist."""
+        return _portal.run(self._async.delete)

@@ -7,13 +7,14 @@ Once: run a function once per name across the cluster; everyone gets its outcome
     once = Once("init-db")
     schema_version = once.run(migrate)         # one caller runs migrate(); all get its value
 
-The first caller to claim the Once (a CAS write) runs the function while renewing its claim;
-the others watch. The outcome (the JSON value, or the error) is recorded once and returned
-to every caller, now and later. If the runner dies, its claim stops being renewed; after its
-TTL (judged by each waiter on its own monotonic clock, or by the operator) another caller
-takes over and runs the function again. A runner that cannot renew cancels the function
-before anyone may take over. So the *recorded outcome* is exactly one; the function itself
-may start again after a crash (make it idempotent, or fence it with :attr:`OnceStatus.attempts`).
+The first caller to claim the Once (a CAS write of one runner entry naming its session)
+runs the function; the others watch. The outcome (the JSON value, or the error) is recorded
+once and returned to every caller, now and later. If the runner dies, its session ends: the
+operator removes the entry and another caller runs the function again (a caller of the
+same user does not need the operator: it judges the runner's session on its own clock). A
+runner whose session is lost cancels the function before anyone may take over. So the
+*recorded outcome* is exactly one; the function itself may start again after a crash (make
+it idempotent, or fence it with :attr:`OnceStatus.attempts`).
 
 Written from the public async API by ``python -m konductor_sdk.sync._generate``; how
 the blocking calls behave: :mod:`konductor_sdk.sync`.
@@ -46,8 +47,8 @@ class Once(_twin.Twin[_once.Once]):
         name: the Once object's name.
         namespace: default: the client's.
         client: default: :func:`~konductor_sdk.default_client`.
-        ttl: seconds the runner's claim lives without renewal (how long a crashed
-            runner delays the others).
+        ttl: seconds the runner's session lives without renewal (how long a crashed runner
+            delays the others).
 
     Raises:
         ConfigurationError: an argument is out of range.
@@ -84,6 +85,9 @@ class Once(_twin.Twin[_once.Once]):
     def reset(self) -> bool:
         """Forget the outcome so that the next :meth:`run` runs the function again (a
         runner still running loses its claim). ``False`` if there was nothing to forget.
+
+        Only the Once's creator (or a user allowed ``override``) may forget a recorded
+        outcome or remove another user's runner.
         """
         return _portal.run(self._async.reset)
 

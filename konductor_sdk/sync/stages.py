@@ -48,7 +48,7 @@ class Stages(_twin.Twin[_stages.Stages]):
         parties: parties expected at each stage (``None``: join existing barriers).
         namespace, client, quorum, last_call, timeout, ttl: as for :class:`Barrier`,
             applied to every stage.
-        party: this party's key in every stage (default: one unique key per instance).
+        party: this party's name at every stage (default: one unique name per instance).
 
     Raises:
         ConfigurationError: a bad name, stage list or barrier argument.
@@ -99,6 +99,11 @@ class Stages(_twin.Twin[_stages.Stages]):
             ConfigurationError: no such stage.
         """
         return Barrier._wrap(_portal.call(self._async.barrier, stage))
+
+    @property
+    def party(self) -> str:
+        """This party's name, the same at every stage."""
+        return self._async.party
 
     def wait(self, stage: str) -> int:
         """Arrive at ``stage`` and wait until it opens; returns this party's index there.

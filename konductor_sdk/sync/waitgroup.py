@@ -10,10 +10,13 @@ WaitGroup: Go's ``sync.WaitGroup`` across the cluster.
     wg.done()                # each worker, when its part is finished
     wg.wait()                # anyone: returns once the counter is zero
 
-``add``/``done`` are CAS writes of ``status.counter`` (it can never go negative: that is a
+``add``/``done`` are CAS writes of ``status.counter``, a process's simultaneous changes
+combined into one write (it can never go negative: that is a
 :class:`~konductor_sdk.ConfigurationError` and nothing is written); ``wait`` watches. The
 counter is bare, as in Go: a worker that dies before ``done()`` leaves it up, so bound your
-waits with ``anyio.fail_after`` (or track workers with a Barrier, whose arrivals expire).
+waits with ``anyio.fail_after`` (or track workers with a Barrier, whose arrivals end with
+their process's session). The counter is unowned: any user allowed to write waitgroups may
+add and done (docs/security.md).
 
 Written from the public async API by ``python -m konductor_sdk.sync._generate``; how
 the blocking calls behave: :mod:`konductor_sdk.sync`.

@@ -16,7 +16,8 @@ import anyio
 import pytest
 
 from konductor_sdk import Client, Identity
-from konductor_sdk._kernel.objects import ONCE
+from konductor_sdk._kernel.claims import claim_queue
+from konductor_sdk._kernel.objects import BARRIER, ONCE
 from konductor_sdk.barrier import Barrier
 from konductor_sdk.once import Once
 
@@ -114,6 +115,10 @@ async def test_64_tasks_and_8_processes_open_together(
                 tg.start_soon(task_party, i)
     assert len(ranks) == expected
     assert sorted(ranks.values()) == list(range(expected))
+    # The process whose arrival opened it writes its arrival claim after telling its parties.
+    async with claim_queue(clients[0], BARRIER, "together") as queue:
+        while sum(len(c.spec.get("parties") or ()) for c in queue.ordered()) < expected:
+            await queue.next_change().wait()
     status = await Barrier("together", expected=None, client=clients[0]).status()
     assert (status.phase, status.arrived, status.generation) == ("Open", expected, 1)
     assert {a.party: a.index for a in status.arrivals} == ranks
@@ -140,7 +145,8 @@ async def test_a_once_runner_killed_with_sigkill_is_replaced(
     async def migrate() -> str:
         return "migrated by survivor"
 
-    # Nobody reaps (no operator): the survivor judges the runner dead on its own clock.
+    # Nobody reaps (no operator): the survivor, of the same user, judges the runner's
+    # session dead on its own clock (renewCount unchanged for its ttl) and takes over.
     with anyio.fail_after(60):
         assert await survivor.run(migrate) == "migrated by survivor"
     status = await survivor.status()

@@ -283,7 +283,7 @@ async def test_metrics_export_gauges_per_primitive(
     assert count is not None
 
 
-async def test_a_barrier_that_times_out_fails_naming_who_is_missing(
+async def test_a_barrier_that_times_out_fails_counting_who_is_missing(
     operator: OperatorProcess, op_namespace: str, admin: Client
 ) -> None:
     name = f"timeout-{secrets.token_hex(2)}"
@@ -296,28 +296,18 @@ async def test_a_barrier_that_times_out_fails_naming_who_is_missing(
         op_namespace,
         {"metadata": {"name": name}, "spec": {"expected": 3, "timeoutSeconds": 2}},
     )
+    user = await admin.whoami()
 
     def arrive(obj: KObject) -> dict[str, Any]:
-        # A party that arrived and then hung (renewing, never leaving): only the timeout
-        # can end this generation.
-        entry = {
-            "holder": "rank-0",
-            "ttlSeconds": 3600,
-            "renewCount": 0,
-            "acquiredAt": "2026-01-01T00:00:00.000000Z",
-            "renewedAt": "2026-01-01T00:00:00.000000Z",
-            "index": 0,
-            "generation": 1,
-            "arrivedAt": "2026-01-01T00:00:00.000000Z",
-        }
+        # A party that arrived and then hung (its process alive, never leaving): only the
+        # timeout can end this generation, and nobody waits to judge it but the operator.
         return {
             **obj.status,
             "generation": 1,
             "phase": "Waiting",
-            "arrivals": {"rank-0": entry},
             "arrived": 1,
+            "arrivedBy": {user: 1},
             "nextIndex": 1,
-            "roster": ["rank-0", "rank-1"],
         }
 
     await update_status(admin, BARRIER, op_namespace, name, arrive)
@@ -331,7 +321,53 @@ async def test_a_barrier_that_times_out_fails_naming_who_is_missing(
         )
     assert obj is not None
     assert obj.status["reason"] == "Timeout"
-    assert obj.status["missing"] == ["rank-1", "<1 more>"]
+    assert obj.status["missing"] == ["<2 more>"]  # waiters name them; the operator counts
     with anyio.fail_after(20):
         failed = await wait_for_event(admin, op_namespace, name, "Failed")
     assert failed.raw["type"] == "Warning"
+
+
+# A barrier party process: arrive (one party, session TTL 2 s), say so, wait to be killed.
+PARTY = """
+import sys, anyio
+from konductor_sdk import Client, Identity
+from konductor_sdk.barrier import Barrier
+
+async def main():
+    kubeconfig, namespace, name = sys.argv[1:4]
+    async with Client(kubeconfig=kubeconfig, namespace=namespace,
+                      identity=Identity(holder="doomed-party")) as client:
+        barrier = Barrier(name, expected=3, client=client, ttl=2, party="doomed")
+        generation = await barrier.arrive()
+        print("arrived", generation, flush=True)
+        await anyio.sleep_forever()
+
+anyio.run(main)
+"""
+
+
+async def test_a_killed_partys_arrival_is_withdrawn_after_its_session_ended(
+    operator: OperatorProcess, op_namespace: str, kubeconfig: Path, admin: Client
+) -> None:
+    name = f"killed-party-{secrets.token_hex(2)}"
+    child = await anyio.open_process(
+        [sys.executable, "-c", PARTY, str(kubeconfig), op_namespace, name], stderr=None
+    )
+    try:
+        assert child.stdout is not None
+        with anyio.fail_after(60):
+            line = await BufferedByteReceiveStream(child.stdout).receive_until(b"\n", 256)
+        assert line.startswith(b"arrived 1")
+    finally:
+        child.kill()  # SIGKILL: its session is never renewed again, nor deleted
+        await child.wait()
+    obj = await admin.store.get(BARRIER, op_namespace, name)
+    assert obj.status["arrived"] == 1
+    # Only the operator can withdraw it: nobody else may lower the dead party's count.
+    with anyio.fail_after(30):
+        obj = await watch_until(
+            admin, BARRIER, op_namespace, name, lambda o: o is not None and o.status["arrived"] == 0
+        )
+    assert obj is not None
+    assert obj.status["phase"] == "Waiting"
+    assert obj.status["departed"] == [[0, 1]]

@@ -44,3 +44,15 @@ async def eventually(condition: Callable[[], bool], *, limit: float = 20) -> Non
     with anyio.fail_after(limit):
         while not condition():  # noqa: ASYNC110 - local state has no event to await
             await anyio.sleep(0.005)
+
+
+async def claimed_parties(client: Client, barrier: str, count: int) -> None:
+    """Wait (on a watch of the barrier's arrival claims) until they name ``count`` parties:
+    a process that opened a generation creates its claim after telling its parties."""
+    from konductor_sdk._kernel.claims import claim_queue
+    from konductor_sdk._kernel.objects import BARRIER
+
+    await client.connect()
+    async with claim_queue(client, BARRIER, barrier) as queue:
+        while sum(len(c.spec.get("parties") or ()) for c in queue.ordered()) < count:
+            await queue.next_change().wait()

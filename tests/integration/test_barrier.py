@@ -8,11 +8,11 @@ from typing import Any
 
 import anyio
 import pytest
-from _barrier_helpers import eventually, poke, until
+from _barrier_helpers import claimed_parties, eventually, poke, until
 
 from konductor_sdk import BarrierFailed, BarrierTimeout, Client
 from konductor_sdk._kernel.clock import FakeClock
-from konductor_sdk._kernel.objects import BARRIER
+from konductor_sdk._kernel.objects import BARRIER, CLAIM
 from konductor_sdk._machines import barrier as bs
 from konductor_sdk.barrier import Barrier
 
@@ -48,6 +48,7 @@ async def test_parties_in_separate_clients_open_together_with_unique_ranks(
     results: dict[int, Any] = {}
     await run_parties(barriers, results)
     assert sorted(results.values()) == [0, 1, 2, 3, 4]
+    await claimed_parties(make_client(), "open", 5)
     status = await barriers[0].status()
     assert status.phase == bs.OPEN
     assert status.arrived == 5
@@ -272,12 +273,8 @@ async def test_timeout_is_detected_by_waiters_and_names_the_missing_party(
     results: dict[int, Any] = {}
     async with anyio.create_task_group() as tg:
         tg.start_soon(run_parties, parties[:2], results)
-        await until(
-            observer,
-            BARRIER,
-            "timeout",
-            lambda o: o.status.get("generation") == 2 and o.status.get("arrived") == 2,
-        )
+        # Both arrived (their arrive() returns once their arrival claims exist).
+        await eventually(lambda: all(p.statistics().generation == 2 for p in parties[:2]))
         clock.advance(11)  # no operator anywhere: the waiters' own stopwatches run out
         await poke(observer, BARRIER, "timeout")
     for result in results.values():
@@ -297,20 +294,23 @@ async def test_a_waiter_whose_arrival_is_reaped_is_told(make_client: MakeClient)
     ns = operator.namespace
 
     async def reap() -> None:
-        # What the operator does to an expired arrival: remove it, normalize.
-        await until(operator, BARRIER, "reaped", lambda o: "frozen" in o.status.get("arrivals", {}))
+        # What the operator does when a session dies: withdraw its arrival claims' ranges.
+        await eventually(lambda: waiter.statistics().generation == 1)
+        claims = (await operator.store.list(CLAIM, ns)).items
+        [claim] = [c for c in claims if c.spec["target"]["name"] == "reaped"]
+        assert claim.spec["parties"] == ["frozen"]
         obj = await operator.store.get(BARRIER, ns, "reaped")
-        status = dict(obj.status)
-        status["arrivals"] = {k: v for k, v in status["arrivals"].items() if k != "frozen"}
-        new = bs.normalize(obj.spec, status)
+        new = bs.drop_sessions(obj, frozenset({claim.spec["session"]}), claims)
+        assert new is not None
         await operator.store.replace(BARRIER, obj.with_status(new), subresource="status")
 
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
             tg.start_soon(reap)
-            with pytest.raises(BarrierFailed, match="frozen was removed"):
+            with pytest.raises(BarrierFailed, match="frozen was withdrawn"):
                 await waiter.wait()
-    assert (await waiter.status()).arrived == 0
+    status = await waiter.status()
+    assert (status.arrived, status.departed, status.next_index) == (0, ((0, 1),), 1)
 
 
 async def test_deleting_the_barrier_fails_its_waiters(make_client: MakeClient) -> None:

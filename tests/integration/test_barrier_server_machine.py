@@ -1,9 +1,10 @@
 """A hypothesis state machine driving real parties (separate clients) against the server.
 
 Parties arrive, look, leave or get cancelled while waiting; an admin resets, changes
-``expected`` and reaps arrivals like the operator. After every step the stored object must
-be consistent (normalized, ranks 0..n-1 when open, each generation concluded once), and
-every party must be told an outcome that agrees with what the object recorded.
+``expected`` and withdraws a party's arrival claim like the operator does when its session
+dies. After every step the stored object must be consistent (counters agree, each
+generation concluded once), and every party must be told an outcome that agrees with what
+the object recorded.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from konductor_sdk import BarrierFailed, Client, Identity
 from konductor_sdk._kernel.cas import update_status
-from konductor_sdk._kernel.objects import BARRIER, KObject
+from konductor_sdk._kernel.objects import BARRIER, CLAIM, KObject
 from konductor_sdk._machines import barrier as bs
+from konductor_sdk._machines import barrier_outcome as bo
+from konductor_sdk._machines import barrier_ranges as ranges
 from konductor_sdk.barrier import Barrier
 from konductor_sdk.sync import _portal
 from konductor_sdk.testing import ClusterHandle
@@ -44,6 +47,7 @@ class Machine(RuleBasedStateMachine):
             for i in range(PARTIES)
         ]
         self.joined: dict[int, int] = {}
+        self.index: dict[int, int] = {}
         self.concluded: dict[int, str] = {}
         self.told: dict[tuple[int, int], Any] = {}
 
@@ -61,6 +65,9 @@ class Machine(RuleBasedStateMachine):
     def arrive(self, i: int) -> None:
         if i not in self.joined:
             self.joined[i] = _portal.run(self.barriers[i].arrive)
+            index = self.barriers[i].statistics().index
+            assert index is not None
+            self.index[i] = index
 
     @rule(i=st.integers(0, PARTIES - 1))
     def look(self, i: int) -> None:
@@ -68,8 +75,8 @@ class Machine(RuleBasedStateMachine):
         obj = self._status()
         if generation is None or obj is None:
             return
-        out = bs.outcome(obj.status, key=f"p{i}", generation=generation)
-        if out.state == bs.PENDING:
+        out = bo.outcome(obj.status, generation=generation, index=self.index[i])
+        if out.state == bo.PENDING:
             return
 
         async def wait() -> Any:
@@ -81,8 +88,8 @@ class Machine(RuleBasedStateMachine):
 
         result = _portal.run(wait)
         del self.joined[i]
-        if out.state == bs.OPENED:
-            assert result == out.index
+        if out.state == bo.OPENED:
+            assert result == out.rank
         else:
             assert isinstance(result, BarrierFailed), (out, result)
         self.told[(i, generation)] = result
@@ -117,33 +124,42 @@ class Machine(RuleBasedStateMachine):
             _portal.run(Barrier(self.name, expected=None, client=self.admin).set_expected, n)
 
     @rule(i=st.integers(0, PARTIES - 1))
-    def operator_reaps(self, i: int) -> None:
-        def reap(obj: KObject) -> dict[str, Any] | None:
-            status = bs.normalize(obj.spec, obj.status)
-            if f"p{i}" not in status["arrivals"]:
-                return None
-            del status["arrivals"][f"p{i}"]
-            return bs.normalize(obj.spec, status)
+    def operator_withdraws_a_session(self, i: int) -> None:
+        """What the operator does when party i's session dies: withdraw its claims."""
+        generation = self.joined.get(i)
+        if generation is None:
+            return
+
+        async def claims() -> list[KObject]:
+            listed = await self.admin.store.list(CLAIM, self.admin.namespace)
+            return [
+                c
+                for c in listed.items
+                if c.spec["target"]["name"] == self.name and f"p{i}" in c.spec["parties"]
+            ]
+
+        mine = _portal.run(claims)
+        if not mine:
+            return  # not created yet (its arrival opened the generation)
+        dead = frozenset(c.spec["session"] for c in mine)
+
+        def drop(obj: KObject) -> dict[str, Any] | None:
+            return bs.drop_sessions(obj, dead, mine)
 
         if self._status() is not None:
-            _portal.run(update_status, self.admin, BARRIER, self.admin.namespace, self.name, reap)
+            _portal.run(update_status, self.admin, BARRIER, self.admin.namespace, self.name, drop)
 
     @invariant()
     def the_object_is_consistent(self) -> None:
         obj = self._status()
         if obj is None:
             return
-        s = obj.status
-        if s.get("phase") == bs.OPEN:
-            parties = s["parties"]
-            live = [p for p in parties if p in s["arrivals"]]
-            assert all(s["arrivals"][p]["index"] == parties.index(p) for p in live)
+        s = bs.normalize(obj.spec, obj.status)
+        assert s["arrived"] == sum(s["arrivedBy"].values())
+        assert s["arrived"] == s["nextIndex"] - ranges.total(s["departed"])
         for record in s.get("history", ()):
             seen = self.concluded.setdefault(record["generation"], record["phase"])
             assert seen == record["phase"], "a generation concluded twice"
-        if s.get("phase") == bs.WAITING:
-            indices = [e["index"] for e in s["arrivals"].values()]
-            assert len(indices) == len(set(indices))
 
     def teardown(self) -> None:
         for barrier in self.barriers:

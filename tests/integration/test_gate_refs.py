@@ -179,7 +179,8 @@ async def test_gate_on_failed_gate_fails(client: Client, operator: Any) -> None:
             BARRIER,
             {"expected": 2},
             {"generation": 1},
-            {"generation": 1, "phase": "Open"},
+            # A Barrier is Open only with enough arrivals (crds/barrier.yaml).
+            {"generation": 1, "phase": "Open", "arrived": 2, "arrivedBy": {"u": 2}, "nextIndex": 2},
             Condition.barrier("b", "ref"),
         ),
         (ONCE, {}, {"phase": "Pending"}, {"phase": "Done"}, Condition.once("b", "ref")),

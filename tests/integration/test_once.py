@@ -12,7 +12,9 @@ from _barrier_helpers import until
 
 from konductor_sdk import Client, OnceFailed
 from konductor_sdk._kernel.cas import update_status
-from konductor_sdk._kernel.objects import ONCE
+from konductor_sdk._kernel.clock import FakeClock
+from konductor_sdk._kernel.objects import ONCE, SESSION
+from konductor_sdk._kernel.sessions import sessions_of
 from konductor_sdk._machines import once as os_
 from konductor_sdk.once import Once
 
@@ -91,25 +93,43 @@ async def test_a_result_that_is_not_json_fails_the_once(client: Client) -> None:
     assert (await Once("weird", client=client).status()).phase == os_.FAILED
 
 
-async def test_a_dead_runner_is_taken_over_after_its_ttl(make_client: MakeClient) -> None:
-    """A runner claimed and then died (its entry is never renewed); a caller judges it
-    expired on its own clock, with no operator, and runs the function itself."""
-    ghost = make_client(holder="ghost")
-    await ghost.connect()
-    await ghost.store.create(ONCE, ghost.namespace, {"metadata": {"name": "crash"}, "spec": {}})
-    entry = {"holder": "ghost", "ttlSeconds": 1, "renewCount": 0, "acquiredAt": "t0"}
+async def claim_as_dead_runner(client: Client, name: str, ttl: int) -> str:
+    """Claim ``name`` as a runner of ``client`` that then dies: its session is left to
+    expire (kept on close, never renewed again). Returns the session's name."""
+    await client.connect()
+    session = await sessions_of(client).get(ttl)
+    entry = {"session": session.name, "creator": await client.whoami(), "holder": "ghost"}
+    await client.store.create(ONCE, client.namespace, {"metadata": {"name": name}, "spec": {}})
     await update_status(
-        ghost,
+        client,
         ONCE,
-        ghost.namespace,
-        "crash",
+        client.namespace,
+        name,
         lambda o: os_.claim(o.spec, o.status, key="ghost#1", entry=entry, now="t0"),
     )
+    session.holds = 1  # as if something were still held: the session outlives the client
+    await client.aclose()  # ... and nobody renews it any more: a crashed process
+    return session.name
+
+
+async def test_a_dead_runner_is_taken_over_when_its_session_expires(
+    make_client: MakeClient,
+) -> None:
+    """A runner claimed and then died; a caller of the same user judges its session
+    expired on its own clock (renewCount unchanged for ttlSeconds), with no operator, and
+    runs the function itself."""
+    session = await claim_as_dead_runner(make_client(holder="ghost"), "crash", ttl=2)
 
     async def work() -> str:
         return "done by survivor"
 
     survivor = Once("crash", client=make_client(holder="survivor"))
+    status = await survivor.status()
+    assert (status.phase, status.runner, status.runner_session) == (
+        os_.RUNNING,
+        "ghost",
+        session,
+    )
     with anyio.fail_after(30):
         assert await survivor.run(work) == "done by survivor"
     status = await survivor.status()
@@ -117,58 +137,58 @@ async def test_a_dead_runner_is_taken_over_after_its_ttl(make_client: MakeClient
     assert survivor.statistics().took_over == 1
 
 
-async def test_a_runner_that_loses_its_claim_is_cancelled_and_gets_the_new_outcome(
+async def test_a_runner_whose_session_is_gone_is_taken_over_at_once(
     make_client: MakeClient,
 ) -> None:
+    client = make_client(holder="ghost")
+    session = await claim_as_dead_runner(client, "gone", ttl=3600)
     admin = make_client(holder="admin")
-    # A short TTL: the runner renews every second and so notices the loss quickly.
-    first = Once("lost", client=make_client(holder="first"), ttl=3)
+    await admin.connect()
+    await admin.store.delete(SESSION, admin.namespace, session)  # the operator, or GC
+
+    async def work() -> str:
+        return "after the session ended"
+
+    with anyio.fail_after(30):
+        assert await Once("gone", client=admin).run(work) == "after the session ended"
+
+
+async def test_a_runner_whose_session_is_lost_stops_and_runs_again(
+    make_client: MakeClient,
+) -> None:
+    """The runner's session deadline passes while it runs: the function is cancelled (or,
+    if the deadline passed before it started, the claim is given back unrun), and the
+    Once is claimed again under a fresh session; only that run records the outcome."""
+    clock = FakeClock()
+    runner = Once("lost", client=make_client(holder="runner", clock=clock), ttl=10)
+    observer = make_client(holder="observer")
+    advanced = anyio.Event()
     cancelled = anyio.Event()
+    runs: list[bool] = []  # whether each run started after the deadline passed
 
-    async def slow() -> str:
-        try:
-            await anyio.sleep_forever()
-        finally:
-            cancelled.set()
-        return "unreachable"
+    async def work() -> str:
+        runs.append(advanced.is_set())
+        if not advanced.is_set():
+            try:
+                await anyio.sleep_forever()
+            finally:
+                cancelled.set()
+        return "after the deadline"
 
-    async def replace_runner() -> None:
-        # What a takeover looks like to the runner: its entry replaced by another's claim.
-        await admin.connect()
-        await until(admin, ONCE, "lost", running)
-        other = {"holder": "other", "ttlSeconds": 30, "renewCount": 0, "acquiredAt": "t1"}
-
-        def take(o: Any) -> Any:
-            current = os_.runner(o.status)
-            assert current is not None
-            takeover = (current[0], os_.marker(current[1]))
-            return os_.claim(
-                o.spec, o.status, key="other#1", entry=other, now="t1", takeover=takeover
-            )
-
-        await update_status(admin, ONCE, admin.namespace, "lost", take)
-        await cancelled.wait()  # the first runner noticed (at its next renewal) and stopped
-        await update_status(
-            admin,
-            ONCE,
-            admin.namespace,
-            "lost",
-            lambda o: os_.complete(
-                o.spec,
-                o.status,
-                key="other#1",
-                attempt=2,
-                result='"other won"',
-                holder="other",
-                now="t2",
-            ),
-        )
+    async def lose_the_session() -> None:
+        await observer.connect()
+        await until(observer, ONCE, "lost", running)
+        clock.advance(10)  # past the runner's session deadline: it must stop at once
+        advanced.set()
 
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(replace_runner)
-            assert await first.run(slow) == "other won"
-    assert first.statistics().ran == 1
+            tg.start_soon(lose_the_session)
+            assert await runner.run(work) == "after the deadline"
+    assert runs[-1] is True
+    assert runs == [False, True] or runs == [True]  # cancelled, or never started
+    assert cancelled.is_set() == (len(runs) == 2)
+    assert (await runner.status()).attempts == 2
 
 
 async def test_a_cancelled_runner_releases_its_claim(make_client: MakeClient) -> None:

@@ -85,3 +85,24 @@ async def test_concurrent_adds_and_dones_never_lose_an_update(make_client: MakeC
                 tg.start_soon(churn, i)
     status = await WaitGroup("churn", client=clients[0]).status()
     assert status.counter == 0
+
+
+async def test_two_hundred_simultaneous_dones_all_get_through(make_client: MakeClient) -> None:
+    """Many workers finishing at once contend on one counter: every done() is retried on
+    the watched version until it lands (never ConflictExhausted), and a waiter returns."""
+    clients = [make_client(holder=f"w{i}") for i in range(8)]
+    await WaitGroup("many", client=clients[0]).add(200)
+    released = anyio.Event()
+
+    async def waiter() -> None:
+        await WaitGroup("many", client=clients[0]).wait()
+        released.set()
+
+    with anyio.fail_after(120):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            for i in range(200):
+                tg.start_soon(WaitGroup("many", client=clients[i % 8]).done)
+    assert released.is_set()
+    status = await WaitGroup("many", client=clients[1]).status()
+    assert (status.counter, status.epoch) == (0, 1)

@@ -37,7 +37,10 @@ def no_io_client() -> Client:
         ({"expected": 4, "quorum": 2, "last_call": -0.5}, "last_call"),
         ({"expected": 4, "ttl": 0}, "ttl"),
         ({"expected": 4, "ttl": 10**6}, "ttl"),
+        ({"expected": 4, "ttl": 2.5}, "ttl"),
         ({"expected": 4, "party": ""}, "party"),
+        ({"expected": 4, "party": "p" * 254}, "party"),
+        ({"expected": 2**31}, "expected"),
         ({"expected": None, "timeout": 5}, "need expected"),
         ({"expected": 4, "namespace": "Bad_NS"}, "namespace"),
     ],
@@ -60,7 +63,7 @@ def test_bad_names(name: Any) -> None:
 @pytest.mark.anyio
 async def test_set_expected_is_checked_before_any_request() -> None:
     barrier = Barrier("ok", expected=4, client=no_io_client())
-    for bad in (0, -1, 2.0, 5000):
+    for bad in (0, -1, 2.0, 2**31, "8"):
         with pytest.raises(ConfigurationError, match="expected"):
             await barrier.set_expected(bad)  # type: ignore[arg-type]
 
@@ -105,6 +108,24 @@ def test_unknown_stage() -> None:
         stages.barrier("export")
     assert stages.barrier("train").name == "pipe-train"
     assert stages.stages == ("load", "train")
+
+
+def test_ten_thousand_parties_are_fine() -> None:
+    assert repr(Barrier("big", expected=10_000, namespace="ns", party="r", client=no_io_client()))
+
+
+def test_once_ttl_is_checked() -> None:
+    for bad in (0, -1, 2.5, 10**6, True):
+        with pytest.raises(ConfigurationError, match="ttl"):
+            Once("ok", client=no_io_client(), ttl=bad)
+
+
+def test_stages_share_one_party_name() -> None:
+    stages = Stages("pipe", ["a", "b"], parties=2, client=no_io_client())
+    assert stages.party.startswith("h#")
+    assert {stages.barrier(s).party for s in stages.stages} == {stages.party}
+    named = Stages("pipe", ["a", "b"], parties=2, party="rank-1", client=no_io_client())
+    assert named.barrier("b").party == "rank-1"
 
 
 def test_reprs_and_statistics() -> None:

@@ -13,8 +13,13 @@ from konductor_sdk._machines.rules import registered
 NOW = "2026-01-01T00:00:00.000000Z"
 
 
-def entry(holder: str, renew: int = 0) -> dict[str, Any]:
-    return {"holder": holder, "ttlSeconds": 5, "renewCount": renew, "acquiredAt": f"t-{holder}"}
+def entry(holder: str, session: str | None = None) -> dict[str, Any]:
+    return {
+        "holder": holder,
+        "session": session or f"s-{holder}",
+        "creator": "alice",
+        "acquiredAt": f"t-{holder}",
+    }
 
 
 def claimed(key: str = "a#1") -> dict[str, Any]:
@@ -31,19 +36,20 @@ def test_the_first_claim_runs_and_numbers_the_attempt() -> None:
     assert os_.claim({}, s, key="b#1", entry=entry("b#1"), now=NOW) is None
 
 
-def test_a_takeover_replaces_exactly_the_runner_judged_dead() -> None:
+def test_a_takeover_replaces_exactly_the_run_judged_dead() -> None:
     s = claimed()
-    judged = ("a#1", os_.marker(s["holders"]["a#1"]))
-    renewed = {**s, "holders": {"a#1": {**s["holders"]["a#1"], "renewCount": 1}}}
-    # It renewed after we judged it: the takeover must not happen.
-    assert os_.claim({}, renewed, key="b#1", entry=entry("b#1"), now=NOW, takeover=judged) is None
+    judged = os_.marker("a#1", s["holders"]["a#1"])
+    # The run was replaced (released and claimed again) after we judged it: no takeover.
+    other = {**s, "holders": {"a#1": {**s["holders"]["a#1"], "session": "s-new"}}}
+    assert os_.claim({}, other, key="b#1", entry=entry("b#1"), now=NOW, takeover=judged) is None
     taken = os_.claim({}, s, key="b#1", entry=entry("b#1"), now=NOW, takeover=judged)
     assert taken is not None
     assert list(taken["holders"]) == ["b#1"]
     assert taken["holders"]["b#1"]["attempt"] == 2
+    assert taken["holders"]["b#1"]["session"] == "s-b#1"
 
 
-def test_only_the_runner_or_anyone_while_nobody_runs_records_the_outcome() -> None:
+def test_only_the_current_run_records_the_outcome() -> None:
     s = claimed()
     args = {"result": "1", "holder": "x", "now": NOW}
     assert os_.complete({}, s, key="b#1", attempt=1, **args) is None
@@ -61,7 +67,8 @@ def test_only_the_runner_or_anyone_while_nobody_runs_records_the_outcome() -> No
     released = os_.release({}, s, key="a#1", attempt=1)
     assert released is not None
     assert released["phase"] == os_.PENDING
-    assert os_.complete({}, released, key="a#1", attempt=1, **args) is not None
+    # A run that gave up (or was reaped) no longer records anything.
+    assert os_.complete({}, released, key="a#1", attempt=1, **args) is None
 
 
 def test_failure_is_recorded_and_truncated() -> None:
@@ -133,7 +140,7 @@ def test_at_most_one_runner_and_one_outcome(sequence: list[tuple[str, int]]) -> 
         if op == "claim":
             new = os_.claim({}, s, key=key, entry=entry(key), now=NOW)
         elif op == "takeover" and current is not None:
-            judged = (current[0], os_.marker(current[1]))
+            judged = os_.marker(*current)
             new = os_.claim({}, s, key=key, entry=entry(key), now=NOW, takeover=judged)
         elif op in ("complete", "fail") and current is not None:
             attempt = current[1]["attempt"] if current[0] == key else 0

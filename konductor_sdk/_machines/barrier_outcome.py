@@ -1,0 +1,137 @@
+"""What a waiting party makes of a barrier's status: its outcome and its rank.
+
+A party knows its generation and its arrival index (from its own arrival write). From any
+later version of the object it can tell whether that generation is still waiting, opened
+(and its rank there), failed, or withdrew it, also after later generations started
+(``previous``, ``history``). All of it is read off counters: no party list is needed.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+
+from konductor_sdk._machines import barrier as state
+from konductor_sdk._machines import barrier_ranges as ranges
+from konductor_sdk._machines.barrier_spec import _int, parse_spec
+
+PENDING: Final = "pending"
+OPENED: Final = "opened"
+FAILED: Final = "failed"
+REMOVED: Final = "removed"
+UNKNOWN: Final = "unknown"
+
+
+@attrs.frozen
+class Outcome:
+    """How generation ``generation`` ended for the party at ``index``.
+
+    ``state`` is one of ``pending``, ``opened`` (``rank`` set), ``failed``, ``removed``
+    (its arrival was withdrawn: it left or was reaped), ``unknown`` (no longer recorded).
+    """
+
+    state: str
+    generation: int
+    rank: int | None = None
+    reason: str = ""
+    message: str = ""
+    missing: tuple[str, ...] = ()
+    arrived: int = 0
+    phase: str = ""
+    """The generation's phase when it is concluded (``Open``/``Failed``)."""
+
+
+def _concluded(generation: int, index: int, record: Mapping[str, Any]) -> Outcome:
+    phase = str(record.get("phase", ""))
+    next_index = _int(record.get("nextIndex"), -1)
+    arrived = _int(record.get("arrived"), 0)
+    raw = record.get("departed")
+    departed: ranges.Ranges | None
+    if raw is not None:
+        departed = ranges.clean(raw, below=next_index if next_index >= 0 else None)
+    elif next_index >= 0 and arrived == next_index:
+        departed = []  # nobody left: ranks are indices
+    else:
+        departed = None  # a history record of a generation some parties left: unknown
+    if next_index >= 0 and index >= next_index:
+        return Outcome(UNKNOWN, generation, phase=phase)
+    if phase == state.OPEN:
+        if departed is None:
+            return Outcome(UNKNOWN, generation, phase=phase)
+        if ranges.contains(departed, index):
+            return Outcome(REMOVED, generation, reason=phase, arrived=arrived, phase=phase)
+        rank = index - ranges.count_below(departed, index)
+        return Outcome(OPENED, generation, rank=rank, arrived=arrived, phase=phase)
+    # Failed: for everyone, also for a party withdrawn before it failed.
+    return Outcome(
+        FAILED,
+        generation,
+        reason=str(record.get("reason", "")),
+        message=str(record.get("message", "")),
+        missing=tuple(m for m in record.get("missing") or () if isinstance(m, str)),
+        arrived=arrived,
+        phase=phase,
+    )
+
+
+def outcome_of(s: Mapping[str, Any], *, generation: int, index: int) -> Outcome:
+    """What the party at ``index`` of ``generation`` makes of the normalized status ``s``
+    (read, never modified)."""
+    current = s["generation"]
+    if current < generation:
+        return Outcome(PENDING, generation)  # a view older than the party's own arrival
+    if current == generation:
+        if s["phase"] == state.WAITING:
+            if index >= s["nextIndex"]:
+                return Outcome(PENDING, generation)  # older than the party's arrival
+            if ranges.contains(s["departed"], index):
+                return Outcome(REMOVED, generation, reason=state.WAITING, arrived=s["arrived"])
+            return Outcome(PENDING, generation)
+        return _concluded(generation, index, s)
+    previous = s.get("previous") or {}
+    if _int(previous.get("generation"), 0) == generation:
+        return _concluded(generation, index, previous)
+    for record in s["history"]:
+        if record.get("generation") == generation:
+            return _concluded(generation, index, record)
+    return Outcome(UNKNOWN, generation)
+
+
+def outcome(status: Mapping[str, Any], *, generation: int, index: int) -> Outcome:
+    """:func:`outcome_of` on a status as stored."""
+    s = state.normalize({"expected": state.MAX_EXPECTED}, status)
+    return outcome_of(s, generation=generation, index=index)
+
+
+@attrs.frozen
+class View:
+    """Everything the parties of one process read off one version of the object, none of
+    it specific to a party: computed once per resourceVersion."""
+
+    status: Mapping[str, Any]
+    """The normalized status. Shared: never modified."""
+    advance_due: bool
+    """:func:`~barrier.advance` would write (whatever ``now`` it is given)."""
+    timeout: float | None
+    """:func:`~barrier.timeout_seconds`."""
+    last_call: tuple[int, int] | None
+    """:func:`~barrier.last_call_episode`."""
+    last_call_seconds: float
+
+
+def view(spec: Mapping[str, Any], status: Mapping[str, Any]) -> View:
+    """The :class:`View` of ``(spec, status)``."""
+    sp = parse_spec(spec)
+    s = state.normalize(spec, status)
+    advanced = copy.deepcopy(s)
+    state._advance_in_place(sp, advanced, "")
+    return View(
+        status=s,
+        advance_due=advanced != s,
+        timeout=state._timeout_seconds(sp, s),
+        last_call=state._last_call_episode(sp, s),
+        last_call_seconds=sp.last_call_seconds,
+    )
