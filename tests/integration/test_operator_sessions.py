@@ -193,5 +193,6 @@ def _as_session(obj: KObject) -> Any:
     class _S:
         name = obj.name
         uid = obj.uid
+        namespace = obj.namespace
 
     return _S()
