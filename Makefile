@@ -23,6 +23,8 @@ export SOURCE_DATE_EPOCH
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	# The distribution was called `konductor` before 0.2: drop it from older venvs.
+	$(PY) -m pip uninstall --quiet --yes konductor 2>/dev/null || true
 	$(PY) -m pip install --quiet -e '.[test,dev,docs,release]'
 	touch $(STAMP)
 
@@ -48,6 +50,9 @@ generate: $(STAMP)
 dist: $(STAMP)
 	rm -rf dist
 	$(PY) -m build --outdir dist .
+	# setuptools leaves its metadata in the tree, where `python -m pytest` would see a
+	# second konductor-sdk distribution next to the editable install.
+	rm -rf konductor_sdk.egg-info
 
 dist-check: $(STAMP)
 	$(VENV)/bin/twine check --strict dist/*

@@ -35,7 +35,9 @@ PROBE = """
 import importlib.metadata as md, json, pathlib, sys
 import konductor_sdk, konductor_operator
 pkg = pathlib.Path(konductor_sdk.__file__).parent
-plugins = sorted(e.value for e in md.entry_points(group="pytest11") if e.dist.name == "konductor-sdk")
+plugins = sorted(
+    e.value for e in md.entry_points(group="pytest11") if e.dist.name == "konductor-sdk"
+)
 print(json.dumps({
     "version": konductor_sdk.__version__,
     "dist_version": md.version("konductor-sdk"),
@@ -108,8 +110,10 @@ def main(argv: list[str]) -> int:
     wheels = sorted(dist.glob("konductor_sdk-*.whl"))
     sdists = sorted(dist.glob("konductor_sdk-*.tar.gz"))
     if len(wheels) != 1 or len(sdists) != 1:
-        print(f"expected one wheel and one sdist of {DISTRIBUTION} in {dist}, found "
-              f"{[p.name for p in dist.iterdir()] if dist.is_dir() else 'no directory'}")
+        print(
+            f"expected one wheel and one sdist of {DISTRIBUTION} in {dist}, found "
+            f"{[p.name for p in dist.iterdir()] if dist.is_dir() else 'no directory'}"
+        )
         return 1
     for artifact in (wheels[0], sdists[0]):
         with tempfile.TemporaryDirectory(prefix="konductor-dist-") as tmp:
