@@ -236,8 +236,9 @@ class CelPool:
 
     ``await pool.evaluate(key, expression, obj)`` queues the evaluation under ``key`` (the
     gate); ``workers`` tasks, each owning one evaluator (a worker process), take the next
-    job from the next key that has one, in turn. So a key with many slow expressions gets
-    one evaluation per turn like every other key and cannot starve them, and at most
+    job from the next key that has one, in turn, and a key whose job is running waits for
+    it to finish before its next turn. So a key with many slow expressions occupies at most
+    one worker and gets one evaluation per turn like every other key, and at most
     ``workers`` evaluations (processes) run at once. Use as ``async with CelPool() as pool``.
 
     Args:
@@ -261,7 +262,9 @@ class CelPool:
             lambda: CelEvaluator(timeout=timeout, memory_bytes=memory_bytes)
         )
         self._queues: dict[Hashable, collections.deque[_Job]] = {}
-        self._turns: collections.deque[Hashable] = collections.deque()  # keys with jobs
+        # Keys with queued jobs and none running, in the order they are served.
+        self._turns: collections.deque[Hashable] = collections.deque()
+        self._busy: set[Hashable] = set()  # keys with a job running
         self._wakeup = anyio.Event()
         self._tg: TaskGroup | None = None
         self.running = 0
@@ -304,7 +307,7 @@ class CelPool:
         if len(queue) >= MAX_PENDING_PER_KEY:
             return CelOutcome(None, f"more than {MAX_PENDING_PER_KEY} evaluations pending")
         job = _Job(expression, obj)
-        if not queue:
+        if not queue and key not in self._busy:
             self._turns.append(key)
         queue.append(job)
         self._wakeup.set()
@@ -316,28 +319,39 @@ class CelPool:
         assert job.outcome is not None
         return job.outcome
 
-    def _next_job(self) -> _Job | None:
+    def _next_job(self) -> tuple[Hashable, _Job] | None:
         while self._turns:
             key = self._turns.popleft()
             queue = self._queues[key]
             job = queue.popleft()
-            if queue:
-                self._turns.append(key)  # its next job waits for everyone else's turn
-            else:
-                del self._queues[key]
-            if not job.abandoned:
-                return job
+            if job.abandoned:
+                if queue:
+                    self._turns.append(key)
+                else:
+                    del self._queues[key]
+                continue
+            self._busy.add(key)  # its next job waits until this one is done
+            return key, job
         return None
+
+    def _finished(self, key: Hashable) -> None:
+        self._busy.discard(key)
+        if self._queues.get(key):
+            self._turns.append(key)  # behind every key that waited meanwhile
+            self._wakeup.set()
+        else:
+            self._queues.pop(key, None)
 
     async def _worker(self) -> None:
         evaluator = self._factory()
         try:
             while True:
-                job = self._next_job()
-                if job is None:
+                picked = self._next_job()
+                if picked is None:
                     self._wakeup = anyio.Event() if self._wakeup.is_set() else self._wakeup
                     await self._wakeup.wait()
                     continue
+                key, job = picked
                 self.running += 1
                 try:
                     job.outcome = await evaluator.evaluate(job.expression, job.obj)
@@ -347,6 +361,7 @@ class CelPool:
                     if job.outcome is None:  # cancelled mid-evaluation
                         job.outcome = CelOutcome(None, "evaluation cancelled")
                     job.done.set()
+                    self._finished(key)
         finally:
             with anyio.CancelScope(shield=True):
                 await evaluator.aclose()
