@@ -50,8 +50,7 @@ generate: $(STAMP)
 dist: $(STAMP)
 	rm -rf dist
 	$(PY) -m build --outdir dist .
-	# setuptools leaves its metadata in the tree, where `python -m pytest` would see a
-	# second konductor-sdk distribution next to the editable install.
+	# setuptools leaves its metadata in the tree: leave the tree as it was.
 	rm -rf konductor_sdk.egg-info
 
 dist-check: $(STAMP)

@@ -42,7 +42,9 @@ PATHS = {
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", True),
     "ClusterRole": ("/apis/rbac.authorization.k8s.io/v1", "clusterroles", False),
     "ClusterRoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies", True),
     "CustomResourceDefinition": (
         "/apis/apiextensions.k8s.io/v1",
         "customresourcedefinitions",
@@ -102,8 +104,9 @@ def relocate(doc: dict[str, Any], namespace: str, suffix: str) -> dict[str, Any]
         md["namespace"] = namespace
     elif doc["kind"] not in ("CustomResourceDefinition", "Namespace"):
         md["name"] = f"{md['name']}-{suffix}"
-    if doc["kind"] == "ClusterRoleBinding":
-        doc["roleRef"]["name"] = f"{doc['roleRef']['name']}-{suffix}"
+    if doc["kind"] in ("ClusterRoleBinding", "RoleBinding"):
+        if doc["roleRef"]["kind"] == "ClusterRole":
+            doc["roleRef"]["name"] = f"{doc['roleRef']['name']}-{suffix}"
         for subject in doc["subjects"]:
             subject["namespace"] = namespace
     if doc["kind"] == "ValidatingAdmissionPolicyBinding":
@@ -152,7 +155,7 @@ def rbac(control_plane: ClusterHandle) -> Iterator[Identities]:
     docs = [
         relocate(d, namespace, suffix)
         for d in render()
-        if d["kind"] in ("ClusterRole", "ClusterRoleBinding")
+        if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
     ]
     for role in ("konductor-user", "konductor-viewer"):
         docs.append(
