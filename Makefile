@@ -64,8 +64,10 @@ docs: $(STAMP)
 # The image's hashed dependency lock (needs PyPI).
 lock: $(STAMP)
 	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--no-emit-find-links --no-emit-index-url \
 		--output-file requirements.lock pyproject.toml
 	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe \
+		--no-emit-find-links --no-emit-index-url \
 		--output-file requirements-build.lock requirements-build.in
 
 lint: $(STAMP)

@@ -1,8 +1,10 @@
 """Smoke-test the release artifacts in ``dist/`` the way a user installs them (``make dist-check``).
 
 For the wheel and for the sdist separately: a fresh virtualenv in a temporary directory,
-``pip install <artifact>`` (dependencies from the index, nothing from this checkout), and
-then, from a working directory outside the checkout and with ``PYTHONPATH`` cleared:
+``pip install <artifact>`` (dependencies from the index, nothing from this checkout); and
+a third one installed the way the image is (Dockerfile): ``requirements.lock`` with
+``--require-hashes --only-binary=:all:``, then the wheel with ``--no-deps --no-index``.
+Then, in each, from a working directory outside the checkout, ``PYTHONPATH`` cleared:
 
 * ``koncli --help``, ``konductor-operator --help``, ``python -m konductor_sdk.testing --help``;
 * the package imported is the installed one, its ``__version__`` is the distribution's
@@ -44,6 +46,10 @@ print(json.dumps({
     "sdk": str(pkg),
     "operator": str(pathlib.Path(konductor_operator.__file__).parent),
     "crds": sorted(p.name for p in (pkg / "crds").glob("*.yaml")),
+    "policies": sorted(
+        p.name
+        for p in (pathlib.Path(konductor_operator.__file__).parent / "policies").glob("*.yaml")
+    ),
     "gomod": sorted(str(p.relative_to(pkg)) for p in (pkg / "testing" / "gomod").glob("*/go.*")),
     "plugins": plugins,
     "prefix": sys.prefix,
@@ -62,16 +68,23 @@ def run(argv: list[str], cwd: Path) -> str:
     return result.stdout
 
 
-def check(artifact: Path, work: Path) -> None:
+def check(artifact: Path, work: Path, *, locked: bool = False) -> None:
     import json
 
-    print(f"== {artifact.name}", flush=True)
+    print(f"== {artifact.name}{' (as in the image: hashed lock, then --no-deps)' * locked}")
     env_dir = work / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
     bin_dir = env_dir / "bin"
     python = str(bin_dir / "python")
     pip = [python, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    run([*pip, "install", str(artifact), "pytest"], cwd=work)
+    if locked:
+        lock = ROOT / "requirements.lock"
+        run([*pip, "install", "--require-hashes", "--only-binary=:all:", "-r", str(lock)], work)
+        run([*pip, "install", "--no-deps", "--no-index", str(artifact)], cwd=work)
+        run([*pip, "check"], cwd=work)  # the lock satisfies everything the wheel requires
+        run([*pip, "install", "pytest"], cwd=work)
+    else:
+        run([*pip, "install", str(artifact), "pytest"], cwd=work)
     outside = work / "elsewhere"
     outside.mkdir()
 
@@ -85,6 +98,7 @@ def check(artifact: Path, work: Path) -> None:
         print(f"ok: {' '.join(Path(a).name if i == 0 else a for i, a in enumerate(argv))}")
 
     facts = json.loads(run([python, "-c", PROBE], cwd=outside))
+    assert facts["policies"], "konductor_operator/policies/*.yaml missing"
     prefix = Path(facts["prefix"]).resolve()
     for key in ("sdk", "operator"):
         where = Path(facts[key]).resolve()
@@ -115,10 +129,11 @@ def main(argv: list[str]) -> int:
             f"{[p.name for p in dist.iterdir()] if dist.is_dir() else 'no directory'}"
         )
         return 1
-    for artifact in (wheels[0], sdists[0]):
+    for artifact, locked in ((wheels[0], False), (sdists[0], False), (wheels[0], True)):
         with tempfile.TemporaryDirectory(prefix="konductor-dist-") as tmp:
-            check(artifact, Path(tmp))
-    print("dist-check: wheel and sdist install and work outside the checkout")
+            check(artifact, Path(tmp), locked=locked)
+    print("dist-check: wheel and sdist install and work outside the checkout, and so does")
+    print("dist-check: the wheel on requirements.lock installed with --require-hashes")
     return 0
 
 
