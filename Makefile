@@ -59,7 +59,7 @@ dist-check: $(STAMP)
 
 # The documentation site into build/site (warnings are errors).
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 # The image's hashed dependency lock (needs PyPI).
 lock: $(STAMP)
