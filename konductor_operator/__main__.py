@@ -49,6 +49,18 @@ from ._operator import Operator
     "(TokenReview + SubjectAccessReview). Probes are never authenticated.",
 )
 @click.option(
+    "--metrics-tls-cert",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PEM certificate (chain): serve /metrics and the probes over HTTPS only.",
+)
+@click.option(
+    "--metrics-tls-key",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PEM private key of --metrics-tls-cert.",
+)
+@click.option(
     "--leader-elect/--no-leader-elect",
     default=True,
     show_default=True,

@@ -55,6 +55,8 @@ class OperatorConfig:
         metrics_auth: ``none``, or ``kubernetes``: ``/metrics`` needs a bearer token that
             passes a TokenReview and may ``get`` the non-resource URL ``/metrics``
             (SubjectAccessReview). The probes are never authenticated.
+        metrics_tls_cert / metrics_tls_key: PEM files; when set (both), the server speaks
+            HTTPS only, so bearer tokens never cross the network in the clear.
         leader_elect: elect one active replica (off: this process is always active).
         lease_name / lease_namespace: the Konductor Lease used for the election;
             namespace ``None``: the client's namespace (the pod's own).
@@ -80,6 +82,8 @@ class OperatorConfig:
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 8080
     metrics_auth: MetricsAuth = "none"
+    metrics_tls_cert: str | None = None
+    metrics_tls_key: str | None = None
     leader_elect: bool = True
     lease_name: str = "konductor-operator"
     lease_namespace: str | None = None
@@ -161,6 +165,11 @@ class OperatorConfig:
         if self.metrics_auth not in METRICS_AUTH:
             raise ConfigurationError(
                 f"metrics_auth must be one of {', '.join(METRICS_AUTH)}, got {self.metrics_auth!r}"
+            )
+        if (self.metrics_tls_cert is None) != (self.metrics_tls_key is None):
+            raise ConfigurationError(
+                "metrics_tls_cert and metrics_tls_key must be given together, got "
+                f"cert={self.metrics_tls_cert!r}, key={self.metrics_tls_key!r}"
             )
         for prefix in self.http_probe_allow:
             AllowedPrefix.parse(prefix)  # raises ConfigurationError naming the entry

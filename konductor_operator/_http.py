@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Final
 
 import anyio
@@ -63,18 +64,26 @@ async def serve(
     host: str,
     port: int,
     authorizer: MetricsAuthorizer | None = None,
+    tls: tuple[str, str] | None = None,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled; ``task_status.started(port)`` once listening.
 
+    ``tls``: ``(certificate file, key file)`` to serve HTTPS (TLS 1.2+) instead of HTTP.
+
     Raises:
-        OSError: the port cannot be bound.
+        OSError: the port cannot be bound, or the TLS files cannot be read.
     """
+    context = None
+    if tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(*tls)
     app = make_app(metrics, health, authorizer=authorizer)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=context)
         await site.start()
         addresses = runner.addresses
         bound = int(addresses[0][1]) if addresses and isinstance(addresses[0], tuple) else port

@@ -148,6 +148,9 @@ class Operator:
                             "(--metrics-auth=kubernetes protects it)",
                             self.config.metrics_host,
                         )
+                    tls = None
+                    if self.config.metrics_tls_cert and self.config.metrics_tls_key:
+                        tls = (self.config.metrics_tls_cert, self.config.metrics_tls_key)
                     port = await tg.start(
                         lambda task_status: serve(
                             self.metrics,
@@ -155,6 +158,7 @@ class Operator:
                             host=self.config.metrics_host,
                             port=self.config.metrics_port,
                             authorizer=authorizer,
+                            tls=tls,
                             task_status=task_status,
                         )
                     )

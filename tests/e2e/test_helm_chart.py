@@ -33,7 +33,12 @@ CUSTOM = {
         "port": 9090,
         "auth": "kubernetes",
         "readers": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}],
-        "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+        "tls": {"secretName": "konductor-metrics-tls"},
+        "serviceMonitor": {
+            "enabled": True,
+            "labels": {"release": "prom"},
+            "tlsConfig": {"serverName": "konductor-operator-metrics.ops.svc"},
+        },
     },
     "httpProbes": {
         "enabled": True,
@@ -140,7 +145,22 @@ def test_non_default_values(helm: Path, tmp_path: Path) -> None:
     assert container["ports"][0]["containerPort"] == 9090
     (monitor,) = by_kind(docs, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prom"
-    assert monitor["spec"]["endpoints"][0]["bearerTokenFile"].endswith("serviceaccount/token")
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["bearerTokenFile"].endswith("serviceaccount/token")
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"] == {"serverName": "konductor-operator-metrics.ops.svc"}
+    # TLS: the Secret is mounted, the operator serves HTTPS, the kubelet probes HTTPS.
+    assert (config.metrics_tls_cert, config.metrics_tls_key) == (
+        "/etc/konductor/metrics-tls/tls.crt",
+        "/etc/konductor/metrics-tls/tls.key",
+    )
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["volumes"] == [
+        {"name": "metrics-tls", "secret": {"secretName": "konductor-metrics-tls"}}
+    ]
+    assert container["volumeMounts"][0]["mountPath"] == "/etc/konductor/metrics-tls"
+    assert container["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
     (readers,) = [
         d for d in by_kind(docs, "ClusterRoleBinding") if "metrics" in d["metadata"]["name"]
     ]

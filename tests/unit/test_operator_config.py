@@ -43,6 +43,7 @@ from konductor_sdk import ConfigurationError
         ({"log_format": "xml"}, "log_format"),
         ({"http_probe_allow": ["x.local"]}, "http_probe_allow"),
         ({"metrics_auth": "basic"}, "metrics_auth"),
+        ({"metrics_tls_cert": "tls.crt"}, "metrics_tls_key"),
         ({"cel_workers": 0}, "cel_workers"),
     ],
 )
