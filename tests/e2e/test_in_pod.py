@@ -35,7 +35,7 @@ import anyio
 import attrs
 import pytest
 import yaml
-from _operator_support import FAST_ELECTION, OperatorProcess, watch_until
+from _operator_support import FAST_ELECTION, OperatorProcess, await_until, watch_until
 
 from konductor_sdk import Client
 from konductor_sdk._kernel.objects import LEASE, SEMAPHORE
@@ -306,10 +306,19 @@ async def test_permits_of_deleted_pods_are_released_by_the_operator(
                 )
             assert released is not None
             assert released.status.get("inUse", 0) == 0
-            assert (
-                op.metric("konductor_operator_reaped_total", kind="Semaphore", reason="PodDeleted")
-                == 2.0
-            ), op.log_tail()
+            # Removed by the operator, for the pods' deletion (its counter moves just
+            # after the write that the watch above may already have delivered).
+            await await_until(
+                lambda: (
+                    op.metric(
+                        "konductor_operator_reaped_total", kind="Semaphore", reason="PodDeleted"
+                    )
+                    == 2.0
+                ),
+                within=30,
+                what="two PodDeleted reaps counted",
+                op=op,
+            )
             # The election Lease was created in the operator's own namespace (its Role).
             lease = await admin.store.get(LEASE, ns, "konductor-operator")
             assert lease.name == "konductor-operator"

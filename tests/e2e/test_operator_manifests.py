@@ -60,6 +60,16 @@ PATHS = {
         "validatingadmissionpolicybindings",
         False,
     ),
+    "MutatingAdmissionPolicy": (
+        "/apis/admissionregistration.k8s.io/v1",
+        "mutatingadmissionpolicies",
+        False,
+    ),
+    "MutatingAdmissionPolicyBinding": (
+        "/apis/admissionregistration.k8s.io/v1",
+        "mutatingadmissionpolicybindings",
+        False,
+    ),
 }
 
 
@@ -74,7 +84,9 @@ def render() -> list[dict[str, Any]]:
 
 
 def collection(doc: dict[str, Any], namespace: str | None) -> str:
-    prefix, plural, namespaced = PATHS[doc["kind"]]
+    _, plural, namespaced = PATHS[doc["kind"]]
+    version = doc["apiVersion"]  # the document's own version (e.g. a beta policy API)
+    prefix = "/api/v1" if version == "v1" else f"/apis/{version}"
     if namespaced:
         return f"{prefix}/namespaces/{namespace}/{plural}"
     return f"{prefix}/{plural}"
@@ -109,7 +121,7 @@ def relocate(doc: dict[str, Any], namespace: str, suffix: str) -> dict[str, Any]
             doc["roleRef"]["name"] = f"{doc['roleRef']['name']}-{suffix}"
         for subject in doc["subjects"]:
             subject["namespace"] = namespace
-    if doc["kind"] == "ValidatingAdmissionPolicyBinding":
+    if doc["kind"] in ("ValidatingAdmissionPolicyBinding", "MutatingAdmissionPolicyBinding"):
         doc["spec"]["policyName"] = f"{doc['spec']['policyName']}-{suffix}"
     return doc
 
