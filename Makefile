@@ -23,7 +23,7 @@ export SOURCE_DATE_EPOCH
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# The distribution was called `konductor` before 0.2: drop it from older venvs.
+	# The distribution used to be called `konductor`: drop it from older venvs.
 	$(PY) -m pip uninstall --quiet --yes konductor 2>/dev/null || true
 	$(PY) -m pip install --quiet -e '.[test,dev,docs,release]'
 	touch $(STAMP)
