@@ -92,6 +92,32 @@ def test_lint(helm: Path, tmp_path: Path) -> None:
     assert "0 chart(s) failed" in run_helm(helm, "lint", "--strict", str(CHART), "-f", str(values))
 
 
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"metrics": {"auth": "basic"}}, "/metrics/auth"),
+        ({"httpProbes": {"allow": ["10.0.0.5"]}}, "/httpProbes/allow/0"),
+        ({"replicas": 3}, "'replicas'"),  # a typo of replicaCount
+        ({"image": {"digest": "latest"}}, "/image/digest"),
+    ],
+)
+def test_bad_values_are_refused(
+    helm: Path, tmp_path: Path, values: dict[str, Any], complaint: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(values))
+    result = subprocess.run(
+        [str(helm), "template", "x", str(CHART), "-f", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"HOME": "/tmp"},
+    )
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert complaint in result.stderr
+
+
 def test_default_values(helm: Path, tmp_path: Path) -> None:
     docs = render(helm, "konductor-system", None, tmp_path)
     kinds = {d["kind"] for d in docs}
