@@ -75,17 +75,24 @@ def documents(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
 
 
-def kinds(root: Path) -> list[str]:
-    """The plurals of every kind of group ``sync.konductor.io`` defined in ``crds/``."""
-    plurals = {
-        doc["spec"]["names"]["plural"]
-        for path in sources(root, "crds")
-        for doc in documents(path)
-        if doc.get("kind") == "CustomResourceDefinition" and doc["spec"].get("group") == GROUP
-    }
-    if not plurals:
+def kinds(root: Path) -> tuple[list[str], list[str]]:
+    """The plurals of the kinds of group ``sync.konductor.io`` defined in ``crds/``: those
+    with a ``/status`` subresource (primitives: the operator writes only their status) and
+    those without (liveness records such as sessions and claims, written by clients in
+    their spec: the operator deletes the ones whose owner is gone)."""
+    with_status: set[str] = set()
+    without: set[str] = set()
+    for path in sources(root, "crds"):
+        for doc in documents(path):
+            if doc.get("kind") != "CustomResourceDefinition" or doc["spec"].get("group") != GROUP:
+                continue
+            plural = doc["spec"]["names"]["plural"]
+            versions = doc["spec"].get("versions") or ()
+            has_status = any("status" in (v.get("subresources") or {}) for v in versions)
+            (with_status if has_status else without).add(plural)
+    if not with_status | without:
         raise SystemExit(f"no CRD of group {GROUP} in {root / 'crds'}")
-    return sorted(plurals)
+    return sorted(with_status), sorted(without)
 
 
 # -- the RBAC model --------------------------------------------------------------------------
@@ -99,9 +106,11 @@ def _rule(groups: list[str], resources: list[str], verbs: list[str], **extra: An
     return {"apiGroups": groups, "resources": resources, **extra, "verbs": verbs}
 
 
-def user_roles(plurals: list[str]) -> list[dict[str, Any]]:
-    """``konductor-user``, ``konductor-viewer`` and ``konductor-admin``."""
-    status = [f"{p}/status" for p in plurals]
+def user_roles(primitives: list[str], records: list[str]) -> list[dict[str, Any]]:
+    """``konductor-user``, ``konductor-viewer`` and ``konductor-admin``: every kind and
+    every ``/status`` subresource there is."""
+    plurals = sorted(primitives + records)
+    status = [f"{p}/status" for p in primitives]
     rbac = "rbac.authorization.k8s.io"
     read = ["get", "list", "watch"]
     write = ["get", "list", "watch", "create", "update", "patch", "delete"]
@@ -151,10 +160,20 @@ def user_roles(plurals: list[str]) -> list[dict[str, Any]]:
     ]
 
 
-def operator_roles(plurals: list[str]) -> list[dict[str, Any]]:
+def operator_roles(primitives: list[str], records: list[str]) -> list[dict[str, Any]]:
     """The operator's ClusterRole, its election Role (own namespace only), the metrics
-    reader role, and the bindings to its ServiceAccount."""
-    status = [f"{p}/status" for p in plurals]
+    reader role, and the bindings to its ServiceAccount.
+
+    Primitives (kinds with ``/status``): read, and write their status only. Records (kinds
+    without): read, and delete those of ended owners (one by one or as a collection).
+    """
+    plurals = sorted(primitives + records)
+    status = [f"{p}/status" for p in primitives]
+    record_rules = (
+        [_rule([GROUP], records, ["get", "list", "watch", "delete", "deletecollection"])]
+        if records
+        else []
+    )
     rbac = "rbac.authorization.k8s.io"
     subject = [{"kind": "ServiceAccount", "name": SA, "namespace": NS}]
     return [
@@ -163,8 +182,9 @@ def operator_roles(plurals: list[str]) -> list[dict[str, Any]]:
             "kind": "ClusterRole",
             "metadata": _meta(OPERATOR, OPERATOR),
             "rules": [
-                _rule([GROUP], plurals, ["get", "list", "watch"]),
+                _rule([GROUP], primitives, ["get", "list", "watch"]),
                 _rule([GROUP], status, ["get", "update", "patch"]),
+                *record_rules,
                 _rule([GROUP], plurals + status, ["override"]),
                 _rule([""], ["pods"], ["get", "list", "watch"]),
                 _rule(["batch"], ["jobs"], ["get", "list", "watch"]),
@@ -259,7 +279,7 @@ def expected(root: Path = ROOT) -> dict[Path, str]:
     deploy, chart = root / "deploy", root / "charts" / "konductor"
     out: dict[Path, str] = {}
     crds, policies = sources(root, "crds"), sources(root, "policies")
-    plurals = kinds(root)
+    primitives, records = kinds(root)
     the_version = version(root)
 
     # deploy/: copies of crds/ and policies/, each directory a kustomization.
@@ -279,19 +299,19 @@ def expected(root: Path = ROOT) -> dict[Path, str]:
                 }
             ]
         )
-    rbac_source = "crds/ (every kind of sync.konductor.io)"
+    rbac_source = "crds/ (every kind of sync.konductor.io, and /status where it exists)"
     out[deploy / "rbac" / "operator-role.yaml"] = (
         HEADER.format(source=rbac_source)
         + "# The operator reads every kind and writes only their status (compare-and-swap). It\n"
         + "# creates its election Lease in its own namespace only (a Role), never elsewhere.\n"
-        + substitute(dump(operator_roles(plurals)), DEPLOY_VALUES)
+        + substitute(dump(operator_roles(primitives, records)), DEPLOY_VALUES)
     )
     out[deploy / "rbac" / "user-roles.yaml"] = (
         HEADER.format(source=rbac_source)
         + "# Bind konductor-user/konductor-viewer per namespace with a RoleBinding; they also\n"
         + "# aggregate into edit/admin and view. konductor-admin adds the `override` verb (the\n"
         + "# admission policies let its holders change anyone's entries).\n"
-        + dump(user_roles(plurals))
+        + dump(user_roles(primitives, records))
     )
     out[deploy / "kustomization.yaml"] = HEADER.format(
         source="konductor_sdk.__version__ and the file list"
@@ -370,10 +390,10 @@ def expected(root: Path = ROOT) -> dict[Path, str]:
             documents(source), ".Values.admissionPolicies.enabled", f"policies/{source.name}"
         )
     out[generated / "rbac-operator.yaml"] = chart_template(
-        operator_roles(plurals), ".Values.rbac.create", rbac_source
+        operator_roles(primitives, records), ".Values.rbac.create", rbac_source
     )
     out[generated / "rbac-users.yaml"] = chart_template(
-        user_roles(plurals), ".Values.rbac.userRoles", rbac_source
+        user_roles(primitives, records), ".Values.rbac.userRoles", rbac_source
     )
     return out
 

@@ -80,7 +80,7 @@ def test_check_fails_on_an_edited_or_extra_generated_file(tree: Path) -> None:
     assert not (tree / "deploy" / "policies" / "old-policy.yaml").exists()
 
 
-def crd(kind: str, plural: str) -> dict[str, Any]:
+def crd(kind: str, plural: str, *, status: bool = True) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -95,7 +95,7 @@ def crd(kind: str, plural: str) -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "schema": {"openAPIV3Schema": {"type": "object"}},
-                    "subresources": {"status": {}},
+                    **({"subresources": {"status": {}}} if status else {}),
                 }
             ],
         },
@@ -103,8 +103,9 @@ def crd(kind: str, plural: str) -> dict[str, Any]:
 
 
 def test_new_kinds_and_policies_are_picked_up(tree: Path) -> None:
-    for kind, plural in (("Session", "sessions"), ("Claim", "claims")):
-        (tree / "crds" / f"{kind.lower()}.yaml").write_text(yaml.safe_dump(crd(kind, plural)))
+    # A primitive (with /status) and a record written in its spec (without).
+    (tree / "crds" / "session.yaml").write_text(yaml.safe_dump(crd("Session", "sessions")))
+    (tree / "crds" / "claim.yaml").write_text(yaml.safe_dump(crd("Claim", "claims", status=False)))
     mutating = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingAdmissionPolicy",
@@ -136,15 +137,23 @@ def test_new_kinds_and_policies_are_picked_up(tree: Path) -> None:
     assert '\'{{ "{{" }}y{{ "}}" }}\'' in template.read_text()
     users = deploy / "rbac" / "user-roles.yaml"
     operator = deploy / "rbac" / "operator-role.yaml"
-    for plural in ("sessions", "claims"):
-        for resource in (plural, f"{plural}/status"):
-            assert allowed(role(users, "ClusterRole", "konductor-user"), GROUP, resource, "patch")
-            assert allowed(role(users, "ClusterRole", "konductor-viewer"), GROUP, resource, "get")
-            for who in ("konductor-admin",):
-                assert allowed(role(users, "ClusterRole", who), GROUP, resource, "override")
-            assert allowed(
-                role(operator, "ClusterRole", "konductor-operator"), GROUP, resource, "override"
-            )
+    operator_role = role(operator, "ClusterRole", "konductor-operator")
+    for resource in ("sessions", "sessions/status", "claims"):
+        assert allowed(role(users, "ClusterRole", "konductor-user"), GROUP, resource, "patch")
+        assert allowed(role(users, "ClusterRole", "konductor-viewer"), GROUP, resource, "get")
+        assert allowed(role(users, "ClusterRole", "konductor-admin"), GROUP, resource, "override")
+        assert allowed(operator_role, GROUP, resource, "override")
+    # No /status where the kind has none.
+    assert not allowed(role(users, "ClusterRole", "konductor-user"), GROUP, "claims/status", "get")
+    assert not allowed(operator_role, GROUP, "claims/status", "update")
+    # The operator writes a primitive's status only, and deletes records of ended owners.
+    assert allowed(operator_role, GROUP, "sessions/status", "update")
+    for verb in ("delete", "deletecollection", "update", "patch"):
+        assert not allowed(operator_role, GROUP, "sessions", verb), verb
+    for verb in ("get", "list", "watch", "delete", "deletecollection"):
+        assert allowed(operator_role, GROUP, "claims", verb), verb
+    for verb in ("create", "update", "patch"):
+        assert not allowed(operator_role, GROUP, "claims", verb), verb
     examples = load(tree / "examples" / "k8s" / "rbac.yaml")
     assert [d["kind"] for d in examples] == ["ServiceAccount", "RoleBinding"]
 
