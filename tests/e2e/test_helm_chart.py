@@ -229,10 +229,16 @@ def test_generated_parts_equal_deploy(helm: Path, tmp_path: Path) -> None:
                 out[(doc["kind"], doc["metadata"]["name"])] = body
         return out
 
-    kustomized = subprocess.run(
-        ["kubectl", "kustomize", str(ROOT / "deploy")], capture_output=True, text=True, check=True
-    ).stdout
-    deploy = comparable([d for d in yaml.safe_load_all(kustomized) if d])
+    # deploy/'s files as written (kustomize's own re-serialization reflows folded `>`
+    # scalars, a whitespace change that is not the generator's doing).
+    files = [
+        *(ROOT / "deploy" / "crds").glob("*.yaml"),
+        *(ROOT / "deploy" / "policies").glob("*.yaml"),
+        *(ROOT / "deploy" / "rbac").glob("*.yaml"),
+    ]
+    deploy = comparable(
+        [d for path in files for d in yaml.safe_load_all(path.read_text()) if d and "kind" in d]
+    )
     chart = comparable(render(helm, "konductor-system", None, tmp_path))
     assert chart == deploy
 
