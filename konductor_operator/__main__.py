@@ -36,9 +36,29 @@ from ._operator import Operator
 )
 @click.option(
     "--metrics-host",
-    default="0.0.0.0",
+    default="127.0.0.1",
     show_default=True,
-    help="Address to bind the metrics port to.",
+    help="Address to bind the metrics port to (0.0.0.0 in a pod: the kubelet probes it).",
+)
+@click.option(
+    "--metrics-auth",
+    type=click.Choice(["none", "kubernetes"]),
+    default="none",
+    show_default=True,
+    help="kubernetes: /metrics needs a bearer token allowed `get` on /metrics "
+    "(TokenReview + SubjectAccessReview). Probes are never authenticated.",
+)
+@click.option(
+    "--metrics-tls-cert",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PEM certificate (chain): serve /metrics and the probes over HTTPS only.",
+)
+@click.option(
+    "--metrics-tls-key",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PEM private key of --metrics-tls-cert.",
 )
 @click.option(
     "--leader-elect/--no-leader-elect",
@@ -117,10 +137,26 @@ from ._operator import Operator
     help="Let controllers (Gate) probe HTTP endpoints.",
 )
 @click.option(
-    "--http-probe-allow-host",
-    "http_probe_allow_hosts",
+    "--http-probe-allow",
+    "http_probe_allow",
     multiple=True,
-    help="Host Gate HTTP probes may reach (repeatable).",
+    metavar="URL-PREFIX",
+    help="URL prefix Gate HTTP probes may reach: scheme://host[:port]/path "
+    "(repeatable; port and path prefix are enforced).",
+)
+@click.option(
+    "--cel-workers",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Worker processes for Gate CEL conditions (served round-robin per gate).",
+)
+@click.option(
+    "--forbidden-log-interval",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds between log lines about a reference the operator may not watch.",
 )
 def main(**flags: object) -> None:
     """Run the Konductor operator: reaping, timeouts, status aggregation, events, metrics."""

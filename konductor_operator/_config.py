@@ -11,7 +11,11 @@ import attrs
 from konductor_sdk._kernel.errors import ConfigurationError
 from konductor_sdk.election import ElectionConfig
 
+from ._gate_http import AllowedPrefix
+
 LogFormat = Literal["json", "text"]
+MetricsAuth = Literal["none", "kubernetes"]
+METRICS_AUTH: Final = ("none", "kubernetes")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 _DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN: Final = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -45,7 +49,14 @@ class OperatorConfig:
     Attributes:
         namespaces: namespaces to manage; ``None`` for all.
         metrics_host / metrics_port: where ``/metrics``, ``/healthz`` and ``/readyz`` are
-            served; port 0 disables the server.
+            served; port 0 disables the server. The host defaults to loopback: in a pod the
+            manifests bind ``0.0.0.0`` (the kubelet probes the pod IP) and set
+            ``metrics_auth``.
+        metrics_auth: ``none``, or ``kubernetes``: ``/metrics`` needs a bearer token that
+            passes a TokenReview and may ``get`` the non-resource URL ``/metrics``
+            (SubjectAccessReview). The probes are never authenticated.
+        metrics_tls_cert / metrics_tls_key: PEM files; when set (both), the server speaks
+            HTTPS only, so bearer tokens never cross the network in the clear.
         leader_elect: elect one active replica (off: this process is always active).
         lease_name / lease_namespace: the Konductor Lease used for the election;
             namespace ``None``: the client's namespace (the pod's own).
@@ -58,13 +69,21 @@ class OperatorConfig:
             and burst): what bounds the load Events put on etcd.
         log_level / log_format: logging.
         kubeconfig: kubeconfig path; default: in-cluster / ``$KUBECONFIG``.
-        enable_http_probes / http_probe_allow_hosts: for controllers that probe HTTP
-            endpoints (the Gate controller): off by default; hosts allowed when on.
+        enable_http_probes / http_probe_allow: for controllers that probe HTTP endpoints
+            (the Gate controller): off by default; the URL prefixes (scheme, host, port,
+            path prefix) probes may reach when on.
+        cel_workers: worker processes evaluating Gate CEL conditions (a bounded pool,
+            served round-robin per gate).
+        forbidden_log_interval: seconds between two log lines about the same reference
+            the operator may not watch (e.g. a gate naming a Secret).
     """
 
     namespaces: tuple[str, ...] | None = attrs.field(default=None, converter=_namespaces)
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = "127.0.0.1"
     metrics_port: int = 8080
+    metrics_auth: MetricsAuth = "none"
+    metrics_tls_cert: str | None = None
+    metrics_tls_key: str | None = None
     leader_elect: bool = True
     lease_name: str = "konductor-operator"
     lease_namespace: str | None = None
@@ -80,7 +99,9 @@ class OperatorConfig:
     log_format: LogFormat = "json"
     kubeconfig: str | None = None
     enable_http_probes: bool = False
-    http_probe_allow_hosts: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    http_probe_allow: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    cel_workers: int = 2
+    forbidden_log_interval: float = 300.0
 
     def __attrs_post_init__(self) -> None:
         for ns in self.namespaces or ():
@@ -141,11 +162,28 @@ class OperatorConfig:
             raise ConfigurationError(
                 f"log_format must be 'json' or 'text', got {self.log_format!r}"
             )
-        for host in self.http_probe_allow_hosts:
-            if not host or any(c in host for c in "/ \t@"):
-                raise ConfigurationError(
-                    f"http_probe_allow_hosts entries must be bare host names, got {host!r}"
-                )
+        if self.metrics_auth not in METRICS_AUTH:
+            raise ConfigurationError(
+                f"metrics_auth must be one of {', '.join(METRICS_AUTH)}, got {self.metrics_auth!r}"
+            )
+        if (self.metrics_tls_cert is None) != (self.metrics_tls_key is None):
+            raise ConfigurationError(
+                "metrics_tls_cert and metrics_tls_key must be given together, got "
+                f"cert={self.metrics_tls_cert!r}, key={self.metrics_tls_key!r}"
+            )
+        for prefix in self.http_probe_allow:
+            AllowedPrefix.parse(prefix)  # raises ConfigurationError naming the entry
+        if not 1 <= self.cel_workers <= 16:
+            raise ConfigurationError(f"cel_workers must be in 1..16, got {self.cel_workers}")
+        if not 1.0 <= self.forbidden_log_interval <= 86_400.0:
+            raise ConfigurationError(
+                f"forbidden_log_interval must be in 1..86400 s, got {self.forbidden_log_interval:g}"
+            )
+
+    @property
+    def http_probe_prefixes(self) -> tuple[AllowedPrefix, ...]:
+        """:attr:`http_probe_allow`, parsed."""
+        return tuple(AllowedPrefix.parse(p) for p in self.http_probe_allow)
 
     def election_config(self, *, identity: str | None, namespace: str | None) -> ElectionConfig:
         """The :class:`~konductor_sdk.election.ElectionConfig` these flags describe."""

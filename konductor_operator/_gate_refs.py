@@ -9,7 +9,8 @@
   creator with a SubjectAccessReview. ``spec.creator`` is verified only while the
   ValidatingAdmissionPolicy :data:`POLICY_NAME` (shipped here, installed by the operator
   when it may) is in force: that policy makes the API server itself reject a spec whose
-  ``creator`` is not the authenticated user writing it. Without it, no creator is trusted:
+  ``creator`` is not the authenticated user writing it (checked field by field:
+  :func:`policy_problem`). Without it, no creator is trusted:
   references stay in the gate's own namespace, cross-namespace ones are refused.
 """
 
@@ -17,9 +18,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Final, final
 
 import attrs
+import yaml
 
 from konductor_sdk._kernel.clock import Clock
 from konductor_sdk._kernel.errors import AlreadyExistsError, APIError, ForbiddenError, NotFoundError
@@ -29,6 +32,7 @@ from konductor_sdk._kernel.objects import (
     JOB,
     LEASE,
     ONCE,
+    SELF_SUBJECT_ACCESS_REVIEW,
     SEMAPHORE,
     SUBJECT_ACCESS_REVIEW,
     WAITGROUP,
@@ -72,45 +76,113 @@ VAP_BINDING: Final = ResourceKind(
     False,
 )
 # Whoever writes a Gate's spec must record themselves as spec.creator; metadata and status
-# writes (marks) are not affected. This is what lets the operator trust spec.creator.
-POLICY: Final = {
-    "metadata": {"name": POLICY_NAME},
-    "spec": {
-        "failurePolicy": "Fail",
-        "matchConstraints": {
-            "resourceRules": [
-                {
-                    "apiGroups": ["sync.konductor.io"],
-                    "apiVersions": ["*"],
-                    "operations": ["CREATE", "UPDATE"],
-                    "resources": ["gates"],
-                }
-            ]
-        },
-        "validations": [
-            {
-                "expression": (
-                    "(request.operation == 'UPDATE' && object.spec == oldObject.spec) || "
-                    "(has(object.spec.creator) && "
-                    "object.spec.creator.username == request.userInfo.username && "
-                    "(has(object.spec.creator.groups) ? object.spec.creator.groups : []) == "
-                    "(has(request.userInfo.groups) ? request.userInfo.groups : []))"
-                ),
-                "messageExpression": (
-                    "'spec.creator must be {username: \"' + request.userInfo.username + "
-                    "'\", groups: ' + (has(request.userInfo.groups) ? '[\"' + "
-                    "request.userInfo.groups.join('\", \"') + '\"]' : '[]') + "
-                    "'} (whoever writes a Gate spec records themselves; see docs/gate.md)'"
-                ),
-                "reason": "Forbidden",
-            }
-        ],
-    },
-}
-BINDING: Final = {
-    "metadata": {"name": POLICY_NAME},
-    "spec": {"policyName": POLICY_NAME, "validationActions": ["Deny"]},
-}
+# writes (marks) are not affected. This is what lets the operator trust spec.creator. The
+# policy and its binding are read from policies/gate-creator.yaml (shipped in this package),
+# the same file deploy/ and the Helm chart are generated from.
+POLICY_FILE: Final = Path(__file__).resolve().parent / "policies" / "gate-creator.yaml"
+
+
+def _load_policy(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
+
+    def body(doc: dict[str, Any]) -> dict[str, Any]:
+        return {"metadata": {"name": doc["metadata"]["name"]}, "spec": doc["spec"]}
+
+    policies = [
+        body(d) for d in docs if d.get("kind") == VAP.kind and d["metadata"]["name"] == POLICY_NAME
+    ]
+    bindings = [
+        body(d)
+        for d in docs
+        if d.get("kind") == VAP_BINDING.kind and d["spec"].get("policyName") == POLICY_NAME
+    ]
+    if len(policies) != 1 or len(bindings) != 1:
+        raise RuntimeError(f"{path} must hold one {POLICY_NAME} policy and one binding")
+    return policies[0], bindings[0]
+
+
+POLICY, BINDING = _load_policy(POLICY_FILE)
+
+
+def _covers(rules: Any, wanted: Mapping[str, Any]) -> bool:
+    """Whether one of ``rules`` (resourceRules) matches everything ``wanted`` matches."""
+
+    def has(values: Any, items: Any) -> bool:
+        values = list(values or ())
+        return "*" in values or all(item in values for item in items)
+
+    for rule in rules or ():
+        if (
+            isinstance(rule, Mapping)
+            and not rule.get("resourceNames")
+            and rule.get("scope", "*") in ("*", "Namespaced")
+            and all(
+                has(rule.get(key), wanted[key])
+                for key in ("apiGroups", "apiVersions", "operations", "resources")
+            )
+        ):
+            return True
+    return False
+
+
+def _unselective(selector: Any) -> bool:
+    return not selector or (
+        isinstance(selector, Mapping)
+        and not selector.get("matchLabels")
+        and not selector.get("matchExpressions")
+    )
+
+
+def policy_problem(policy: Mapping[str, Any], binding: Mapping[str, Any]) -> str | None:
+    """Why the live ``policy``/``binding`` do not enforce :data:`POLICY`, or ``None``.
+
+    Existence is not enough: the live objects must carry the expected validation
+    expressions, fail closed, match every CREATE/UPDATE of gates (no narrowing selectors,
+    exclusions, match conditions or parameters), and be bound with ``Deny`` for every
+    namespace. Fields the API server defaults (``matchPolicy``, empty selectors,
+    ``scope: "*"``) are accepted.
+    """
+    spec, want = policy.get("spec") or {}, POLICY["spec"]
+    live = {v.get("expression") for v in spec.get("validations") or () if isinstance(v, Mapping)}
+    missing = [v["expression"] for v in want["validations"] if v["expression"] not in live]
+    if missing:
+        return f"policy {POLICY_NAME} does not carry the expected validation expression"
+    if spec.get("failurePolicy", "Fail") != "Fail":
+        return f"policy {POLICY_NAME} has failurePolicy {spec.get('failurePolicy')}, not Fail"
+    if spec.get("paramKind") or spec.get("matchConditions"):
+        return f"policy {POLICY_NAME} is narrowed by matchConditions or paramKind"
+    match = spec.get("matchConstraints") or {}
+    if (
+        match.get("excludeResourceRules")
+        or not _unselective(match.get("namespaceSelector"))
+        or not _unselective(match.get("objectSelector"))
+    ):
+        return f"policy {POLICY_NAME} excludes some gates (selectors or exclusions)"
+    for wanted in want["matchConstraints"]["resourceRules"]:
+        if not _covers(match.get("resourceRules"), wanted):
+            return f"policy {POLICY_NAME} does not match every CREATE/UPDATE of gates"
+    bspec = binding.get("spec") or {}
+    if bspec.get("policyName") != POLICY_NAME or "Deny" not in (
+        bspec.get("validationActions") or ()
+    ):
+        return f"binding {POLICY_NAME} does not deny"
+    if bspec.get("paramRef"):
+        return f"binding {POLICY_NAME} uses parameters"
+    scope = bspec.get("matchResources")
+    if scope:
+        if (
+            scope.get("excludeResourceRules")
+            or not _unselective(scope.get("namespaceSelector"))
+            or not _unselective(scope.get("objectSelector"))
+        ):
+            return f"binding {POLICY_NAME} applies to some namespaces or objects only"
+        if scope.get("resourceRules") and not all(
+            _covers(scope["resourceRules"], w) for w in want["matchConstraints"]["resourceRules"]
+        ):
+            return f"binding {POLICY_NAME} does not match every CREATE/UPDATE of gates"
+    return None
+
+
 SAR_TTL_SECONDS: Final = 30.0
 POLICY_TTL_SECONDS: Final = 30.0
 DISCOVERY_TTL_SECONDS: Final = 300.0
@@ -286,6 +358,7 @@ class AccessGuard:
     async def ensure_policy(self, *, install: bool) -> bool:
         """Check (and, if ``install`` and allowed, create) the creator policy + binding."""
         self._policy_checked = self._clock.monotonic()
+        live: list[KObject] = []
         try:
             for kind, body in ((VAP, POLICY), (VAP_BINDING, BINDING)):
                 try:
@@ -297,14 +370,16 @@ class AccessGuard:
                         obj = await self._store.create(kind, None, body)
                     except AlreadyExistsError:
                         obj = await self._store.get(kind, None, POLICY_NAME)
-                if kind is VAP_BINDING and (
-                    obj.spec.get("policyName") != POLICY_NAME
-                    or "Deny" not in (obj.spec.get("validationActions") or ())
-                ):
-                    raise NotFoundError(f"binding {POLICY_NAME} does not deny", status=404)
+                live.append(obj)
         except APIError as exc:
             self.policy_active = False
             self.policy_error = f"{type(exc).__name__}: {exc}"[:300]
+            return False
+        problem = policy_problem(live[0].raw, live[1].raw)
+        if problem is not None:
+            if self.policy_active or self.policy_error != problem:
+                log.warning("gate creator policy not trusted: %s", problem)
+            self.policy_active, self.policy_error = False, problem
             return False
         self.policy_active, self.policy_error = True, ""
         return True
@@ -367,3 +442,63 @@ class AccessGuard:
         status = review.status
         reason = str(status.get("reason") or status.get("evaluationError") or "RBAC")
         return status.get("allowed") is True, reason[:300]
+
+
+# -- what the operator itself may watch --------------------------------------------------------
+
+
+@final
+class WatchPermissions:
+    """Whether the operator may list+watch a kind in a namespace, asked once per interval.
+
+    A gate may name an object its creator may read but the operator may not (a Secret, with
+    the shipped RBAC). Watching it anyway would fail with 403 and be retried and logged
+    forever; instead the operator asks the API server (SelfSubjectAccessReview) once per
+    ``interval``, starts no watch while it may not, and logs that once per interval.
+    """
+
+    def __init__(self, store: Store, clock: Clock, *, interval: float) -> None:
+        self._store = store
+        self._clock = clock
+        self.interval = interval
+        self._answers: dict[tuple[ResourceKind, str], tuple[float, str | None]] = {}
+        self.reviews = 0
+        self.logged = 0
+
+    async def denied(self, kind: ResourceKind, namespace: str) -> str | None:
+        """``None`` if the operator may list and watch ``kind`` in ``namespace``, else why."""
+        key = (kind, namespace)
+        now = self._clock.monotonic()
+        cached = self._answers.get(key)
+        if cached is not None and now < cached[0]:
+            return cached[1]
+        why: str | None = None
+        for verb in ("list", "watch"):
+            attributes: dict[str, Any] = {
+                "verb": verb,
+                "group": kind.group,
+                "resource": kind.plural,
+            }
+            if namespace:
+                attributes["namespace"] = namespace
+            self.reviews += 1
+            try:
+                review = await self._store.create(
+                    SELF_SUBJECT_ACCESS_REVIEW, None, {"spec": {"resourceAttributes": attributes}}
+                )
+            except APIError as exc:
+                why = f"cannot check its own access: {type(exc).__name__}"
+                break
+            if review.status.get("allowed") is not True:
+                where = f"in namespace {namespace}" if namespace else "cluster-wide"
+                why = f"the operator may not {verb} {kind.plural} {where}"
+                break
+        self._answers[key] = (now + self.interval, why)
+        if len(self._answers) > 4096:
+            self._answers = {k: v for k, v in self._answers.items() if v[0] > now}
+        if why is not None:
+            self.logged += 1
+            log.warning(
+                "%s; gates referencing them wait (checked again in %gs)", why, self.interval
+            )
+        return why

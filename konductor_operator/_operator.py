@@ -32,6 +32,7 @@ from ._context import Controller, Health, OperatorContext
 from ._events import EventRecorder
 from ._http import serve
 from ._metrics import Metrics
+from ._metrics_auth import MetricsAuthorizer
 
 log = logging.getLogger("konductor_operator")
 
@@ -138,12 +139,26 @@ class Operator:
             async with anyio.create_task_group() as tg:
                 port = 0
                 if self.config.metrics_port:
+                    authorizer = None
+                    if self.config.metrics_auth == "kubernetes":
+                        authorizer = MetricsAuthorizer(self.client.store, self.clock)
+                    elif self.config.metrics_host not in ("127.0.0.1", "::1", "localhost"):
+                        log.warning(
+                            "/metrics is served on %s without authentication "
+                            "(--metrics-auth=kubernetes protects it)",
+                            self.config.metrics_host,
+                        )
+                    tls = None
+                    if self.config.metrics_tls_cert and self.config.metrics_tls_key:
+                        tls = (self.config.metrics_tls_cert, self.config.metrics_tls_key)
                     port = await tg.start(
                         lambda task_status: serve(
                             self.metrics,
                             self.health,
                             host=self.config.metrics_host,
                             port=self.config.metrics_port,
+                            authorizer=authorizer,
+                            tls=tls,
                             task_status=task_status,
                         )
                     )

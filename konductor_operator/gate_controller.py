@@ -13,8 +13,9 @@ Phase, ``met``, ``openedAt`` and failure are derived by the same pure
 :func:`konductor_sdk._machines.gate.judge` the SDK uses; the timeout is the core
 controller's (``KindRules.timer``/``on_timeout``). A gate waiter wakes on the watch event
 of that one write. Referenced objects are read only after :class:`AccessGuard` allowed it
-for the gate's verified creator; CEL runs in a killable worker process; HTTP probes only
-when enabled, to allow-listed hosts.
+for the gate's verified creator, and watched only if the operator itself may (asked once
+per ``--forbidden-log-interval``); CEL runs in a bounded pool of killable worker processes
+served round-robin per gate; HTTP probes only when enabled, to allow-listed URL prefixes.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from konductor_sdk._kernel.cas import update_status
-from konductor_sdk._kernel.cel_eval import CelEvaluator
+from konductor_sdk._kernel.cel_eval import CelPool
 from konductor_sdk._kernel.clock import rfc3339
 from konductor_sdk._kernel.errors import APIError, ConflictExhausted, NotFoundError
 from konductor_sdk._kernel.objects import GATE, KObject, ResourceKind
@@ -39,7 +40,7 @@ from konductor_sdk._machines.gate_spec import GateSpec, Leaf, SpecError, parse_s
 
 from ._context import OperatorContext
 from ._gate_http import probe, refusal
-from ._gate_refs import AccessGuard, KindResolver, Target, judge, target_of
+from ._gate_refs import AccessGuard, KindResolver, Target, WatchPermissions, judge, target_of
 from ._queue import WorkQueue
 
 GateKey = tuple[str, str]  # (namespace, name)
@@ -62,6 +63,9 @@ class GateController:
         self.queue: WorkQueue[GateKey] = WorkQueue()
         self.access = AccessGuard(ctx.client.store, ctx.clock)
         self.resolver = KindResolver(ctx.client.store, ctx.clock)
+        self.permissions = WatchPermissions(
+            ctx.client.store, ctx.clock, interval=ctx.config.forbidden_log_interval
+        )
         self.install_policy = install_policy
         self._gate_watches: dict[str | None, KindWatch] = {}
         self._ref_watches: dict[WatchKey, KindWatch] = {}
@@ -72,7 +76,7 @@ class GateController:
         self._cel_results: dict[ProbeKey, tuple[tuple[str, str], LeafResult]] = {}
         self._removers: list[Callable[[], None]] = []
         self._tg: TaskGroup | None = None
-        self._cel: CelEvaluator | None = None
+        self._cel: CelPool | None = None
         self._session: aiohttp.ClientSession | None = None
         self.passes = 0
         self.writes = 0
@@ -98,7 +102,7 @@ class GateController:
             )
         try:
             async with (
-                CelEvaluator() as self._cel,
+                CelPool(workers=ctx.config.cel_workers) as self._cel,
                 aiohttp.ClientSession(trust_env=False) as self._session,
                 anyio.create_task_group() as tg,
             ):
@@ -217,6 +221,13 @@ class GateController:
         if denied is not None:
             return LeafResult(False, denied)
         targets.add(target)
+        wkey: WatchKey = (target.kind, target.namespace or None)
+        if wkey not in self._ref_watches and self.ctx.client.cached_watch(*wkey) is None:
+            # Not watched yet: start a watch only if the operator may (else it would be
+            # refused and retried forever); a refusal is re-checked once per interval.
+            forbidden = await self.permissions.denied(target.kind, target.namespace)
+            if forbidden is not None:
+                return LeafResult(False, f"waiting for {target}: {forbidden}")
         watch = self._watch(target)
         if not watch.synced.is_set():
             error = watch.last_error
@@ -232,7 +243,9 @@ class GateController:
         if cached is not None and cached[0] == (leaf.fingerprint, ref.resource_version):
             return cached[1]
         assert self._cel is not None
-        outcome = await self._cel.evaluate(str(leaf.params["expression"]), ref.raw)
+        outcome = await self._cel.evaluate(
+            (gate.namespace, gate.name), str(leaf.params["expression"]), ref.raw
+        )
         if outcome.error is not None:
             result = LeafResult(False, f"CEL error: {outcome.error}")
         else:
@@ -323,7 +336,7 @@ class GateController:
         refused = refusal(
             str(leaf.params["url"]),
             enabled=config.enable_http_probes,
-            allow_hosts=config.http_probe_allow_hosts,
+            allowed=config.http_probe_prefixes,
         )
         if refused is not None:
             return LeafResult(False, refused)

@@ -18,21 +18,27 @@ The bounds:
 Nothing raises: every failure (syntax, missing field, wrong result type, timeout, a dead
 worker) comes back as a :class:`CelOutcome` whose ``error`` the operator writes into the
 gate's status.
+
+The operator evaluates through a :class:`CelPool`: a bounded number of worker processes
+(:class:`CelEvaluator` each) and one FIFO queue per key (a gate), served round-robin, so
+one gate's slow expressions delay another gate's by at most one evaluation per worker,
+and a key can queue at most :data:`MAX_PENDING_PER_KEY` evaluations.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
-from typing import Any, Final, final
+from typing import Any, Final, Protocol, final
 
 import anyio
 import attrs
-from anyio.abc import Process
+from anyio.abc import Process, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from konductor_sdk._kernel.errors import ConfigurationError
@@ -41,6 +47,7 @@ from konductor_sdk._kernel.limits import MAX_EXPRESSION
 MAX_OBJECT_BYTES: Final = 256 * 1024
 EVAL_TIMEOUT_SECONDS: Final = 1.0
 WORKER_MEMORY_BYTES: Final = 1 << 30
+MAX_PENDING_PER_KEY: Final = 64
 _START_TIMEOUT_SECONDS: Final = 60.0
 _WORKER: Final = Path(__file__).with_name("cel_worker.py")
 
@@ -204,3 +211,157 @@ class CelEvaluator:
     async def _kill_shielded(self) -> None:
         with anyio.CancelScope(shield=True):
             await self._kill()
+
+
+class Evaluator(Protocol):
+    """What a :class:`CelPool` worker evaluates with (a :class:`CelEvaluator`)."""
+
+    async def evaluate(self, expression: str, obj: Mapping[str, Any]) -> CelOutcome: ...
+
+    async def aclose(self) -> None: ...
+
+
+@attrs.define
+class _Job:
+    expression: str
+    obj: Mapping[str, Any]
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    outcome: CelOutcome | None = None
+    abandoned: bool = False
+
+
+@final
+class CelPool:
+    """A bounded pool of CEL workers with one queue per key, served round-robin.
+
+    ``await pool.evaluate(key, expression, obj)`` queues the evaluation under ``key`` (the
+    gate); ``workers`` tasks, each owning one evaluator (a worker process), take the next
+    job from the next key that has one, in turn, and a key whose job is running waits for
+    it to finish before its next turn. So a key with many slow expressions occupies at most
+    one worker and gets one evaluation per turn like every other key, and at most
+    ``workers`` evaluations (processes) run at once. Use as ``async with CelPool() as pool``.
+
+    Args:
+        workers: evaluations running at once (one worker process each).
+        factory: makes one worker's evaluator; default :class:`CelEvaluator` with
+            ``timeout``/``memory_bytes``.
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int = 2,
+        timeout: float = EVAL_TIMEOUT_SECONDS,
+        memory_bytes: int = WORKER_MEMORY_BYTES,
+        factory: Callable[[], Evaluator] | None = None,
+    ) -> None:
+        if not 1 <= workers <= 64:
+            raise ConfigurationError(f"workers must be in 1..64, got {workers}")
+        self.workers = workers
+        self._factory: Callable[[], Evaluator] = factory or (
+            lambda: CelEvaluator(timeout=timeout, memory_bytes=memory_bytes)
+        )
+        self._queues: dict[Hashable, collections.deque[_Job]] = {}
+        # Keys with queued jobs and none running, in the order they are served.
+        self._turns: collections.deque[Hashable] = collections.deque()
+        self._busy: set[Hashable] = set()  # keys with a job running
+        self._wakeup = anyio.Event()
+        self._tg: TaskGroup | None = None
+        self.running = 0
+        self.evaluations = 0
+
+    def __repr__(self) -> str:
+        pending = sum(len(q) for q in self._queues.values())
+        return (
+            f"<CelPool workers={self.workers} running={self.running} pending={pending} "
+            f"keys={len(self._turns)}>"
+        )
+
+    async def __aenter__(self) -> CelPool:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        for _ in range(self.workers):
+            self._tg.start_soon(self._worker)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(None, None, None)
+        self._tg = None
+
+    def pending(self, key: Hashable) -> int:
+        """Evaluations queued (not yet running) under ``key``."""
+        return len(self._queues.get(key, ()))
+
+    async def evaluate(self, key: Hashable, expression: str, obj: Mapping[str, Any]) -> CelOutcome:
+        """Evaluate ``expression`` with ``object`` bound to ``obj``, queued under ``key``.
+
+        Never raises except for cancellation of the caller.
+        """
+        if self._tg is None:
+            raise RuntimeError("CelPool is not running: use `async with CelPool() as pool`")
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = collections.deque()
+        if len(queue) >= MAX_PENDING_PER_KEY:
+            return CelOutcome(None, f"more than {MAX_PENDING_PER_KEY} evaluations pending")
+        job = _Job(expression, obj)
+        if not queue and key not in self._busy:
+            self._turns.append(key)
+        queue.append(job)
+        self._wakeup.set()
+        try:
+            await job.done.wait()
+        except BaseException:
+            job.abandoned = True  # a worker that has not taken it yet skips it
+            raise
+        assert job.outcome is not None
+        return job.outcome
+
+    def _next_job(self) -> tuple[Hashable, _Job] | None:
+        while self._turns:
+            key = self._turns.popleft()
+            queue = self._queues[key]
+            job = queue.popleft()
+            if job.abandoned:
+                if queue:
+                    self._turns.append(key)
+                else:
+                    del self._queues[key]
+                continue
+            self._busy.add(key)  # its next job waits until this one is done
+            return key, job
+        return None
+
+    def _finished(self, key: Hashable) -> None:
+        self._busy.discard(key)
+        if self._queues.get(key):
+            self._turns.append(key)  # behind every key that waited meanwhile
+            self._wakeup.set()
+        else:
+            self._queues.pop(key, None)
+
+    async def _worker(self) -> None:
+        evaluator = self._factory()
+        try:
+            while True:
+                picked = self._next_job()
+                if picked is None:
+                    self._wakeup = anyio.Event() if self._wakeup.is_set() else self._wakeup
+                    await self._wakeup.wait()
+                    continue
+                key, job = picked
+                self.running += 1
+                try:
+                    job.outcome = await evaluator.evaluate(job.expression, job.obj)
+                finally:
+                    self.running -= 1
+                    self.evaluations += 1
+                    if job.outcome is None:  # cancelled mid-evaluation
+                        job.outcome = CelOutcome(None, "evaluation cancelled")
+                    job.done.set()
+                    self._finished(key)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await evaluator.aclose()

@@ -16,7 +16,7 @@ from types import FrameType
 
 import click
 
-from ._binaries import BinariesError, ensure_binaries
+from ._binaries import BinariesError, ensure_binaries, ensure_helm
 from ._controlplane import ControlPlaneError, LocalControlPlane
 
 
@@ -26,14 +26,18 @@ def main() -> None:
 
 
 @main.command()
-def build() -> None:
-    """Find or build kube-apiserver and etcd, then print their paths."""
+@click.option("--helm", is_flag=True, help="Also find or build helm (for the chart tests).")
+def build(helm: bool) -> None:
+    """Find or build kube-apiserver and etcd (and helm), then print their paths."""
     try:
         binaries = ensure_binaries()
+        helm_path = ensure_helm() if helm else None
     except BinariesError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"kube-apiserver: {binaries.kube_apiserver}")
     click.echo(f"etcd:           {binaries.etcd}")
+    if helm_path is not None:
+        click.echo(f"helm:           {helm_path}")
 
 
 @main.command()

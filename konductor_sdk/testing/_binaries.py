@@ -13,6 +13,11 @@ binaries downloaded with ``setup-envtest`` work unchanged):
 Building is atomic (``go build -o`` a temporary name, then ``rename``) and serialised by
 an ``fcntl`` lock in the cache directory, so pytest-xdist workers or two terminals racing
 on a cold cache build each binary once.
+
+A second, optional target is ``helm`` (:func:`ensure_helm`, ``python -m
+konductor_sdk.testing build --helm``), built the same way from ``gomod/helm`` into its own
+``helm-<version>-<hash>/`` directory; ``TEST_ASSET_HELM`` points at a prebuilt one instead.
+The chart tests use it; nothing else needs it.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Final, final
 
 import attrs
 
-__all__ = ["Binaries", "BinariesError", "cache_root", "ensure_binaries"]
+__all__ = ["Binaries", "BinariesError", "cache_root", "ensure_binaries", "ensure_helm"]
 
 _GOMOD_DIR: Final = Path(__file__).resolve().parent / "gomod"
 
@@ -62,10 +67,20 @@ class _GoBinary:
     # own build does (hack/lib/version.sh). Without it /version reports v0.0.0-master and
     # kubectl warns about version skew.
     version_packages: tuple[str, ...] = ()
+    # Variables set to the version as is (helm's internal/version.version).
+    version_vars: tuple[str, ...] = ()
+    # (variable prefix, module): ``<prefix>Major``/``<prefix>Minor`` get the Kubernetes
+    # version a ``k8s.io/*`` module (v0.N.x) stands for, 1 and N (helm's default
+    # .Capabilities.KubeVersion, as its own Makefile sets it).
+    kube_version_vars: tuple[tuple[str, str], ...] = ()
 
     def ldflags(self) -> str:
         flags = ["-s", "-w"]
         version = self.version()
+        flags += [f"-X {var}={version}" for var in self.version_vars]
+        for prefix, module in self.kube_version_vars:
+            minor = self.version(module).removeprefix("v").split(".")[1]
+            flags += [f"-X {prefix}Major=1", f"-X {prefix}Minor={minor}"]
         major, minor = version.removeprefix("v").split(".")[:2]
         for package in self.version_packages:
             flags += [
@@ -76,12 +91,13 @@ class _GoBinary:
             ]
         return " ".join(flags)
 
-    def version(self) -> str:
+    def version(self, module: str | None = None) -> str:
+        module = module or self.version_module
         text = (self.module_dir / "go.mod").read_text()
-        pattern = rf"(?m)^\s*(?:require\s+)?{re.escape(self.version_module)}\s+(v\S+)"
+        pattern = rf"(?m)^\s*(?:require\s+)?{re.escape(module)}\s+(v\S+)"
         match = re.search(pattern, text)
         if match is None:
-            raise BinariesError(f"{self.version_module} is not required in {self.module_dir}")
+            raise BinariesError(f"{module} is not required in {self.module_dir}")
         return match.group(1)
 
 
@@ -101,6 +117,19 @@ _ETCD: Final = _GoBinary(
     package="go.etcd.io/etcd/server/v3",
     version_module="go.etcd.io/etcd/server/v3",
     minutes=2,
+)
+_HELM: Final = _GoBinary(
+    name="helm",
+    env_var="TEST_ASSET_HELM",
+    module_dir=_GOMOD_DIR / "helm",
+    package="helm.sh/helm/v3/cmd/helm",
+    version_module="helm.sh/helm/v3",
+    minutes=4,
+    version_vars=("helm.sh/helm/v3/internal/version.version",),
+    kube_version_vars=(
+        ("helm.sh/helm/v3/pkg/lint/rules.k8sVersion", "k8s.io/client-go"),
+        ("helm.sh/helm/v3/pkg/chartutil.k8sVersion", "k8s.io/client-go"),
+    ),
 )
 
 
@@ -124,10 +153,20 @@ def _cache_dir() -> Path:
     return cache_root() / f"{versions}-{digest.hexdigest()[:12]}"
 
 
+def _helm_cache_dir() -> Path:
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum"):
+        digest.update((_HELM.module_dir / name).read_bytes())
+    digest.update(_HELM.ldflags().encode())
+    return cache_root() / f"helm-{_HELM.version()}-{digest.hexdigest()[:12]}"
+
+
 def _from_environment(binary: _GoBinary) -> Path | None:
     explicit = os.environ.get(binary.env_var)
     if explicit:
         return _check_executable(Path(explicit), f"${binary.env_var}")
+    if binary is _HELM:  # not an envtest binary: KUBEBUILDER_ASSETS never holds it
+        return None
     assets = os.environ.get("KUBEBUILDER_ASSETS")
     if assets:
         return _check_executable(Path(assets) / binary.name, "$KUBEBUILDER_ASSETS")
@@ -237,3 +276,20 @@ def ensure_binaries() -> Binaries:
         if apiserver is None:
             apiserver = _ensure_built(_APISERVER, directory)
     return Binaries(kube_apiserver=apiserver, etcd=etcd)
+
+
+def ensure_helm() -> Path:
+    """Return a ``helm`` (v3) binary, building it from ``gomod/helm`` on first use.
+
+    ``TEST_ASSET_HELM`` (a path to the binary) wins over the build cache. The build is
+    cached, locked and atomic exactly like :func:`ensure_binaries`' (its own directory,
+    ``helm-<version>-<hash>``, under :func:`cache_root`).
+
+    Returns:
+        The resolved path of the executable.
+
+    Raises:
+        BinariesError: ``TEST_ASSET_HELM`` points at a missing file, ``go`` is not
+            installed, or the build failed.
+    """
+    return _from_environment(_HELM) or _ensure_built(_HELM, _helm_cache_dir())

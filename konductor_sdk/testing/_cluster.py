@@ -25,10 +25,30 @@ from ._rest import RestClient
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient
 
-__all__ = ["ClusterHandle"]
+__all__ = ["ClusterHandle", "PodFiles"]
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
+
+
+@final
+@attrs.frozen
+class PodFiles:
+    """A ServiceAccount directory as the kubelet projects it into a pod.
+
+    Attributes:
+        directory: holds ``token``, ``ca.crt`` and ``namespace`` (what
+            ``/var/run/secrets/kubernetes.io/serviceaccount`` holds in a pod).
+        host / port: what ``KUBERNETES_SERVICE_HOST``/``KUBERNETES_SERVICE_PORT`` say.
+    """
+
+    directory: Path
+    host: str
+    port: str
+
+    def environment(self) -> dict[str, str]:
+        """``KUBERNETES_SERVICE_HOST``/``_PORT`` as the kubelet sets them."""
+        return {"KUBERNETES_SERVICE_HOST": self.host, "KUBERNETES_SERVICE_PORT": self.port}
 
 
 @final
@@ -194,3 +214,76 @@ class ClusterHandle:
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
         self.rest().expect("POST", "/api/v1/namespaces", body, ok=(409,))
         return name
+
+    def create_service_account(self, namespace: str, name: str) -> str:
+        """Create a ServiceAccount (an existing one is fine). Blocks.
+
+        Args:
+            namespace: Its namespace.
+            name: Its name.
+
+        Returns:
+            Its user name, ``system:serviceaccount:<namespace>:<name>``.
+        """
+        body = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}
+        self.rest().expect(
+            "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", body, ok=(409,)
+        )
+        return f"system:serviceaccount:{namespace}:{name}"
+
+    def service_account_token(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        expiration_seconds: int = 3600,
+        pod: tuple[str, str] | None = None,
+    ) -> str:
+        """Mint a token for a ServiceAccount with the TokenRequest API, as the kubelet does.
+
+        Args:
+            namespace: The ServiceAccount's namespace.
+            name: The ServiceAccount.
+            expiration_seconds: Lifetime (the API server's minimum is 600).
+            pod: ``(name, uid)`` of a Pod to bind the token to: like a projected token, it
+                stops authenticating once that Pod is deleted.
+
+        Returns:
+            The bearer token (a JWT).
+        """
+        spec: dict[str, object] = {"expirationSeconds": expiration_seconds}
+        if pod is not None:
+            spec["boundObjectRef"] = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": pod[0],
+                "uid": pod[1],
+            }
+        answer = self.rest().expect(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
+        )
+        return str(answer["status"]["token"])
+
+    def pod_files(self, directory: Path, namespace: str, token: str) -> PodFiles:
+        """Write a pod's ServiceAccount directory (``token``, ``ca.crt``, ``namespace``).
+
+        Args:
+            directory: Where to write them (created).
+            namespace: The pod's namespace.
+            token: A token from :meth:`service_account_token`.
+
+        Returns:
+            The files and the in-cluster environment pointing at this cluster.
+        """
+        directory.mkdir(parents=True, exist_ok=True)
+        ca = read_kubeconfig(self.kubeconfig_path).ca_pem
+        if ca is None:
+            raise ValueError(f"{self.kubeconfig_path} names no CA: cannot write ca.crt")
+        (directory / "ca.crt").write_bytes(ca)
+        (directory / "token").write_text(token)
+        (directory / "namespace").write_text(namespace)
+        (directory / "token").chmod(0o600)
+        host, _, port = self.server.removeprefix("https://").rpartition(":")
+        return PodFiles(directory=directory, host=host.strip("[]"), port=port)

@@ -1,7 +1,7 @@
 """Gates with the operator running as a separate process (``python -m konductor_operator``,
-HTTP probes enabled for 127.0.0.1 only): timeout, a failing Job, an HTTP probe, and the
-blocking SDK waiting in a thread. Nothing here asserts a duration: each test waits (with a
-generous bound) for a change only the operator can make."""
+HTTP probes enabled for one URL prefix on 127.0.0.1): timeout, a failing Job, an HTTP
+probe, and the blocking SDK waiting in a thread. Nothing here asserts a duration: each
+test waits (with a generous bound) for a change only the operator can make."""
 
 from __future__ import annotations
 
@@ -20,8 +20,11 @@ from konductor_sdk import Client, GateFailed
 from konductor_sdk._kernel.objects import GATE, JOB
 from konductor_sdk.gate import Condition, Gate
 from konductor_sdk.testing import ClusterHandle
+from konductor_sdk.testing._process import free_port
 
 pytestmark = pytest.mark.anyio
+# The one port (and path) the operator's allow-list admits; the probe test serves there.
+PROBE_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,11 @@ def operator(
         gate_namespace,
         tmp_path_factory.mktemp("gate-operator"),
         lease_name="gate-e2e-operator",
-        extra=("--enable-http-probes", "--http-probe-allow-host", "127.0.0.1"),
+        extra=(
+            "--enable-http-probes",
+            "--http-probe-allow",
+            f"http://127.0.0.1:{PROBE_PORT}/ready",
+        ),
     )
     try:
         wait_until(lambda: ready_leader(op), timeout=60, what="ready and leading", op=op)
@@ -138,9 +145,9 @@ async def test_http_probe_opens_a_gate_a_blocking_waiter_waits_for(
     app.router.add_get("/ready", handler)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", PROBE_PORT)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = PROBE_PORT
     name = _name("probe")
     try:
         await Gate(name, client=admin).create(

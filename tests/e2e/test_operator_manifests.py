@@ -42,7 +42,9 @@ PATHS = {
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", True),
     "ClusterRole": ("/apis/rbac.authorization.k8s.io/v1", "clusterroles", False),
     "ClusterRoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies", True),
     "CustomResourceDefinition": (
         "/apis/apiextensions.k8s.io/v1",
         "customresourcedefinitions",
@@ -56,6 +58,16 @@ PATHS = {
     "ValidatingAdmissionPolicyBinding": (
         "/apis/admissionregistration.k8s.io/v1",
         "validatingadmissionpolicybindings",
+        False,
+    ),
+    "MutatingAdmissionPolicy": (
+        "/apis/admissionregistration.k8s.io/v1",
+        "mutatingadmissionpolicies",
+        False,
+    ),
+    "MutatingAdmissionPolicyBinding": (
+        "/apis/admissionregistration.k8s.io/v1",
+        "mutatingadmissionpolicybindings",
         False,
     ),
 }
@@ -72,7 +84,9 @@ def render() -> list[dict[str, Any]]:
 
 
 def collection(doc: dict[str, Any], namespace: str | None) -> str:
-    prefix, plural, namespaced = PATHS[doc["kind"]]
+    _, plural, namespaced = PATHS[doc["kind"]]
+    version = doc["apiVersion"]  # the document's own version (e.g. a beta policy API)
+    prefix = "/api/v1" if version == "v1" else f"/apis/{version}"
     if namespaced:
         return f"{prefix}/namespaces/{namespace}/{plural}"
     return f"{prefix}/{plural}"
@@ -102,11 +116,12 @@ def relocate(doc: dict[str, Any], namespace: str, suffix: str) -> dict[str, Any]
         md["namespace"] = namespace
     elif doc["kind"] not in ("CustomResourceDefinition", "Namespace"):
         md["name"] = f"{md['name']}-{suffix}"
-    if doc["kind"] == "ClusterRoleBinding":
-        doc["roleRef"]["name"] = f"{doc['roleRef']['name']}-{suffix}"
+    if doc["kind"] in ("ClusterRoleBinding", "RoleBinding"):
+        if doc["roleRef"]["kind"] == "ClusterRole":
+            doc["roleRef"]["name"] = f"{doc['roleRef']['name']}-{suffix}"
         for subject in doc["subjects"]:
             subject["namespace"] = namespace
-    if doc["kind"] == "ValidatingAdmissionPolicyBinding":
+    if doc["kind"] in ("ValidatingAdmissionPolicyBinding", "MutatingAdmissionPolicyBinding"):
         doc["spec"]["policyName"] = f"{doc['spec']['policyName']}-{suffix}"
     return doc
 
@@ -152,7 +167,7 @@ def rbac(control_plane: ClusterHandle) -> Iterator[Identities]:
     docs = [
         relocate(d, namespace, suffix)
         for d in render()
-        if d["kind"] in ("ClusterRole", "ClusterRoleBinding")
+        if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
     ]
     for role in ("konductor-user", "konductor-viewer"):
         docs.append(

@@ -28,7 +28,7 @@ async def gate_controller(
     namespace: str,
     *,
     probes: bool = False,
-    allow_hosts: tuple[str, ...] = (),
+    allow: tuple[str, ...] = (),
 ) -> AsyncIterator[GateController]:
     """Run the gate controller in this process (its own client: another "process")."""
     async with Client(
@@ -40,7 +40,7 @@ async def gate_controller(
             leader_elect=False,
             workers=2,
             enable_http_probes=probes,
-            http_probe_allow_hosts=allow_hosts,
+            http_probe_allow=allow,
         )
         ctx = OperatorContext(
             client=client,

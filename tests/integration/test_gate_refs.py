@@ -449,10 +449,10 @@ async def test_http_probe(
     async with gate_controller(kubeconfig, namespace) as _disabled:
         obj = await until(client, "probe", message_has("up", "disabled"))
     assert http_server["hits"] == 0
-    async with gate_controller(kubeconfig, namespace, probes=True, allow_hosts=("127.0.0.1",)):
+    async with gate_controller(kubeconfig, namespace, probes=True, allow=(url,)):
         obj = await until(client, "probe", message_has("up", "status 503, want 200"))
         assert (
-            "not on the operator's --http-probe-allow-host list"
+            "not under any of the operator's --http-probe-allow prefixes"
             in entry(obj, "elsewhere")["message"]
         )
         http_server["code"] = 200

@@ -41,7 +41,10 @@ from konductor_sdk import ConfigurationError
         ({"event_burst": 0}, "event_burst"),
         ({"log_level": "chatty"}, "log_level"),
         ({"log_format": "xml"}, "log_format"),
-        ({"http_probe_allow_hosts": ["http://x/"]}, "http_probe_allow_hosts"),
+        ({"http_probe_allow": ["x.local"]}, "http_probe_allow"),
+        ({"metrics_auth": "basic"}, "metrics_auth"),
+        ({"metrics_tls_cert": "tls.crt"}, "metrics_tls_key"),
+        ({"cel_workers": 0}, "cel_workers"),
     ],
 )
 def test_bad_configuration_names_the_field(kwargs: dict[str, Any], field: str) -> None:
@@ -50,10 +53,11 @@ def test_bad_configuration_names_the_field(kwargs: dict[str, Any], field: str) -
 
 
 def test_defaults_and_conversions() -> None:
-    config = OperatorConfig(namespaces=[], log_level="debug", http_probe_allow_hosts=["a"])
+    config = OperatorConfig(namespaces=[], log_level="debug", http_probe_allow=["http://a/"])
     assert config.namespaces is None, "no namespaces means all"
     assert config.log_level == "DEBUG"
-    assert config.http_probe_allow_hosts == ("a",)
+    assert config.http_probe_allow == ("http://a/",)
+    assert (config.metrics_host, config.metrics_auth) == ("127.0.0.1", "none")
     assert config.lease_duration > config.renew_deadline > 1.2 * config.retry_period
 
 
@@ -83,8 +87,8 @@ def test_cli_flags_and_environment_build_the_config(monkeypatch: pytest.MonkeyPa
             "--log-format",
             "text",
             "--enable-http-probes",
-            "--http-probe-allow-host",
-            "svc.local",
+            "--http-probe-allow",
+            "http://svc.local:8080/health",
         ],
         env={"KONDUCTOR_OPERATOR_LEASE_NAME": "from-env", "KONDUCTOR_OPERATOR_WORKERS": "7"},
     )
@@ -95,7 +99,7 @@ def test_cli_flags_and_environment_build_the_config(monkeypatch: pytest.MonkeyPa
     assert config.lease_name == "from-env"
     assert config.workers == 7
     assert config.enable_http_probes
-    assert config.http_probe_allow_hosts == ("svc.local",)
+    assert config.http_probe_allow == ("http://svc.local:8080/health",)
     assert config.log_format == "text"
     assert config.metrics_port == 0
 

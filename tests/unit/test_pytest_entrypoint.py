@@ -21,7 +21,7 @@ def test_entry_point_is_declared_and_resolves_to_the_plugin_module() -> None:
     # Named after the module, so `pytest_plugins = [PLUGIN]` finds it already registered.
     assert entry.name == PLUGIN
     assert entry.dist is not None
-    assert entry.dist.name == "konductor"
+    assert entry.dist.name == "konductor-sdk"
     assert entry.load() is pytest_plugin
 
 
