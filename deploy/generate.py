@@ -191,6 +191,8 @@ def operator_roles(primitives: list[str], records: list[str]) -> list[dict[str, 
                 _rule([""], ["events"], ["create", "patch"]),
                 _rule(["authorization.k8s.io"], ["subjectaccessreviews"], ["create"]),
                 _rule(["authentication.k8s.io"], ["tokenreviews"], ["create"]),
+                # whoami: the creator recorded in its election Lease's holder entry.
+                _rule(["authentication.k8s.io"], ["selfsubjectreviews"], ["create"]),
                 _rule(
                     ["admissionregistration.k8s.io"],
                     ["validatingadmissionpolicies", "validatingadmissionpolicybindings"],
@@ -210,7 +212,11 @@ def operator_roles(primitives: list[str], records: list[str]) -> list[dict[str, 
             "apiVersion": f"{rbac}/v1",
             "kind": "Role",
             "metadata": _meta(f"{OPERATOR}-election", OPERATOR, namespace=LEASE_NS),
-            "rules": [_rule([GROUP], ["leases"], ["create"])],
+            "rules": [
+                _rule([GROUP], ["leases"], ["create"]),
+                # Its own election: its Session (liveness), its Claim while it waits in line.
+                _rule([GROUP], ["sessions", "claims"], ["create", "patch"]),
+            ],
         },
         {
             "apiVersion": f"{rbac}/v1",

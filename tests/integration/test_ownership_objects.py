@@ -11,7 +11,7 @@ import pytest
 from konductor_sdk import Client, ForbiddenError, InvalidObjectError
 from konductor_sdk.testing import ClusterHandle
 from tests.integration._ownership import bind_user
-from tests.integration.test_crds import CRDS, MINIMAL_SPEC, kind_of
+from tests.integration.test_crds import CRDS, kind_of, minimal_spec
 
 pytestmark = pytest.mark.anyio
 REFUSED = (ForbiddenError, InvalidObjectError)
@@ -30,7 +30,7 @@ async def test_another_user_cannot_delete_respec_or_adopt_an_object(
     ):
         await alice.connect()
         await bob.connect()
-        body = {"metadata": {"name": "x"}, "spec": MINIMAL_SPEC[kind.kind]}
+        body = {"metadata": {"name": "x"}, "spec": await minimal_spec(kind.kind, alice)}
         created = await alice.store.create(kind, namespace, body)
         assert created.creator == "alice"
 
