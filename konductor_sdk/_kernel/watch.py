@@ -14,17 +14,25 @@ on 410 Gone. Waiters never talk to the server to wait; they do::
 
 anyio is cooperative, so nothing can slip in between ``next_change`` and ``get``. A
 thousand waiters on one object share one watch connection and one event.
+
+A watch that cannot go on *fails* instead of retrying forever: at once on 403 (the caller
+may not list or watch), or once the API server has been unreachable (connection errors,
+timeouts, 5xx) for longer than ``retry_budget`` seconds. Then :attr:`KindWatch.failed`
+holds the error, every waiter is woken, and :meth:`~KindWatch.next_change`,
+:meth:`~KindWatch.next_any_change` and :meth:`~KindWatch.wait_synced` raise it, so no
+wait hangs on a server it cannot reach. The client starts a new watch for later callers.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import final
 
 import anyio
 
-from konductor_sdk._kernel.errors import APIError, ForbiddenError
+from konductor_sdk._kernel.errors import APIError, ForbiddenError, UnreachableError
 from konductor_sdk._kernel.objects import KObject, ResourceKind
 from konductor_sdk._kernel.retry import backoff
 from konductor_sdk._kernel.store import Store, WatchExpired
@@ -38,7 +46,14 @@ Listener = Callable[[str, KObject], None]
 class KindWatch:
     """The cache and change notifications of one kind in one namespace (or all: ``None``)."""
 
-    def __init__(self, store: Store, kind: ResourceKind, namespace: str | None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        kind: ResourceKind,
+        namespace: str | None,
+        *,
+        retry_budget: float = math.inf,
+    ) -> None:
         self.kind = kind
         self.namespace = namespace
         self._store = store
@@ -50,6 +65,9 @@ class KindWatch:
         self.resource_version = ""
         self.relists = 0
         self.last_error: BaseException | None = None
+        self.retry_budget = retry_budget
+        self.failed: APIError | None = None
+        self._failed_event = anyio.Event()
 
     def __repr__(self) -> str:
         ns = self.namespace if self.namespace is not None else "*"
@@ -66,7 +84,12 @@ class KindWatch:
         return list(self._cache.values())
 
     def next_change(self, name: str, namespace: str | None = None) -> anyio.Event:
-        """An event set on the next change to ``name`` (including its deletion)."""
+        """An event set on the next change to ``name`` (including its deletion).
+
+        Raises:
+            APIError: the watch failed (:attr:`failed`): no change will ever come.
+        """
+        self.raise_if_failed()
         key = self._key(name, namespace)
         event = self._events.get(key)
         if event is None:
@@ -74,8 +97,53 @@ class KindWatch:
         return event
 
     def next_any_change(self) -> anyio.Event:
-        """An event set on the next change to any object of this watch."""
+        """An event set on the next change to any object of this watch.
+
+        Raises:
+            APIError: the watch failed (:attr:`failed`).
+        """
+        self.raise_if_failed()
         return self._any_change
+
+    # --- failure: the watch gave up (403, or unreachable for the whole retry budget) ------
+
+    def raise_if_failed(self) -> None:
+        """Raise (a copy of) :attr:`failed`, the original as its cause, if the watch failed."""
+        exc = self.failed
+        if exc is not None:
+            copy = (
+                UnreachableError(str(exc), budget=exc.budget, status=exc.status, body=exc.body)
+                if isinstance(exc, UnreachableError)
+                else type(exc)(str(exc), status=exc.status, reason=exc.reason, body=exc.body)
+            )
+            raise copy from exc
+
+    async def wait_synced(self) -> None:
+        """Wait until the first list arrived.
+
+        Raises:
+            APIError: the watch failed before (or after) that.
+        """
+        if not self.synced.is_set():
+            async with anyio.create_task_group() as tg:
+
+                async def one(event: anyio.Event) -> None:
+                    await event.wait()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(one, self.synced)
+                tg.start_soon(one, self._failed_event)
+        self.raise_if_failed()
+
+    def _fail(self, exc: APIError) -> None:
+        self.failed = self.last_error = exc
+        log.warning("watch %r failed: %s", self, exc)
+        self._failed_event.set()
+        # Wake every waiter: its next call to next_change() raises the failure.
+        for event in self._events.values():
+            event.set()
+        self._events.clear()
+        self._any_change.set()
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(event_type, obj)`` on every change; returns the remover.
@@ -125,31 +193,64 @@ class KindWatch:
         self.synced.set()
 
     async def run(self) -> None:
-        """List, then watch forever; meant to run in a background task."""
+        """List, then watch until cancelled or :attr:`failed`; meant for a background task."""
         attempt = 0
+        healthy_at = anyio.current_time()  # the retry budget counts from the last success
         while True:
             try:
                 if not self.resource_version:
-                    await self._relist()
+                    # A list that hangs (a black-holed server) counts against the budget too.
+                    remaining = self.retry_budget - (anyio.current_time() - healthy_at)
+                    with anyio.fail_after(None if math.isinf(remaining) else max(remaining, 0)):
+                        await self._relist()
+                    healthy_at = anyio.current_time()
                 async for event in self._store.watch(
                     self.kind, self.namespace, resource_version=self.resource_version
                 ):
                     attempt = 0
+                    healthy_at = anyio.current_time()
                     self.resource_version = event.object.resource_version
                     if event.type != "BOOKMARK":
                         self._apply(event.type, event.object)
             except WatchExpired:
                 self.resource_version = ""
-            except ForbiddenError as exc:
-                # Nothing will change that by retrying fast; keep trying slowly.
+            except (APIError, TimeoutError) as exc:
+                if isinstance(exc, APIError) and (
+                    isinstance(exc, ForbiddenError) or exc.status == 401
+                ):
+                    # Retrying cannot help until someone changes RBAC or the credentials:
+                    # tell the waiters now.
+                    self._fail(exc)
+                    return
                 self.last_error = exc
-                log.warning("watch %r forbidden: %s", self, exc)
-                await anyio.sleep(5.0)
-            except APIError as exc:
-                self.last_error = exc
+                down = anyio.current_time() - healthy_at
+                if down >= self.retry_budget:
+                    if isinstance(exc, APIError) and not _transport_status(exc.status):
+                        self._fail(exc)
+                    else:
+                        self._fail(_unreachable(self, exc, down))
+                    return
                 attempt += 1
                 log.debug("watch %r interrupted: %s", self, exc)
                 await anyio.sleep(backoff(min(attempt, 6), base=0.1, cap=5.0))
+
+
+def _transport_status(status: int) -> bool:
+    """No answer (0), throttled (429) or a server-side failure (5xx)."""
+    return status in (0, 429) or status >= 500
+
+
+def _unreachable(watch: KindWatch, exc: BaseException, down: float) -> UnreachableError:
+    what = f"{watch.kind.plural} in {watch.namespace}" if watch.namespace else watch.kind.plural
+    detail = str(exc) or "timed out"
+    error = UnreachableError(
+        f"cannot list/watch {what}: no answer from the API server for {down:.0f}s "
+        f"(retry budget {watch.retry_budget:g}s): {detail}",
+        budget=watch.retry_budget,
+        status=exc.status if isinstance(exc, APIError) else 0,
+    )
+    error.__cause__ = exc
+    return error
 
 
 def _rv_int(rv: str) -> int:

@@ -15,19 +15,8 @@ from typing import NoReturn
 
 import click
 
-from ._app import cli
+from ._commands import cli
 from ._exitcodes import ChildExited, CliError, ExitCode, exit_code_for
-
-
-def _register() -> None:
-    from . import _bulk, _commands, _config_cmd, _run, _watchview
-
-    for module in (_commands, _run, _bulk, _watchview, _config_cmd):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -346,6 +346,3 @@ async def release_cmd(
     if not rows:
         raise CliError(f"no {cli_kind} holders matched --selector {selector!r}")
     results(rows)
-
-
-COMMANDS = [create_cmd, delete_cmd, release_cmd]

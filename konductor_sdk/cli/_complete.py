@@ -51,15 +51,14 @@ def complete_names(
     return complete
 
 
-def script(shell: str, prog_name: str = "koncli") -> str:
-    """The completion script for ``shell`` (what ``eval "$(koncli completion bash)"`` runs)."""
-    from ._app import cli
-
+def script(root: click.Command, shell: str, prog_name: str = "koncli") -> str:
+    """The completion script of ``root`` for ``shell`` (what ``eval "$(koncli completion
+    bash)"`` runs)."""
     cls = get_completion_class(shell)
     if cls is None:  # pragma: no cover - the Choice below only allows known shells
         raise click.BadParameter(f"unsupported shell {shell!r}")
     complete_var = "_" + prog_name.replace("-", "_").upper() + "_COMPLETE"
-    return cls(cli, {}, prog_name, complete_var).source()
+    return cls(root, {}, prog_name, complete_var).source()
 
 
 @click.command("completion")
@@ -76,4 +75,5 @@ def completion_cmd(shell: str | None) -> None:
         shell = os.path.basename(os.environ.get("SHELL", "")) or "bash"
         if shell not in SHELLS:
             raise click.UsageError(f"cannot guess the shell from $SHELL; pass one of {SHELLS}")
-    click.echo(script(shell), nl=False)
+    root = click.get_current_context().find_root().command
+    click.echo(script(root, shell), nl=False)

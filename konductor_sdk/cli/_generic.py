@@ -9,10 +9,9 @@ accepts back.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Group, RenderableType
 
 from konductor_sdk._kernel.errors import ConfigurationError, NotFoundError
 from konductor_sdk._kernel.objects import KObject, ResourceKind
@@ -21,9 +20,14 @@ from . import _app, _objects, _output
 from ._complete import complete_names
 from ._exitcodes import CliError
 
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
 
 def render_object(obj: KObject) -> RenderableType:
     """Human view of one object: header, spec, scalar status, one table per entry map."""
+    from rich.console import Group
+
     maps = _objects.entry_maps(obj)
     parts: list[RenderableType] = [
         f"{obj.raw.get('kind')} {obj.namespace}/{obj.name}  "
@@ -185,8 +189,14 @@ def delete_command(kind: str, resource: ResourceKind) -> click.Command:
     return delete
 
 
-def add_generic_commands(group: click.Group, kind: str) -> None:
-    """Add ``get``, ``list`` and ``delete`` for ``kind`` to ``group``."""
+def generic_commands(kind: str) -> list[tuple[str, click.Command]]:
+    """``get``, ``list`` and ``delete`` for ``kind``, by name."""
     resource = _objects.KINDS[kind]
-    for factory in (get_command, list_command, delete_command):
-        group.add_command(factory(kind, resource))
+    return [
+        (name, factory(kind, resource))
+        for name, factory in (
+            ("get", get_command),
+            ("list", list_command),
+            ("delete", delete_command),
+        )
+    ]

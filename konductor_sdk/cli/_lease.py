@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Final
+
 import click
 
 from . import _app, _holds, _run, _verbs
-from ._commands import GROUPS
 from ._exitcodes import ChildExited, CliError
 
-lease = GROUPS["lease"]
 
-
-@lease.command("create")
+@click.command("create")
 @_verbs.name_arg("lease")
 @_app.ttl_option
 @click.option("--exist-ok", is_flag=True, help="Succeed if it exists already.")
@@ -27,7 +27,7 @@ async def create(name: str, ttl: int | None, exist_ok: bool) -> None:
         _verbs.emit_status(await obj.status())
 
 
-@lease.command("status")
+@click.command("status")
 @_verbs.name_arg("lease")
 @_app.async_command
 async def status(name: str) -> None:
@@ -38,7 +38,7 @@ async def status(name: str) -> None:
         _verbs.emit_status(await Lease(name, client=client).status())
 
 
-@lease.command("acquire")
+@click.command("acquire")
 @_verbs.name_arg("lease")
 @_app.ttl_option
 @click.option("--priority", type=click.IntRange(min=0), default=0, show_default=True)
@@ -73,7 +73,7 @@ async def acquire(
         )
 
 
-@lease.command("release")
+@click.command("release")
 @_verbs.name_arg("lease")
 @click.argument("key")
 @_app.async_command
@@ -88,7 +88,7 @@ async def release(name: str, key: str) -> None:
     click.echo(f"lease {name}: released {', '.join(removed)}", err=True)
 
 
-@lease.command("elect", context_settings={"allow_interspersed_args": False})
+@click.command("elect", context_settings={"allow_interspersed_args": False})
 @_verbs.name_arg("lease")
 @_app.ttl_option
 @click.option("--priority", type=click.IntRange(min=0), default=0, show_default=True)
@@ -123,3 +123,8 @@ def elect(
     )
     if status != 0:
         raise ChildExited(status)
+
+
+VERBS: Final[Mapping[str, Sequence[tuple[str, click.Command]]]] = {
+    "lease": [(c.name or "", c) for c in (create, status, acquire, release, elect)],
+}

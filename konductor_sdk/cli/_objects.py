@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Final
 from konductor_sdk._kernel import objects as _store
 from konductor_sdk._kernel.objects import KObject, ResourceKind
 
+from ._kinds import aliases
+
 if TYPE_CHECKING:
     from konductor_sdk._machines.rules import KindRules
 
@@ -38,11 +40,15 @@ def cli_name(kind: str) -> str | None:
 
 
 def resource_for(name: str) -> ResourceKind:
-    """The resource of a CLI kind name, its plural, or its ``Kind`` (any case)."""
+    """The resource of a CLI kind name, its plural, a CRD short name, or its ``Kind`` (any
+    case)."""
     lowered = name.lower()
     for cli, rk in KINDS.items():
         if lowered in (cli, rk.plural, rk.kind.lower()):
             return rk
+    kind = aliases().get(lowered)
+    if kind is not None:
+        return KINDS[kind]
     from konductor_sdk._kernel.errors import ConfigurationError
 
     raise ConfigurationError(f"unknown kind {name!r} (allowed: {', '.join(KINDS)})")

@@ -34,7 +34,7 @@ import click
 
 from konductor_sdk._kernel.errors import LeadershipLost, PermitLost
 
-from . import _app, _holds, _output
+from . import _app, _holds, _output, _sdk
 from ._child import ChildProcess, terminal_delivers_sigint
 from ._config import Settings
 from ._exitcodes import ChildExited, Interrupted, WaitTimedOut
@@ -146,7 +146,7 @@ async def _acquire_and_run(
         for spec in specs:
             if not quiet:
                 _output.message(f"koncli: acquiring {spec.describe()}...")
-            hold = _holds.open_hold(client, spec, ttl=ttls[spec], priority=priority)
+            hold = _sdk.open_hold(client, spec, ttl=ttls[spec], priority=priority)
             holds.append(await stack.enter_async_context(hold))
         limit.deadline = math.inf
         # The deadline may have passed during the last acquisition: then stop here.
@@ -262,6 +262,3 @@ def run_cmd(
     )
     if status != 0:
         raise ChildExited(status)
-
-
-COMMANDS = [run_cmd]

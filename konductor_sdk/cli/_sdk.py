@@ -127,3 +127,15 @@ async def force_release(
     from konductor_sdk._kernel.errors import ConfigurationError
 
     raise ConfigurationError(f"{kind} has no holders to release (semaphore, mutex, rwmutex, lease)")
+
+
+@contextlib.asynccontextmanager
+async def open_hold(
+    client: Client, spec: HoldSpec, *, ttl: int, priority: int
+) -> AsyncIterator[dict[str, Any]]:
+    """Acquire (or wait for) ``spec`` and hold it for the body; yields what was granted."""
+    info: dict[str, Any] = {"kind": spec.kind, "namespace": spec.namespace, "name": spec.name}
+    async with hold(client, spec, ttl=ttl, priority=priority) as granted:
+        info.update(granted)
+        info["namespace"] = info["namespace"] or client.namespace
+        yield info

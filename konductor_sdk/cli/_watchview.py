@@ -122,6 +122,3 @@ async def watch_cmd(kinds: tuple[str, ...], all_namespaces: bool, once: bool) ->
             _output.emit(rows, cfg.output, lambda r: render(r, namespace))
             return
         await watch_view(client, resources, namespace, console=_output.stdout_console())
-
-
-COMMANDS = [watch_cmd]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import click
 import pytest
 
 from konductor_sdk.cli import cli, main
@@ -28,6 +31,14 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
 
 
+def commands(group: click.Command) -> dict[str, click.Command]:
+    """The subcommands of ``group`` by name (loading them, as click does for help)."""
+    assert isinstance(group, click.Group)
+    ctx = click.Context(group)
+    found = {name: group.get_command(ctx, name) for name in group.list_commands(ctx)}
+    return {name: cmd for name, cmd in found.items() if cmd is not None}
+
+
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as info:
         main(list(argv))
@@ -37,12 +48,10 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def test_every_primitive_has_a_group_with_the_generic_commands() -> None:
+    top = commands(cli)
     for kind in ("semaphore", "mutex", "rwmutex", "lease", "barrier", "gate", "once", "waitgroup"):
-        group = cli.commands[kind]
-        assert {"get", "list", "delete", "status"} <= set(group.commands), kind  # type: ignore[attr-defined]
-    assert {"run", "watch", "create", "delete", "release", "completion", "config"} <= set(
-        cli.commands
-    )
+        assert {"get", "list", "delete", "status"} <= set(commands(top[kind])), kind
+    assert {"run", "watch", "create", "delete", "release", "completion", "config"} <= set(top)
 
 
 @pytest.mark.parametrize(
@@ -59,7 +68,7 @@ def test_every_primitive_has_a_group_with_the_generic_commands() -> None:
     ],
 )
 def test_verbs(kind: str, verbs: set[str]) -> None:
-    assert verbs <= set(cli.commands[kind].commands)  # type: ignore[attr-defined]
+    assert verbs <= set(commands(commands(cli)[kind]))
 
 
 def test_global_options_work_before_and_after_the_subcommand(
@@ -138,3 +147,49 @@ def test_completion_scripts(capsys: pytest.CaptureFixture[str]) -> None:
         assert code == 0
         assert "_KONCLI_COMPLETE" in out
     assert run(capsys, "completion", "tcsh")[0] == 2
+
+
+def test_help_imports_no_command_module_nor_the_sdk_stack() -> None:
+    """``koncli --help`` stays fast by importing what it shows, nothing else (the time itself
+    is measured by ``benchmarks/startup.py``)."""
+    code = (
+        "import sys\n"
+        "from konductor_sdk.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('rich', 'yaml', 'anyio', 'aiohttp', 'kubernetes_asyncio', 'attrs')\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in heavy\n"
+        "                or m.startswith(('konductor_sdk.cli._run', 'konductor_sdk.cli._bulk',\n"
+        "                                 'konductor_sdk.cli._semaphore', 'konductor_sdk._')))\n"
+        "print(loaded, file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert (
+        done.stderr.strip() == "['konductor_sdk._kernel', 'konductor_sdk._kernel.errors', "
+        "'konductor_sdk._kernel.names']"
+    )
+    assert "semaphore (sem)" in done.stdout
+
+
+def test_kinds_answer_to_their_crd_short_names_and_plurals(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import yaml
+
+    from konductor_sdk.cli import _kinds, _objects
+
+    for text in _kinds.crd_texts():
+        names = yaml.safe_load(text)["spec"]["names"]
+        assert _kinds.crd_names(text) == (names["kind"], list(names.get("shortNames") or []))
+        kind = names["kind"].lower()
+        for alias in [names["plural"], *names.get("shortNames", [])]:
+            assert _kinds.aliases()[alias] == kind
+            assert _objects.resource_for(alias) is _objects.KINDS[kind]
+            code, out, _ = run(capsys, alias, "--help")
+            assert code == 0
+            assert "status" in out
+    assert _kinds.short_names("semaphore") == ["sem"]
