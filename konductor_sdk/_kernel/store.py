@@ -73,14 +73,7 @@ class Store(Protocol):
     ) -> ObjectList: ...
 
     async def create(
-        self,
-        kind: ResourceKind,
-        namespace: str | None,
-        body: Mapping[str, Any],
-        *,
-        dry_run: bool = False,
-        field_validation: FieldValidation | None = None,
-        warnings: MutableSequence[str] | None = None,
+        self, kind: ResourceKind, namespace: str | None, body: Mapping[str, Any]
     ) -> KObject: ...
 
     async def replace(
@@ -298,7 +291,7 @@ class KubeStore:
         field_validation: FieldValidation | None = None,
         warnings: MutableSequence[str] | None = None,
     ) -> KObject:
-        """POST ``body``.
+        """POST ``body``. (The keyword arguments are this store's own, beyond :class:`Store`.)
 
         Args:
             dry_run: ``dryRun=All``: validate and admit (schema, CEL rules, admission
