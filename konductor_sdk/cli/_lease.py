@@ -8,6 +8,7 @@ from typing import Final
 import click
 
 from . import _app, _holds, _run, _verbs
+from ._child import command_argv
 from ._exitcodes import ChildExited, CliError
 
 
@@ -88,7 +89,7 @@ async def release(name: str, key: str) -> None:
     click.echo(f"lease {name}: released {', '.join(removed)}", err=True)
 
 
-@click.command("elect", context_settings={"allow_interspersed_args": False})
+@click.command("elect")
 @_verbs.name_arg("lease")
 @_app.ttl_option
 @click.option("--priority", type=click.IntRange(min=0), default=0, show_default=True)
@@ -105,9 +106,14 @@ def elect(
 ) -> None:
     """Wait to become leader, then run COMMAND while leading (same as run --lease NAME).
 
-    If leadership is lost COMMAND is stopped and koncli exits 5; a supervisor (Deployment,
-    systemd) restarts it to campaign again.
+    \b
+    koncli lease elect scheduler --ttl 15 -- python scheduler.py
+
+    Options go before '--'; everything after it is COMMAND. If leadership is lost COMMAND
+    is stopped and koncli exits 5; a supervisor (Deployment, systemd) restarts it to
+    campaign again.
     """
+    command = command_argv(command, "koncli lease elect NAME [OPTIONS] -- COMMAND [ARGS]...")
     specs = _holds.build_specs(leases=[name])
     status = _app.run_async(
         lambda: _run.run_holding(

@@ -14,11 +14,11 @@ from typing import Any, Final
 import click
 
 from . import _app, _output, _verbs
-from ._child import ChildProcess
+from ._child import ChildProcess, command_argv
 from ._exitcodes import ChildExited
 
 
-@click.command("run", context_settings={"allow_interspersed_args": False})
+@click.command("run")
 @_verbs.name_arg("once")
 @_app.ttl_option
 @_app.timeout_option
@@ -29,9 +29,13 @@ async def run(
 ) -> None:
     """Run COMMAND unless it already ran (or is running) under NAME; exit with its outcome.
 
-    The runner's claim is renewed while COMMAND runs; if the runner dies, another caller
-    takes over after --ttl seconds.
+    \b
+    koncli once run db-schema --ttl 60 -- ./migrate.sh --apply
+
+    Options go before '--'; everything after it is COMMAND. The runner's claim is renewed
+    while COMMAND runs; if the runner dies, another caller takes over after --ttl seconds.
     """
+    command = command_argv(command, "koncli once run NAME [OPTIONS] -- COMMAND [ARGS]...")
     from konductor_sdk import OnceFailed
     from konductor_sdk.once import Once
 

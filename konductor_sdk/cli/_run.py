@@ -35,7 +35,7 @@ import click
 from konductor_sdk._kernel.errors import LeadershipLost, PermitLost
 
 from . import _app, _holds, _output, _sdk
-from ._child import ChildProcess, terminal_delivers_sigint
+from ._child import ChildProcess, command_argv, terminal_delivers_sigint
 from ._config import Settings
 from ._exitcodes import ChildExited, Interrupted, WaitTimedOut
 
@@ -236,6 +236,7 @@ def run_cmd(
     every exit path. SIGINT/SIGTERM are forwarded to COMMAND. If a hold is lost, COMMAND
     is stopped (SIGTERM, then SIGKILL after --grace-period) and koncli exits 5.
     """
+    command = command_argv(command, "koncli run [OPTIONS] -- COMMAND [ARGS]...")
     specs = _holds.build_specs(
         semaphores=semaphores,
         weight=weight,
