@@ -41,6 +41,10 @@ log = logging.getLogger("konductor_sdk.watch")
 
 Listener = Callable[[str, KObject], None]
 
+# The least time one list may take before it counts as a failure, whatever is left of the
+# retry budget (a big namespace on a healthy server must still be listable with budget 0).
+LIST_FLOOR = 10.0
+
 
 @final
 class KindWatch:
@@ -66,6 +70,7 @@ class KindWatch:
         self.relists = 0
         self.last_error: BaseException | None = None
         self.retry_budget = retry_budget
+        self.list_floor = LIST_FLOOR
         self.failed: APIError | None = None
         self._failed_event = anyio.Event()
 
@@ -137,7 +142,7 @@ class KindWatch:
 
     def _fail(self, exc: APIError) -> None:
         self.failed = self.last_error = exc
-        log.warning("watch %r failed: %s", self, exc)
+        log.debug("watch %r failed: %s", self, exc)  # raised to every waiter: no warning
         self._failed_event.set()
         # Wake every waiter: its next call to next_change() raises the failure.
         for event in self._events.values():
@@ -200,8 +205,10 @@ class KindWatch:
             try:
                 if not self.resource_version:
                     # A list that hangs (a black-holed server) counts against the budget too.
+                    # It gets at least `list_floor` seconds, however little budget is left.
                     remaining = self.retry_budget - (anyio.current_time() - healthy_at)
-                    with anyio.fail_after(None if math.isinf(remaining) else max(remaining, 0)):
+                    limit = max(remaining, self.list_floor)
+                    with anyio.fail_after(None if math.isinf(limit) else limit):
                         await self._relist()
                     healthy_at = anyio.current_time()
                 async for event in self._store.watch(
@@ -222,13 +229,13 @@ class KindWatch:
                     # tell the waiters now.
                     self._fail(exc)
                     return
-                self.last_error = exc
+                earlier, self.last_error = self.last_error, exc
                 down = anyio.current_time() - healthy_at
                 if down >= self.retry_budget:
                     if isinstance(exc, APIError) and not _transport_status(exc.status):
                         self._fail(exc)
                     else:
-                        self._fail(_unreachable(self, exc, down))
+                        self._fail(_unreachable(self, exc, earlier, down))
                     return
                 attempt += 1
                 log.debug("watch %r interrupted: %s", self, exc)
@@ -240,9 +247,13 @@ def _transport_status(status: int) -> bool:
     return status in (0, 429) or status >= 500
 
 
-def _unreachable(watch: KindWatch, exc: BaseException, down: float) -> UnreachableError:
+def _unreachable(
+    watch: KindWatch, exc: BaseException, earlier: BaseException | None, down: float
+) -> UnreachableError:
     what = f"{watch.kind.plural} in {watch.namespace}" if watch.namespace else watch.kind.plural
-    detail = str(exc) or "timed out"
+    detail = str(exc)
+    if not detail:  # our own deadline on a list: say what the attempts before it got
+        detail = f"{earlier}; then no answer in time" if earlier is not None else "timed out"
     error = UnreachableError(
         f"cannot list/watch {what}: no answer from the API server for {down:.0f}s "
         f"(retry budget {watch.retry_budget:g}s): {detail}",

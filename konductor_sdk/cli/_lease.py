@@ -56,6 +56,7 @@ async def acquire(
     """
     from konductor_sdk.lease import Lease
 
+    _verbs.check_nowait(nowait, wait_timeout)
     seconds = _verbs.detached_ttl(ttl, for_pod=False)
     async with _app.open_client(_app.settings()) as client:
         obj = Lease(name, ttl=seconds, client=client, priority=priority)

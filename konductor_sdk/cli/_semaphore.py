@@ -57,6 +57,7 @@ async def _acquire(
     wait_timeout: float | None,
     **acquire_kw: Any,
 ) -> None:
+    _verbs.check_nowait(nowait, wait_timeout)
     seconds = _verbs.detached_ttl(ttl, for_pod)
     identity = pod_identity() if for_pod else None
     async with _app.open_client(_app.settings(), identity=identity) as client:
@@ -243,8 +244,8 @@ async def rw_create(name: str, max_readers: int) -> None:
 
 @click.command("lock")
 @_verbs.name_arg("rwmutex")
-@click.option("--read", "mode", flag_value="read", help="Shared read lock.")
-@click.option("--write", "mode", flag_value="write", help="Exclusive write lock.")
+@click.option("--read", is_flag=True, help="Shared read lock.")
+@click.option("--write", is_flag=True, help="Exclusive write lock.")
 @priority_option
 @_app.ttl_option
 @for_pod_option
@@ -253,7 +254,8 @@ async def rw_create(name: str, max_readers: int) -> None:
 @_app.async_command
 async def rw_lock(
     name: str,
-    mode: str | None,
+    read: bool,
+    write: bool,
     priority: int,
     ttl: int | None,
     for_pod: bool,
@@ -261,8 +263,9 @@ async def rw_lock(
     wait_timeout: float | None,
 ) -> None:
     """Lock for --read or --write and exit, leaving it locked; print the key."""
-    if mode is None:
-        raise ConfigurationError("give --read or --write")
+    if read == write:
+        raise ConfigurationError("give exactly one of --read or --write")
+    mode = "read" if read else "write"
     await _acquire(
         "rwmutex",
         name,

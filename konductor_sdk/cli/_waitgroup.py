@@ -15,12 +15,14 @@ def _emit_counter(name: str, counter: int) -> None:
     _output.emit(data, _app.output_format(), lambda d: str(d["counter"]))
 
 
-@click.command("add")
+# ignore_unknown_options: a negative DELTA (`add wg -3`) is an argument, not an option.
+@click.command("add", context_settings={"ignore_unknown_options": True})
 @_verbs.name_arg("waitgroup")
 @click.argument("delta", type=int, default=1)
 @_app.async_command
 async def add(name: str, delta: int) -> None:
-    """Add DELTA (default 1, may be negative) to the counter; print the new value."""
+    """Add DELTA (default 1, may be negative: 'add NAME -3') to the counter; print the new
+    value (exit 2 if it would drop below 0)."""
     from konductor_sdk.waitgroup import WaitGroup
 
     async with _app.open_client(_app.settings()) as client:

@@ -93,7 +93,18 @@ def test_help_lists_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     [
         (("semaphore", "acquire", "gpu"), "--ttl is required"),
         (("mutex", "lock", "m", "--for-pod"), "--for-pod needs the pod's identity"),
-        (("rwmutex", "lock", "rw", "--ttl", "5"), "give --read or --write"),
+        (("rwmutex", "lock", "rw", "--ttl", "5"), "exactly one of --read or --write"),
+        (("rwmutex", "lock", "rw", "--ttl", "5", "--read", "--write"), "exactly one of --read"),
+        (("-n", "Bad_NS", "semaphore", "list"), "-n/--namespace must be a namespace name"),
+        (("semaphore", "list", "--namespace", "a.b"), "got 'a.b'"),
+        (
+            ("semaphore", "acquire", "gpu", "--ttl", "5", "--nowait", "--timeout", "5"),
+            "--nowait and --timeout contradict each other",
+        ),
+        (("lease", "acquire", "l", "--ttl", "5", "--nowait", "--timeout", "1"), "contradict"),
+        (("mutex", "lock", "m", "--ttl", "5", "--timeout", "2", "--nowait"), "contradict"),
+        (("--retry-budget", "-1", "semaphore", "list"), "--retry-budget"),
+        (("once", "run", "x", "--"), "COMMAND"),
         (("run", "--semaphore", "gpu:0", "--", "true"), "weight must be an integer >= 1"),
         (("run", "--mutex", "m", "--mutex", "m", "--", "true"), "is given twice"),
         (("delete", "semaphore"), "KIND needs --selector"),
@@ -112,10 +123,21 @@ def test_usage_errors_exit_2_before_any_connection(
     assert fragment in err
 
 
+def test_a_bad_namespace_in_the_environment_names_the_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KONDUCTOR_NAMESPACE", "Bad_NS")
+    code, out, err = run(capsys, "semaphore", "list")
+    assert (code, out) == (2, "")
+    assert err.startswith("koncli: KONDUCTOR_NAMESPACE must be a namespace name")
+
+
 def test_a_missing_kubeconfig_is_reported_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "semaphore", "list")
     assert code == 2
     assert err.startswith("koncli: kubeconfig: no such file")
+    assert "(from $KUBECONFIG; choose one with --kubeconfig" in err  # CLI words, not SDK ones
+    assert "kubeconfig=" not in err
     assert "Traceback" not in err
 
 
@@ -193,3 +215,49 @@ def test_kinds_answer_to_their_crd_short_names_and_plurals(
             assert code == 0
             assert "status" in out
     assert _kinds.short_names("semaphore") == ["sem"]
+
+
+KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {server: "https://127.0.0.1:1"}
+users:
+- name: u
+  user: {token: t}
+contexts:
+- name: dev
+  context: {cluster: c, user: u, namespace: ns}
+- name: prod
+  context: {cluster: c, user: u}
+current-context: dev
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "chosen_by"),
+    [
+        (("--context", "nope"), {}, "--context"),
+        ((), {"KONDUCTOR_CONTEXT": "nope"}, "KONDUCTOR_CONTEXT"),
+    ],
+)
+def test_an_unknown_context_is_a_usage_error_in_cli_words(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    args: tuple[str, ...],
+    env: dict[str, str],
+    chosen_by: str,
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    code, out, err = run(capsys, *args, "semaphore", "list")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"koncli: kubeconfig {str(kubeconfig)!r} has no context 'nope' (its contexts: dev, "
+        f"prod); the context was chosen by {chosen_by}\n"
+    )

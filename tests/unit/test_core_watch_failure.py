@@ -118,6 +118,7 @@ async def test_a_synced_watch_that_loses_the_server_wakes_its_waiters_with_an_er
 
 async def test_a_hanging_list_counts_against_the_budget() -> None:
     watch = KindWatch(FailingStore(hang_list=True), SEMAPHORE, "ns", retry_budget=0)  # type: ignore[arg-type]
+    watch.list_floor = 0
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch.run)
         with anyio.fail_after(10), pytest.raises(UnreachableError, match="timed out"):
