@@ -88,7 +88,7 @@ def emit(data: Any, fmt: OutputFormat, text: TextRenderer | None = None) -> None
 
 def message(text: str) -> None:
     """A human progress/diagnostic line on stderr (never parsed, never on stdout)."""
-    stderr_console().print(text, markup=False)
+    stderr_console().print(text, markup=False, soft_wrap=True)  # one line, unwrapped
 
 
 def cell(value: Any) -> str:
