@@ -8,6 +8,7 @@ signal, a lost permit, a child's exit status) becomes one documented exit code
 
 from __future__ import annotations
 
+import logging
 import sys
 import traceback
 from collections.abc import Sequence
@@ -56,6 +57,11 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run koncli with ``argv`` (default ``sys.argv[1:]``) and exit with its exit code."""
+    # koncli reports what goes wrong itself, once; the SDK's log records (a lost permit,
+    # a failed watch) would repeat it on stderr through logging's last-resort handler.
+    sdk_log = logging.getLogger("konductor_sdk")
+    if not sdk_log.handlers:
+        sdk_log.addHandler(logging.NullHandler())
     try:
         try:
             result = cli.main(args=argv, prog_name="koncli", standalone_mode=False)

@@ -52,6 +52,14 @@ class WaitTimedOut(CliError):
 
 
 @final
+class HoldLost(CliError):
+    """A hold ended while ``koncli run``'s command ran; the message says how it was stopped
+    (reported once, with the SDK's ``PermitLost``/``LeadershipLost`` as the cause)."""
+
+    exit_code = ExitCode.LOST
+
+
+@final
 class Interrupted(CliError):
     """A signal ended the command; exit ``128 + signum`` like a shell reports it."""
 

@@ -1,9 +1,9 @@
 """``get``, ``list`` and ``delete``: the same for every kind, straight through the store.
 
 They need no primitive-specific code (the CRD schema is the contract), so they work for
-every kind the cluster serves. ``get -o json|yaml`` prints the object exactly as the API
-server has it; ``list -o json|yaml`` prints a ``kind: List``, which ``koncli create -f``
-accepts back.
+every kind the cluster serves. ``get -o json|yaml`` prints the object as the API server has
+it, without ``metadata.managedFields`` (as kubectl); ``list -o json|yaml`` prints a ``kind:
+List``, which ``koncli create -f`` accepts back.
 """
 
 from __future__ import annotations
@@ -43,14 +43,19 @@ def render_object(obj: KObject) -> RenderableType:
     return Group(*parts)
 
 
-def list_table(rows: Sequence[dict[str, Any]], *, title: str | None = None) -> RenderableType:
-    columns = ["KIND", "NAMESPACE", "NAME", "PHASE", "HOLDERS", "WAITERS", "SUMMARY"]
+def list_table(
+    rows: Sequence[dict[str, Any]], *, title: str | None = None, namespaces: bool = False
+) -> RenderableType:
+    """KIND [NAMESPACE] NAME PHASE HOLDERS WAITERS SUMMARY; the NAMESPACE column only when
+    the rows span namespaces (``-A``), as kubectl does."""
+    columns = ["KIND", *(["NAMESPACE"] if namespaces else []), "NAME"]
+    columns += ["PHASE", "HOLDERS", "WAITERS", "SUMMARY"]
     return _output.table(
         columns,
         (
             [
                 r["kind"],
-                r["namespace"],
+                *([r["namespace"]] if namespaces else []),
                 r["name"],
                 r["phase"] or "-",
                 ",".join(r["holders"]) or "-",
@@ -76,7 +81,7 @@ def get_command(kind: str, resource: ResourceKind) -> click.Command:
         cfg = _app.settings()
         async with _app.open_client(cfg) as client:
             obj = await client.store.get(resource, client.namespace, name)
-        _output.emit(dict(obj.raw), cfg.output, lambda _: render_object(obj))
+        _output.emit(_objects.for_output(obj.raw), cfg.output, lambda _: render_object(obj))
 
     return get
 
@@ -94,9 +99,10 @@ def list_command(kind: str, resource: ResourceKind) -> click.Command:
             listed = await client.store.list(resource, namespace, label_selector=selector)
         objects = sorted(listed.items, key=lambda o: (o.namespace, o.name))
         if cfg.output == "text":
-            _output.emit(None, "text", lambda _: list_table([_objects.row(o) for o in objects]))
+            rows = [_objects.row(o) for o in objects]
+            _output.emit(None, "text", lambda _: list_table(rows, namespaces=all_namespaces))
         else:
-            items = [dict(o.raw) for o in objects]
+            items = [_objects.for_output(o.raw) for o in objects]
             _output.emit({"apiVersion": "v1", "kind": "List", "items": items}, cfg.output)
 
     return list_

@@ -37,7 +37,7 @@ from konductor_sdk._kernel.errors import LeadershipLost, PermitLost
 from . import _app, _holds, _output, _sdk
 from ._child import ChildProcess, command_argv, terminal_delivers_sigint
 from ._config import Settings
-from ._exitcodes import ChildExited, Interrupted, WaitTimedOut
+from ._exitcodes import ChildExited, HoldLost, Interrupted, WaitTimedOut
 
 if TYPE_CHECKING:
     from konductor_sdk import Client
@@ -114,7 +114,7 @@ async def run_holding(
     if lost:
         if started and started[0].stop_signals:
             how = " then ".join(s.name for s in started[0].stop_signals)
-            _output.message(f"koncli: {lost[0]}; stopped the command with {how}")
+            raise HoldLost(f"{lost[0]}; stopped the command with {how}") from lost[0]
         raise lost[0]
     if status is not None:
         return status
