@@ -1,14 +1,16 @@
 """koncli: the command-line face of every Konductor primitive.
 
-``main`` is the ``koncli`` entry point. It runs the click application without click's
-standalone mode so that every way a command can end (a Konductor error, a timeout, a
-signal, a lost permit, a child's exit status) becomes one documented exit code
-(:mod:`konductor_sdk.cli._exitcodes`) and at most one line on stderr.
+:func:`main` runs the click application without click's standalone mode so that every way
+a command can end (a Konductor error, a timeout, a signal, a lost permit, a child's exit
+status) becomes one documented exit code (:mod:`konductor_sdk.cli._exitcodes`) and at
+most one line on stderr. The ``koncli`` executable is :func:`entry_point`: ``main``, then
+an exit that skips tearing the interpreter down.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -83,4 +85,33 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     sys.exit(result if isinstance(result, int) else ExitCode.OK)
 
 
-__all__ = ["cli", "main"]
+def entry_point() -> NoReturn:
+    """The ``koncli`` executable: :func:`main`, then ``os._exit`` once output is flushed.
+
+    Everything koncli does is finished by then (the command's releases are written, the
+    client closed, a child reaped), but a normal interpreter exit would go on to tear down
+    every imported module, which with the HTTP stack's thousands of generated classes takes
+    about as long again as a command did: ``koncli run`` returned ~1 s after the next waiter
+    had already been granted its permit. Scripts waiting on koncli should not wait for that.
+    """
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"), as the interpreter would print it
+        print(code, file=sys.stderr)
+        status = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (koncli ... | head): nothing to do
+            pass
+    os._exit(status)
+
+
+__all__ = ["cli", "entry_point", "main"]

@@ -261,3 +261,36 @@ def test_an_unknown_context_is_a_usage_error_in_cli_words(
         f"koncli: kubeconfig {str(kubeconfig)!r} has no context 'nope' (its contexts: dev, "
         f"prod); the context was chosen by {chosen_by}\n"
     )
+
+
+class _Exited(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+@pytest.mark.parametrize(("argv", "code"), [(["config", "path"], 0), (["no-such"], 2)])
+def test_the_executable_exits_without_tearing_the_interpreter_down(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str], code: int
+) -> None:
+    """``koncli run`` must return once its releases are written, not after the ~1 s an
+    interpreter needs to dismantle the HTTP stack's modules: the executable ends with
+    ``os._exit`` after flushing its output."""
+    import importlib.metadata
+
+    import konductor_sdk.cli as cli_module
+
+    (script,) = [
+        e for e in importlib.metadata.entry_points(group="console_scripts") if e.name == "koncli"
+    ]
+    assert script.value == "konductor_sdk.cli:entry_point"
+
+    def fake_exit(status: int) -> None:
+        raise _Exited(status)
+
+    monkeypatch.setattr(cli_module.os, "_exit", fake_exit)
+    monkeypatch.setattr(sys, "argv", ["koncli", *argv])
+    with pytest.raises(_Exited) as info:
+        cli_module.entry_point()
+    assert info.value.code == code
+    out, err = capsys.readouterr()
+    assert (out if code == 0 else err).strip()
