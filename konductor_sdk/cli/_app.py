@@ -40,7 +40,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_CODES_HELP = """\b
 Exit codes:
   0    success
-  1    error (API error, not found, forbidden, a bulk item failed)
+  1    error (API error, not found, forbidden, server unreachable, a bulk item failed)
   2    usage error (bad flag, value or config file; nothing was written)
   3    --timeout passed before the wait finished
   4    would block (--nowait and the primitive was not free)

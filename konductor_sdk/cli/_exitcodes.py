@@ -6,7 +6,7 @@ Scripts branch on these, so they are part of the public interface (``docs/cli.md
 code  meaning
 ====  =============================================================================
 0     success
-1     error (API error, object not found, permission denied, bulk item failed...)
+1     error (API error, not found, forbidden, unreachable, bulk item failed...)
 2     usage: bad flag, bad value, bad config file (nothing was written)
 3     ``--timeout`` passed before the wait finished
 4     would block: ``--nowait`` and the primitive was not free
