@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "KONDUCTOR_TTL",
         "KONDUCTOR_CONTEXT",
         "KONDUCTOR_KUBECONFIG",
+        "KONDUCTOR_RETRY_BUDGET",
+        "KUBERNETES_SERVICE_HOST",
         "POD_NAME",
         "POD_NAMESPACE",
         "POD_UID",
@@ -294,3 +297,35 @@ def test_the_executable_exits_without_tearing_the_interpreter_down(
     assert info.value.code == code
     out, err = capsys.readouterr()
     assert (out if code == 0 else err).strip()
+
+
+def test_config_view_tells_which_kubeconfig_is_read(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'a'}{os.pathsep}{tmp_path / 'b'}")
+    code, out, _ = run(capsys, "config", "view", "-o", "json", "--retry-budget", "7")
+    view = json.loads(out)
+    assert code == 0
+    assert view["kubeconfig"] == str(tmp_path / "a")
+    assert view["kubeconfigFrom"] == "$KUBECONFIG (only its first file is read)"
+    assert view["sources"]["kubeconfig"] == "env"
+    assert (view["retryBudget"], view["sources"]["retry_budget"]) == (7, "flag")
+
+    monkeypatch.setenv("KONDUCTOR_KUBECONFIG", str(tmp_path / "k"))
+    view = json.loads(run(capsys, "config", "view", "-o", "json")[1])
+    assert (view["kubeconfig"], view["kubeconfigFrom"]) == (
+        str(tmp_path / "k"),
+        "KONDUCTOR_KUBECONFIG",
+    )
+
+    monkeypatch.delenv("KONDUCTOR_KUBECONFIG")
+    monkeypatch.delenv("KUBECONFIG")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    view = json.loads(run(capsys, "config", "view", "-o", "json")[1])
+    assert (view["kubeconfig"], view["kubeconfigFrom"]) == (
+        str(tmp_path / "home" / ".kube" / "config"),
+        "default",
+    )
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    view = json.loads(run(capsys, "config", "view", "-o", "json")[1])
+    assert view["kubeconfig"] == "in-cluster"
