@@ -9,6 +9,7 @@ an exit that skips tearing the interpreter down.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -107,10 +108,9 @@ def entry_point() -> NoReturn:
         status = 1
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        # A closed pipe (koncli ... | head) has nothing left to flush to.
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe (koncli ... | head): nothing to do
-            pass
     os._exit(status)
 
 

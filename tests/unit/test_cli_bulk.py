@@ -119,5 +119,5 @@ def test_a_gate_is_checked_like_gate_create_does(
 
 
 def test_a_bad_namespace_is_refused_by_the_namespace_rules() -> None:
-    with pytest.raises(ConfigurationError, match="metadata.namespace must be a namespace name"):
+    with pytest.raises(ConfigurationError, match=r"metadata\.namespace must be a namespace name"):
         parse_items([{"kind": "Mutex", "metadata": {"name": "m", "namespace": "a.b"}}], source="f")
