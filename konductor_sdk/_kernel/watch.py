@@ -198,27 +198,34 @@ class KindWatch:
         self.synced.set()
 
     async def run(self) -> None:
-        """List, then watch until cancelled or :attr:`failed`; meant for a background task."""
+        """List, then watch until cancelled or :attr:`failed`; meant for a background task.
+
+        The retry budget counts from the first failure of an unbroken run of failures (a
+        list that hangs, from the moment it was sent); any success ends the run.
+        """
         attempt = 0
-        healthy_at = anyio.current_time()  # the retry budget counts from the last success
+        failing_since: float | None = None
         while True:
+            listing_since: float | None = None
             try:
                 if not self.resource_version:
-                    # A list that hangs (a black-holed server) counts against the budget too.
-                    # It gets at least `list_floor` seconds, however little budget is left.
-                    remaining = self.retry_budget - (anyio.current_time() - healthy_at)
-                    limit = max(remaining, self.list_floor)
+                    listing_since = anyio.current_time()
+                    # A list that hangs (a black-holed server) counts against the budget too;
+                    # it gets at least `list_floor` seconds, however little budget is left.
+                    spent = listing_since - failing_since if failing_since is not None else 0.0
+                    limit = max(self.retry_budget - spent, self.list_floor)
                     with anyio.fail_after(None if math.isinf(limit) else limit):
                         await self._relist()
-                    healthy_at = anyio.current_time()
+                    failing_since = None
                 async for event in self._store.watch(
                     self.kind, self.namespace, resource_version=self.resource_version
                 ):
                     attempt = 0
-                    healthy_at = anyio.current_time()
+                    failing_since = None
                     self.resource_version = event.object.resource_version
                     if event.type != "BOOKMARK":
                         self._apply(event.type, event.object)
+                failing_since = None  # the server ended the stream: it is there
             except WatchExpired:
                 self.resource_version = ""
             except (APIError, TimeoutError) as exc:
@@ -230,7 +237,12 @@ class KindWatch:
                     self._fail(exc)
                     return
                 earlier, self.last_error = self.last_error, exc
-                down = anyio.current_time() - healthy_at
+                now = anyio.current_time()
+                if failing_since is None:
+                    failing_since = now
+                    if isinstance(exc, TimeoutError) and listing_since is not None:
+                        failing_since = listing_since  # the list hung since it was sent
+                down = now - failing_since
                 if down >= self.retry_budget:
                     if isinstance(exc, APIError) and not _transport_status(exc.status):
                         self._fail(exc)
