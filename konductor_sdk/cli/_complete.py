@@ -21,15 +21,20 @@ from ._app import open_client, state
 from ._config import Settings
 
 COMPLETION_TIMEOUT = 2.0
+SETUP_TIMEOUT = 10.0
 SHELLS = ("bash", "zsh", "fish")
 
 
 async def _names(kind: str, cfg: Settings) -> list[str]:
     from ._objects import resource_for
 
-    with anyio.fail_after(COMPLETION_TIMEOUT):
+    # The bound is on the request: importing the SDK's HTTP stack and reading the
+    # kubeconfig (lazy since koncli starts fast) must not eat it on a slow machine; they
+    # get a generous bound of their own.
+    with anyio.fail_after(SETUP_TIMEOUT):
         async with open_client(cfg) as client:
-            listed = await client.store.list(resource_for(kind), client.namespace)
+            with anyio.fail_after(COMPLETION_TIMEOUT):
+                listed = await client.store.list(resource_for(kind), client.namespace)
     return sorted(obj.name for obj in listed.items)
 
 

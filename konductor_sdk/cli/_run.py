@@ -99,12 +99,14 @@ async def run_holding(
                         work.cancel()
 
             tg.start_soon(dispatch)
-            limit = anyio.CancelScope(
-                deadline=anyio.current_time() + acquire_within if acquire_within else math.inf
-            )
+            limit = anyio.CancelScope()
             try:
                 with work, limit:
                     async with _app.open_client(cfg) as client:
+                        # --timeout bounds the waiting, not loading the SDK (lazy imports).
+                        _sdk.preload(spec.kind for spec in specs)
+                        if acquire_within:
+                            limit.deadline = anyio.current_time() + acquire_within
                         status = await _acquire_and_run(
                             client, specs, argv, ttls, priority, grace_s, limit, quiet, started
                         )
