@@ -20,7 +20,6 @@ from pathlib import Path
 import anyio
 
 from konductor_sdk import Barrier, Client, Identity, Lease, Semaphore
-from konductor_sdk._kernel.objects import SEMAPHORE, KObject
 from konductor_sdk.election import ElectionConfig, LeaderElector
 from konductor_sdk.testing import LocalControlPlane
 
@@ -43,15 +42,11 @@ async def semaphore_demo(kubeconfig: Path) -> None:
         await setup.aclose()
     peak = 0
     observer = make_client(kubeconfig, "observer")
-    watch = await observer.watch(SEMAPHORE, NAMESPACE)
 
-    def check(_: str, obj: KObject) -> None:
+    async def watch_the_pool() -> None:
         nonlocal peak
-        if obj.name == "gpu-pool":
-            held = sum(int(h.get("weight", 1)) for h in (obj.status.get("holders") or {}).values())
-            peak = max(peak, held)
-
-    remove = watch.add_listener(check)
+        async for status in Semaphore("gpu-pool", client=observer).changes():
+            peak = max(peak, sum(h.weight for h in status.holders))
 
     async def worker(i: int) -> None:
         client = make_client(kubeconfig, f"worker-{i}")
@@ -66,10 +61,12 @@ async def semaphore_demo(kubeconfig: Path) -> None:
         finally:
             await client.aclose()
 
-    async with anyio.create_task_group() as tg:
-        for i in range(6):
-            tg.start_soon(worker, i)
-    remove()
+    async with anyio.create_task_group() as watching:
+        watching.start_soon(watch_the_pool)
+        async with anyio.create_task_group() as tg:
+            for i in range(6):
+                tg.start_soon(worker, i)
+        watching.cancel_scope.cancel()
     await observer.aclose()
     say("semaphore", f"12 grants done; most permits ever held at once, seen by the watcher: {peak}")
     assert peak <= 2, "over-grant!"

@@ -22,9 +22,7 @@ from pathlib import Path
 
 import anyio
 
-from konductor_sdk import Client, Identity
-from konductor_sdk._kernel.objects import SEMAPHORE, KObject
-from konductor_sdk.semaphore import Semaphore
+from konductor_sdk import Client, Identity, NotFoundError, Semaphore, SemaphoreStatus
 
 POOL = "gpu-pool"
 
@@ -44,20 +42,11 @@ def worker(kubeconfig: str, namespace: str, name: str, jobs: int) -> None:
                 time.sleep(rng.uniform(0.2, 0.6))  # the "training"
 
 
-def describe(obj: KObject) -> str:
-    st = obj.status
-    held = ", ".join(
-        f"{e['holder']}x{e['weight']}#{e['token']}"
-        for e in sorted((st.get("holders") or {}).values(), key=lambda e: e["token"])
-    )
-    queued = ", ".join(
-        f"{e['holder']}x{e['weight']}"
-        for e in sorted(
-            (st.get("waiters") or {}).values(), key=lambda e: (-e["priority"], e["ticket"])
-        )
-    )
+def describe(status: SemaphoreStatus) -> str:
+    held = ", ".join(f"{h.holder}x{h.weight}#{h.token}" for h in status.holders)
+    queued = ", ".join(f"{w.holder}x{w.weight}" for w in status.waiters)  # in service order
     return (
-        f"[{st.get('inUse', 0)}/{obj.spec['permits']} {st.get('phase', '?'):5}] "
+        f"[{status.in_use}/{status.limit} {status.phase:5}] "
         f"holding: {held or '-'} | queue: {queued or '-'}"
     )
 
@@ -69,29 +58,27 @@ async def run(kubeconfig: Path, namespace: str, workers: int, permits: int, jobs
         sem = Semaphore(POOL, permits=permits, client=client)
         status = await sem.status() if await _exists(sem) else await sem.create()
         print(f"{POOL}: {status.limit} GPUs, {workers} workers x {jobs} jobs", flush=True)
-        watch = await client.watch(SEMAPHORE, namespace)
         peak = 0
 
-        def show(_: str, obj: KObject) -> None:
+        async def show_every_change() -> None:
             nonlocal peak
-            if obj.name == POOL:
-                peak = max(peak, int(obj.status.get("inUse", 0)))
-                print(describe(obj), flush=True)
+            async for now in sem.changes():  # the shared watch: no polling
+                peak = max(peak, now.in_use)
+                print(describe(now), flush=True)
 
-        remove = watch.add_listener(show)
-        cmd = [sys.executable, __file__, "--worker", str(kubeconfig), namespace]
-        procs = [
-            await anyio.open_process([*cmd, f"worker-{i}", str(jobs)], stdout=None, stderr=None)
-            for i in range(workers)
-        ]
-        codes = [await p.wait() for p in procs]
-        remove()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(show_every_change)
+            cmd = [sys.executable, __file__, "--worker", str(kubeconfig), namespace]
+            procs = [
+                await anyio.open_process([*cmd, f"worker-{i}", str(jobs)], stdout=None, stderr=None)
+                for i in range(workers)
+            ]
+            codes = [await p.wait() for p in procs]
+            tg.cancel_scope.cancel()
         print(f"done: exit codes {codes}, at most {peak} of {permits} GPUs were ever in use")
 
 
 async def _exists(sem: Semaphore) -> bool:
-    from konductor_sdk import NotFoundError
-
     try:
         await sem.status()
     except NotFoundError:

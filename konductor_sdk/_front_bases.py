@@ -23,6 +23,7 @@ from konductor_sdk._machines import semaphore as state
 from konductor_sdk.semaphore import (
     SemaphoreStatistics,
     SemaphoreStatus,
+    changes_of,
     check_namespace,
     statistics_of,
     status_of,
@@ -173,6 +174,11 @@ class LockFront:
     async def force_release(self, who: str) -> tuple[str, ...]:
         """Remove holders by acquisition key or holder id; returns the removed keys."""
         return await self._pool.force_release(who)
+
+    def changes(self) -> AsyncIterator[SemaphoreStatus]:
+        """The status now and after every change, from the shared watch (see
+        :meth:`konductor_sdk.Semaphore.changes`)."""
+        return changes_of(self._pool)
 
     def statistics(self) -> SemaphoreStatistics:
         return statistics_of(self._pool)

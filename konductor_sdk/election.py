@@ -375,6 +375,16 @@ class LeaderElector:
             log.info("%r: term %d ended: %s", self, term.token, term.lost_reason)
 
     async def _follow_leader(self, client: Client, kind: ResourceKind, namespace: str) -> None:
+        while True:
+            try:
+                await self._report_leaders(client, kind, namespace)
+            except APIError as exc:
+                # The shared watch failed (forbidden, or the server unreachable past the
+                # client's retry budget); an elector runs for good: look again later.
+                log.warning("%r: cannot watch the lease, retrying: %s", self, exc)
+                await anyio.sleep(self.config.retry_period)
+
+    async def _report_leaders(self, client: Client, kind: ResourceKind, namespace: str) -> None:
         watch = await client.watch(kind, namespace)
         name = self.config.name
         while True:

@@ -18,7 +18,7 @@ grants). The full semantics (fairness, preemption, burst, TTL, re-entrancy) are 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, final
 
@@ -27,7 +27,7 @@ import attrs
 
 from konductor_sdk._engines.semaphore import Permit, Pool, check_int, check_ttl
 from konductor_sdk._kernel.client import Client
-from konductor_sdk._kernel.errors import ConfigurationError
+from konductor_sdk._kernel.errors import ConfigurationError, NotFoundError
 from konductor_sdk._kernel.names import check_object_name
 from konductor_sdk._kernel.objects import KObject
 from konductor_sdk._machines import semaphore as state
@@ -199,6 +199,29 @@ def status_of(pool: Pool, obj: KObject) -> SemaphoreStatus:
         generation=obj.generation,
         observed_generation=int(obj.status.get("observedGeneration", 0)),
     )
+
+
+async def changes_of(pool: Pool) -> AsyncIterator[SemaphoreStatus]:
+    """The object's status now and after every change, from the client's shared watch
+    (no polling); changes that arrive while the consumer is busy are coalesced.
+
+    Raises:
+        NotFoundError: the object does not exist (or was deleted).
+        APIError: the watch failed (forbidden, or the server unreachable past the
+            client's retry budget).
+    """
+    client = await pool.connect()
+    watch = await client.watch(pool.flavor.kind, pool.namespace)
+    while True:
+        changed = watch.next_change(pool.name, pool.namespace)  # before reading the cache
+        obj = watch.get(pool.name, pool.namespace)
+        if obj is None:
+            raise NotFoundError(
+                f"{pool.flavor.kind.kind} {pool.namespace}/{pool.name} does not exist",
+                status=404,
+            )
+        yield status_of(pool, obj)
+        await changed.wait()
 
 
 def statistics_of(pool: Pool) -> SemaphoreStatistics:
@@ -457,6 +480,17 @@ class Semaphore:
         automatically after their TTL or when their pod ends.
         """
         return await self._pool.force_release(who)
+
+    def changes(self) -> AsyncIterator[SemaphoreStatus]:
+        """``async for status in sem.changes():`` the status now and after every change
+        (grants, releases, queueing), from the client's shared watch; a consumer that is
+        busy sees the latest state, not every intermediate one.
+
+        Raises:
+            NotFoundError: the object does not exist, or was deleted.
+            APIError: the watch failed (``ForbiddenError``, ``UnreachableError``).
+        """
+        return changes_of(self._pool)
 
     def statistics(self) -> SemaphoreStatistics:
         return statistics_of(self._pool)

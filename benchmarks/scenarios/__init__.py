@@ -11,6 +11,7 @@ import importlib
 from .._harness import Scenario
 
 MODULES = (
+    "startup",
     "raw_patch",
     "raw_watch",
     "raw_write",

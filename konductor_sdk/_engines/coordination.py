@@ -372,6 +372,14 @@ class CoordinationTerm:
                 watch.observe(written)
 
     async def _watch_loop(self, lose: Callable[[str], None]) -> None:
+        try:
+            await self._watch_record(lose)
+        except APIError as exc:
+            # The shared watch failed (forbidden, or the server unreachable past the
+            # client's retry budget): a takeover could no longer be seen, so stop trusting.
+            lose(f"cannot watch the Lease any more: {exc}")
+
+    async def _watch_record(self, lose: Callable[[str], None]) -> None:
         c = self.campaign
         watch = await self._client.watch(COORDINATION_LEASE, c.namespace)
         while True:

@@ -273,7 +273,15 @@ class HeldLease:
         lose(f"its session ended: {self._session.lost_reason}", final=True)
 
     async def _watch_loop(self, lose: Callable[..., None]) -> None:
-        # The cache holds at least our grant (the write's result was fed in) and only moves
+        try:
+            await self._watch_entry(lose)
+        except APIError as exc:
+            # The shared watch failed (forbidden, or the server unreachable past the
+            # client's retry budget): a takeover could no longer be seen, so stop trusting.
+            lose(f"cannot watch the Lease any more: {exc}", final=True)
+
+    async def _watch_entry(self, lose: Callable[..., None]) -> None:
+        # The cache holds at least our grant (the CAS result was fed in) and only moves
         # forward, so an entry missing from it is gone from the server too.
         watch = await self._client.watch(LEASE, self.namespace)
         while True:

@@ -504,7 +504,21 @@ class Pool:
     async def _watch_entry(
         self, permit: Permit, lost: Callable[[str], None], preempted: Callable[[], None]
     ) -> None:
-        watch = await self.client.watch(self.flavor.kind, self.namespace)
+        try:
+            watch = await self.client.watch(self.flavor.kind, self.namespace)
+            await self._follow_entry(watch, permit, lost, preempted)
+        except APIError as exc:
+            # The shared watch failed (forbidden, or the server unreachable past the
+            # client's retry budget): a removal could no longer be seen, so stop trusting.
+            lost(f"cannot watch the object any more: {exc}")
+
+    async def _follow_entry(
+        self,
+        watch: KindWatch,
+        permit: Permit,
+        lost: Callable[[str], None],
+        preempted: Callable[[], None],
+    ) -> None:
         while True:
             changed = watch.next_change(self.name, self.namespace)
             obj = watch.get(self.name, self.namespace)

@@ -114,7 +114,6 @@ class ClaimQueue:
         self._objects: dict[str, KObject] = {}
         self.version = 0
         """Bumped on every change (a claim added or removed)."""
-        self._changed = anyio.Event()
         for obj in watch.objects():
             self._on_event("ADDED", obj)
         self._remove_listener = watch.add_listener(self._on_event)
@@ -141,12 +140,15 @@ class ClaimQueue:
             self._objects[name] = obj
             bisect.insort(self._order, key)
         self.version += 1
-        self._changed.set()
-        self._changed = anyio.Event()
 
     def next_change(self) -> anyio.Event:
-        """An event set on the next change to the queue."""
-        return self._changed
+        """An event set on the next change to the queue (the watch's: the queue is updated
+        by its listener before the watch's event is set).
+
+        Raises:
+            APIError: the watch failed (forbidden, or unreachable past the retry budget).
+        """
+        return self.watch.next_any_change()
 
     def seen(self, name: str) -> bool:
         """Whether the claim ``name`` is in the queue (so all earlier claims are too)."""

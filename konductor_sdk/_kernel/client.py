@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -28,11 +29,16 @@ from anyio.abc import TaskGroup
 from konductor_sdk._kernel.clock import SYSTEM_CLOCK, Clock
 from konductor_sdk._kernel.errors import APIError, ConfigurationError, ForbiddenError, NotFoundError
 from konductor_sdk._kernel.identity import SERVICE_ACCOUNT_NAMESPACE_FILE, Identity, PodRef, detect
+from konductor_sdk._kernel.names import check_namespace
 from konductor_sdk._kernel.objects import POD, SELF_SUBJECT_REVIEW, ResourceKind
-from konductor_sdk._kernel.store import KubeStore, Store
+from konductor_sdk._kernel.store import Store
 from konductor_sdk._kernel.watch import KindWatch
 
 log = logging.getLogger("konductor_sdk.client")
+
+ENV_NAMESPACE = "KONDUCTOR_NAMESPACE"
+ENV_RETRY_BUDGET = "KONDUCTOR_RETRY_BUDGET"
+DEFAULT_RETRY_BUDGET = 30.0
 
 
 @final
@@ -43,13 +49,22 @@ class Client:
         kubeconfig: path to a kubeconfig file; default: in-cluster config when running in
             a pod, else ``$KUBECONFIG`` or ``~/.kube/config``.
         context: kubeconfig context to use.
-        namespace: default namespace for primitives; default: the pod's namespace
-            (``POD_NAMESPACE`` or the service-account file), else the context's, else
-            ``default``.
+        namespace: default namespace for primitives; default: ``$KONDUCTOR_NAMESPACE``,
+            else the pod's namespace (``POD_NAMESPACE`` or the service-account file), else
+            the context's, else ``default``.
         identity: who this process is; default: detected (see ``_identity``).
         store: a ready :class:`~konductor_sdk._kernel.store.Store` (tests, custom transports);
             when given, ``kubeconfig``/``context`` are ignored.
         clock: time source for expiry and renewal deadlines.
+        retry_budget: seconds the shared watches keep retrying while the API server is
+            unreachable (connection errors, timeouts, 5xx) before every waiter gets
+            :class:`~konductor_sdk.UnreachableError`; ``math.inf`` retries forever.
+            Default: ``$KONDUCTOR_RETRY_BUDGET``, else 30. A 403 on list/watch is raised
+            at once (:class:`~konductor_sdk.ForbiddenError`), never retried.
+
+    Raises:
+        ConfigurationError: a bad ``namespace`` or ``retry_budget`` (or environment
+            variable).
     """
 
     def __init__(
@@ -61,9 +76,17 @@ class Client:
         identity: Identity | None = None,
         store: Store | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        retry_budget: float | None = None,
     ) -> None:
         self._kubeconfig = os.fspath(kubeconfig) if kubeconfig is not None else None
         self._context = context
+        if namespace is None:
+            namespace = os.environ.get(ENV_NAMESPACE) or None
+            if namespace is not None:
+                check_namespace(namespace, field=f"${ENV_NAMESPACE}")
+        else:
+            check_namespace(namespace)
+        self.retry_budget = _retry_budget(retry_budget)
         self._namespace_arg = namespace
         self._namespace: str | None = namespace
         self.identity = identity if identity is not None else detect()
@@ -83,7 +106,10 @@ class Client:
         """Per-client state of kernel services (sessions...), keyed by their class."""
 
     def __repr__(self) -> str:
-        return f"<Client namespace={self._namespace!r} holder={self.identity.holder!r}>"
+        return (
+            f"<Client namespace={self._namespace!r} holder={self.identity.holder!r} "
+            f"retry_budget={self.retry_budget:g}>"
+        )
 
     @property
     def store(self) -> Store:
@@ -125,6 +151,8 @@ class Client:
         from kubernetes_asyncio import config as kconfig
         from kubernetes_asyncio.client import ApiClient, Configuration
 
+        from konductor_sdk._kernel.store import KubeStore
+
         configuration = Configuration()
         context_ns: str | None = None
         in_cluster = self._kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ
@@ -137,12 +165,15 @@ class Client:
                 raise ConfigurationError(
                     f"kubeconfig: no such file {path!r} (pass kubeconfig= or set KUBECONFIG)"
                 )
-            loader = await kconfig.load_kube_config(
-                config_file=path,
-                context=self._context,
-                client_configuration=configuration,
-                persist_config=False,
-            )
+            try:
+                loader = await kconfig.load_kube_config(
+                    config_file=path,
+                    context=self._context,
+                    client_configuration=configuration,
+                    persist_config=False,
+                )
+            except kconfig.ConfigException as exc:
+                raise ConfigurationError(_config_problem(path, self._context, exc)) from exc
             ns = (loader.current_context or {}).get("context", {}).get("namespace")
             context_ns = str(ns) if ns else None
         self._api_client = ApiClient(configuration=configuration)
@@ -207,12 +238,13 @@ class Client:
                 namespace,
                 field_selector=field_selector,
                 label_selector=label_selector,
+                retry_budget=self.retry_budget,
             )
             entry = self._selected[key] = _Selected(watch, anyio.CancelScope())
             self.spawn(self._run_selected, key, entry)
         entry.users += 1
         try:
-            await entry.watch.synced.wait()
+            await entry.watch.wait_synced()
             yield entry.watch
         finally:
             entry.users -= 1
@@ -239,24 +271,26 @@ class Client:
         """The shared, synced watch of ``kind`` in ``namespace`` (``None``: all namespaces)."""
         await self.connect()
         watch = self.start_watch(kind, namespace)
-        await watch.synced.wait()
+        await watch.wait_synced()
         return watch
 
     def start_watch(self, kind: ResourceKind, namespace: str | None) -> KindWatch:
         """The shared watch of ``kind`` in ``namespace``, started if needed, without waiting
         for it to sync (check ``watch.synced`` / ``watch.last_error``). Needs :meth:`connect`.
+        A watch that failed (see :attr:`KindWatch.failed`) is replaced by a new one.
         """
         key = (kind, namespace)
         watch = self._watches.get(key)
-        if watch is None:
-            watch = self._watches[key] = KindWatch(self.store, kind, namespace)
+        if watch is None or watch.failed is not None:
+            watch = KindWatch(self.store, kind, namespace, retry_budget=self.retry_budget)
+            self._watches[key] = watch
             self.spawn(watch.run)
         return watch
 
     def cached_watch(self, kind: ResourceKind, namespace: str | None) -> KindWatch | None:
         """The watch of ``kind``/``namespace`` if one is already synced, else ``None``."""
         watch = self._watches.get((kind, namespace)) or self._watches.get((kind, None))
-        if watch is not None and watch.synced.is_set():
+        if watch is not None and watch.synced.is_set() and watch.failed is None:
             return watch
         return None
 
@@ -357,6 +391,47 @@ def _abort_closed_tls(api_client: Any) -> None:
         connector._cleanup_closed()  # starts its periodic abort of closed transports
 
 
+def _retry_budget(value: float | None) -> float:
+    source = "retry_budget"
+    if value is None:
+        text = os.environ.get(ENV_RETRY_BUDGET, "").strip()
+        if not text:
+            return DEFAULT_RETRY_BUDGET
+        source = f"${ENV_RETRY_BUDGET}"
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ConfigurationError(
+            f"{source} must be a number of seconds >= 0 (inf: retry forever), got {value!r}"
+        )
+    return float(value)
+
+
+def _config_problem(path: str, context: str | None, exc: Exception) -> str:
+    """A kubeconfig loading failure in words (kubernetes_asyncio's are terse)."""
+    if context is not None:
+        names = _context_names(path)
+        if names is not None and context not in names:
+            known = ", ".join(names) or "none"
+            return f"kubeconfig {path!r} has no context {context!r} (its contexts: {known})"
+    detail = str(exc).strip() or type(exc).__name__
+    return f"kubeconfig {path!r}: {detail}"
+
+
+def _context_names(path: str) -> list[str] | None:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None
+    contexts = doc.get("contexts") if isinstance(doc, dict) else None
+    return [str(c.get("name")) for c in contexts or () if isinstance(c, dict)]
+
+
 def _pick_namespace(identity: Identity, context_ns: str | None) -> str:
     if identity.pod is not None and identity.pod.namespace:
         return identity.pod.namespace
@@ -377,3 +452,7 @@ def default_client() -> Client:
     if client is None or client._closed:
         client = _DEFAULTS[loop] = Client()
     return client
+
+
+# Public as ``konductor_sdk.Client`` / ``konductor_sdk.default_client`` (reprs, tracebacks).
+Client.__module__ = default_client.__module__ = "konductor_sdk"

@@ -5,19 +5,21 @@ Every error the SDK raises on purpose derives from :class:`KonductorError`::
     KonductorError
     ├── ConfigurationError (ValueError)   bad arguments, caught before any I/O
     ├── WouldBlock                        a *_nowait call could not proceed
-    ├── NotFoundError                     the object does not exist (HTTP 404)
-    ├── AlreadyExistsError                the object exists already (HTTP 409 on create)
-    ├── ConflictError                     a write lost a resourceVersion race (HTTP 409)
     ├── ConflictExhausted                 CAS retries ran out (carries attempts, last rv)
-    ├── InvalidObjectError (ValueError)   the server rejected the object (HTTP 422)
     ├── PermitLost                        a semaphore/mutex permit ended while held
     ├── LeadershipLost                    a lease ended while held
     ├── BarrierFailed                     the barrier failed (reset, expected dropped...)
     │   └── BarrierTimeout                the barrier's spec.timeout passed before it opened
     ├── GateFailed                        a gate can no longer open
     ├── OnceFailed                        the function run by Once raised
-    └── APIError                          anything else the server said; the
-                                          kubernetes_asyncio exception is the __cause__
+    └── APIError                          anything else the server said (the HTTP
+        │                                 client's exception is the __cause__)
+        ├── ForbiddenError                RBAC does not allow the request (HTTP 403)
+        ├── NotFoundError                 the object does not exist (HTTP 404)
+        ├── AlreadyExistsError            the object exists already (HTTP 409 on create)
+        ├── ConflictError                 a write lost a resourceVersion race (HTTP 409)
+        ├── InvalidObjectError (ValueError)  the server rejected the object (HTTP 422)
+        └── UnreachableError              no answer within the client's retry budget
 
 Messages name the object and the field, e.g. ``permits must be >= 1, got 0``.
 """
@@ -81,6 +83,28 @@ class ConflictError(APIError):
 
 class InvalidObjectError(APIError, ValueError):
     """The server's schema/CEL validation rejected the object (HTTP 422)."""
+
+
+class UnreachableError(APIError):
+    """The API server could not be reached (connection refused or reset, timeouts, 5xx
+    answers) for longer than the client's ``retry_budget``; waiters on the shared watch
+    get this instead of waiting forever.
+
+    Attributes:
+        budget: the retry budget in seconds that was spent.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        budget: float = 0.0,
+        status: int = 0,
+        reason: str = "",
+        body: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, status=status, reason=reason, body=body)
+        self.budget = budget
 
 
 class ConflictExhausted(KonductorError):
@@ -149,5 +173,11 @@ __all__ = [
     "NotFoundError",
     "OnceFailed",
     "PermitLost",
+    "UnreachableError",
     "WouldBlock",
 ]
+
+# Public as ``konductor_sdk.<Name>`` (reprs, tracebacks, pickling), as httpx does.
+for _name in __all__:
+    globals()[_name].__module__ = "konductor_sdk"
+del _name

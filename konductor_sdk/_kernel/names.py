@@ -13,6 +13,7 @@ from konductor_sdk._kernel.errors import ConfigurationError
 
 # RFC 1123 subdomain: what metadata.name of a custom resource must be.
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 NAME_MAX = 253
 LABEL_VALUE_MAX = 63
@@ -45,5 +46,20 @@ def check_label_value(value: object, *, field: str) -> str:
             f"{field} must be a label value (at most {LABEL_VALUE_MAX} characters of "
             f"letters, digits, '-', '_' and '.', starting and ending alphanumeric), "
             f"got {value!r}"
+        )
+    return value
+
+
+def check_namespace(value: object, *, field: str = "namespace") -> str:
+    """Return ``value`` if it is a valid namespace name (an RFC 1123 label: at most 63
+    lowercase letters, digits and '-', starting and ending alphanumeric).
+
+    Raises:
+        ConfigurationError: naming ``field`` and the rule.
+    """
+    if not isinstance(value, str) or len(value) > LABEL_VALUE_MAX or not _LABEL.match(value):
+        raise ConfigurationError(
+            f"{field} must be a namespace name (at most {LABEL_VALUE_MAX} lowercase letters, "
+            f"digits and '-', starting and ending alphanumeric), got {value!r}"
         )
     return value

@@ -13,14 +13,13 @@ type, and lets watches stream line by line without the generated models in the w
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Protocol, final, runtime_checkable
+from collections.abc import AsyncIterator, Mapping, MutableSequence, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, final, runtime_checkable
 from urllib.parse import quote
 
-import aiohttp
 import anyio
-from kubernetes_asyncio.client import ApiClient
 
 from konductor_sdk._kernel.errors import (
     AlreadyExistsError,
@@ -32,6 +31,18 @@ from konductor_sdk._kernel.errors import (
 )
 from konductor_sdk._kernel.objects import KObject, ObjectList, PatchType, ResourceKind, WatchEvent
 from konductor_sdk._kernel.retry import backoff
+
+if TYPE_CHECKING:
+    # Imported at run time only once a client connects: ``import konductor_sdk`` (and
+    # ``koncli --help``) must not pay for the HTTP stack.
+    import aiohttp
+    from kubernetes_asyncio.client import ApiClient
+
+# How long a connection attempt may take before it counts as a failure (a black-holed
+# server must not stall a request for the whole request timeout).
+CONNECT_TIMEOUT = 10.0
+
+FieldValidation = Literal["Ignore", "Warn", "Strict"]
 
 
 class WatchExpired(APIError):
@@ -153,6 +164,8 @@ class KubeStore:
         content_type: str = "application/json",
         timeout: aiohttp.ClientTimeout | None = None,  # noqa: ASYNC109 - aiohttp's own timeout
     ) -> aiohttp.ClientResponse:
+        import aiohttp
+
         self.stats[method.lower()] += 1
         try:
             resp: aiohttp.ClientResponse = await self._api.call_api(
@@ -163,11 +176,25 @@ class KubeStore:
                 body=body,
                 auth_settings=["BearerToken"],
                 _preload_content=False,
-                _request_timeout=timeout or aiohttp.ClientTimeout(total=60),
+                _request_timeout=timeout
+                or aiohttp.ClientTimeout(total=60, sock_connect=CONNECT_TIMEOUT),
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise APIError(f"{method} {path}: {exc!r}", status=0) from exc
+            raise APIError(f"{method} {path}: {self._no_answer(exc)}", status=0) from exc
         return resp
+
+    def _no_answer(self, exc: BaseException) -> str:
+        """Why a request got no answer, in words (aiohttp's reprs show internals)."""
+        import aiohttp
+
+        host = self._api.configuration.host
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+            return f"cannot connect to the API server {host}: {reason}"
+        if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+            return f"no answer from the API server {host} in time"
+        text = str(exc).strip()
+        return f"connection to the API server {host} failed: {text or type(exc).__name__}"
 
     async def _json(
         self,
@@ -177,6 +204,7 @@ class KubeStore:
         query: Sequence[tuple[str, str]] = (),
         body: Any = None,
         content_type: str = "application/json",
+        warnings: MutableSequence[str] | None = None,
     ) -> dict[str, Any]:
         attempts = self._read_retries if method == "GET" else 1
         for attempt in range(1, attempts + 1):
@@ -187,6 +215,8 @@ class KubeStore:
                 async with resp:
                     data = await resp.read()
                     status = resp.status
+                    if warnings is not None:
+                        warnings += _warnings(resp.headers.getall("Warning", []))
             except APIError:
                 if attempt == attempts:
                     raise
@@ -264,10 +294,34 @@ class KubeStore:
         return ObjectList(tuple(items), rv)
 
     async def create(
-        self, kind: ResourceKind, namespace: str | None, body: Mapping[str, Any]
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        body: Mapping[str, Any],
+        *,
+        dry_run: bool = False,
+        field_validation: FieldValidation | None = None,
+        warnings: MutableSequence[str] | None = None,
     ) -> KObject:
+        """POST ``body``. (The keyword arguments are this store's own, beyond :class:`Store`.)
+
+        Args:
+            dry_run: ``dryRun=All``: validate and admit (schema, CEL rules, admission
+                policies, RBAC, name clash) without storing anything.
+            field_validation: ``fieldValidation``: ``Strict`` refuses unknown or duplicate
+                fields (422), ``Warn`` reports them as warnings, ``Ignore`` drops them.
+            warnings: if given, the server's ``Warning`` headers are appended to it.
+        """
         full = {"apiVersion": kind.api_version, "kind": kind.kind, **body}
-        return KObject(await self._json("POST", kind.path(namespace), body=full))
+        query = []
+        if dry_run:
+            query.append(("dryRun", "All"))
+        if field_validation is not None:
+            query.append(("fieldValidation", field_validation))
+        data = await self._json(
+            "POST", kind.path(namespace), query=query, body=full, warnings=warnings
+        )
+        return KObject(data)
 
     async def replace(
         self, kind: ResourceKind, body: Mapping[str, Any], *, subresource: str | None = None
@@ -350,9 +404,13 @@ class KubeStore:
         ]
         self.stats["watch_opened"] += 1
         path = kind.path(namespace)
+        import aiohttp
+
         # No total timeout: the server closes the stream after timeoutSeconds; the read
         # timeout catches a dead connection (bookmarks arrive about once a minute).
-        timeout = aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_read=timeout_seconds + 30, sock_connect=CONNECT_TIMEOUT
+        )
         resp = await self._request("GET", path, query=query, timeout=timeout)
         async with resp:
             if resp.status != 200:
@@ -362,7 +420,7 @@ class KubeStore:
                     try:
                         line = await resp.content.readline()
                     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                        raise APIError(f"WATCH {path}: {exc!r}") from exc
+                        raise APIError(f"WATCH {path}: {self._no_answer(exc)}") from exc
                     if not line:
                         return
                     if not line.strip():
@@ -403,3 +461,16 @@ def _selectors(label_selector: str | None, field_selector: str | None) -> list[t
     if field_selector:
         query.append(("fieldSelector", field_selector))
     return query
+
+
+_WARNING = re.compile(r'^\s*\d{3}\s+\S+\s+"((?:[^"\\]|\\.)*)"')
+
+
+def _warnings(headers: Sequence[str]) -> list[str]:
+    """The texts of RFC 7234 ``Warning`` headers (``299 - "text"``), as kubectl shows them."""
+    out = []
+    for header in headers:
+        match = _WARNING.match(header)
+        text = match.group(1) if match else header
+        out.append(re.sub(r"\\(.)", r"\1", text))
+    return out

@@ -14,17 +14,25 @@ on 410 Gone. Waiters never talk to the server to wait; they do::
 
 anyio is cooperative, so nothing can slip in between ``next_change`` and ``get``. A
 thousand waiters on one object share one watch connection and one event.
+
+A watch that cannot go on *fails* instead of retrying forever: at once on 403 (the caller
+may not list or watch), or once the API server has been unreachable (connection errors,
+timeouts, 5xx) for longer than ``retry_budget`` seconds. Then :attr:`KindWatch.failed`
+holds the error, every waiter is woken, and :meth:`~KindWatch.next_change`,
+:meth:`~KindWatch.next_any_change` and :meth:`~KindWatch.wait_synced` raise it, so no
+wait hangs on a server it cannot reach. The client starts a new watch for later callers.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import final
 
 import anyio
 
-from konductor_sdk._kernel.errors import APIError, ForbiddenError
+from konductor_sdk._kernel.errors import APIError, ForbiddenError, UnreachableError
 from konductor_sdk._kernel.objects import KObject, ResourceKind
 from konductor_sdk._kernel.retry import backoff
 from konductor_sdk._kernel.store import Store, WatchExpired
@@ -32,6 +40,10 @@ from konductor_sdk._kernel.store import Store, WatchExpired
 log = logging.getLogger("konductor_sdk.watch")
 
 Listener = Callable[[str, KObject], None]
+
+# The least time one list may take before it counts as a failure, whatever is left of the
+# retry budget (a big namespace on a healthy server must still be listable with budget 0).
+LIST_FLOOR = 10.0
 
 
 @final
@@ -46,6 +58,7 @@ class KindWatch:
         *,
         field_selector: str | None = None,
         label_selector: str | None = None,
+        retry_budget: float = math.inf,
     ) -> None:
         self.kind = kind
         self.namespace = namespace
@@ -62,6 +75,10 @@ class KindWatch:
         self.last_error: BaseException | None = None
         self.attachments: dict[str, object] = {}
         """Derived views kept by users of this watch (e.g. a claim queue), by name."""
+        self.retry_budget = retry_budget
+        self.list_floor = LIST_FLOOR
+        self.failed: APIError | None = None
+        self._failed_event = anyio.Event()
 
     def __repr__(self) -> str:
         ns = self.namespace if self.namespace is not None else "*"
@@ -81,7 +98,12 @@ class KindWatch:
         return list(self._cache.values())
 
     def next_change(self, name: str, namespace: str | None = None) -> anyio.Event:
-        """An event set on the next change to ``name`` (including its deletion)."""
+        """An event set on the next change to ``name`` (including its deletion).
+
+        Raises:
+            APIError: the watch failed (:attr:`failed`): no change will ever come.
+        """
+        self.raise_if_failed()
         key = self._key(name, namespace)
         event = self._events.get(key)
         if event is None:
@@ -89,8 +111,53 @@ class KindWatch:
         return event
 
     def next_any_change(self) -> anyio.Event:
-        """An event set on the next change to any object of this watch."""
+        """An event set on the next change to any object of this watch.
+
+        Raises:
+            APIError: the watch failed (:attr:`failed`).
+        """
+        self.raise_if_failed()
         return self._any_change
+
+    # --- failure: the watch gave up (403, or unreachable for the whole retry budget) ------
+
+    def raise_if_failed(self) -> None:
+        """Raise (a copy of) :attr:`failed`, the original as its cause, if the watch failed."""
+        exc = self.failed
+        if exc is not None:
+            copy = (
+                UnreachableError(str(exc), budget=exc.budget, status=exc.status, body=exc.body)
+                if isinstance(exc, UnreachableError)
+                else type(exc)(str(exc), status=exc.status, reason=exc.reason, body=exc.body)
+            )
+            raise copy from exc
+
+    async def wait_synced(self) -> None:
+        """Wait until the first list arrived.
+
+        Raises:
+            APIError: the watch failed before (or after) that.
+        """
+        if not self.synced.is_set():
+            async with anyio.create_task_group() as tg:
+
+                async def one(event: anyio.Event) -> None:
+                    await event.wait()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(one, self.synced)
+                tg.start_soon(one, self._failed_event)
+        self.raise_if_failed()
+
+    def _fail(self, exc: APIError) -> None:
+        self.failed = self.last_error = exc
+        log.debug("watch %r failed: %s", self, exc)  # raised to every waiter: no warning
+        self._failed_event.set()
+        # Wake every waiter: its next call to next_change() raises the failure.
+        for event in self._events.values():
+            event.set()
+        self._events.clear()
+        self._any_change.set()
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(event_type, obj)`` on every change; returns the remover.
@@ -145,12 +212,25 @@ class KindWatch:
         self.synced.set()
 
     async def run(self) -> None:
-        """List, then watch forever; meant to run in a background task."""
+        """List, then watch until cancelled or :attr:`failed`; meant for a background task.
+
+        The retry budget counts from the first failure of an unbroken run of failures (a
+        list that hangs, from the moment it was sent); any success ends the run.
+        """
         attempt = 0
+        failing_since: float | None = None
         while True:
+            listing_since: float | None = None
             try:
                 if not self.resource_version:
-                    await self._relist()
+                    listing_since = anyio.current_time()
+                    # A list that hangs (a black-holed server) counts against the budget too;
+                    # it gets at least `list_floor` seconds, however little budget is left.
+                    spent = listing_since - failing_since if failing_since is not None else 0.0
+                    limit = max(self.retry_budget - spent, self.list_floor)
+                    with anyio.fail_after(None if math.isinf(limit) else limit):
+                        await self._relist()
+                    failing_since = None
                 async for event in self._store.watch(
                     self.kind,
                     self.namespace,
@@ -159,21 +239,59 @@ class KindWatch:
                     label_selector=self.label_selector,
                 ):
                     attempt = 0
+                    failing_since = None
                     self.resource_version = event.object.resource_version
                     if event.type != "BOOKMARK":
                         self._apply(event.type, event.object)
+                failing_since = None  # the server ended the stream: it is there
             except WatchExpired:
                 self.resource_version = ""
-            except ForbiddenError as exc:
-                # Nothing will change that by retrying fast; keep trying slowly.
-                self.last_error = exc
-                log.warning("watch %r forbidden: %s", self, exc)
-                await anyio.sleep(5.0)
-            except APIError as exc:
-                self.last_error = exc
+            except (APIError, TimeoutError) as exc:
+                if isinstance(exc, APIError) and (
+                    isinstance(exc, ForbiddenError) or exc.status == 401
+                ):
+                    # Retrying cannot help until someone changes RBAC or the credentials:
+                    # tell the waiters now.
+                    self._fail(exc)
+                    return
+                earlier, self.last_error = self.last_error, exc
+                now = anyio.current_time()
+                if failing_since is None:
+                    failing_since = now
+                    if isinstance(exc, TimeoutError) and listing_since is not None:
+                        failing_since = listing_since  # the list hung since it was sent
+                down = now - failing_since
+                if down >= self.retry_budget:
+                    if isinstance(exc, APIError) and not _transport_status(exc.status):
+                        self._fail(exc)
+                    else:
+                        self._fail(_unreachable(self, exc, earlier, down))
+                    return
                 attempt += 1
                 log.debug("watch %r interrupted: %s", self, exc)
                 await anyio.sleep(backoff(min(attempt, 6), base=0.1, cap=5.0))
+
+
+def _transport_status(status: int) -> bool:
+    """No answer (0), throttled (429) or a server-side failure (5xx)."""
+    return status in (0, 429) or status >= 500
+
+
+def _unreachable(
+    watch: KindWatch, exc: BaseException, earlier: BaseException | None, down: float
+) -> UnreachableError:
+    what = f"{watch.kind.plural} in {watch.namespace}" if watch.namespace else watch.kind.plural
+    detail = str(exc)
+    if not detail:  # our own deadline on a list: say what the attempts before it got
+        detail = f"{earlier}; then no answer in time" if earlier is not None else "timed out"
+    error = UnreachableError(
+        f"cannot list/watch {what}: no answer from the API server for {down:.0f}s "
+        f"(retry budget {watch.retry_budget:g}s): {detail}",
+        budget=watch.retry_budget,
+        status=exc.status if isinstance(exc, APIError) else 0,
+    )
+    error.__cause__ = exc
+    return error
 
 
 def rv_int(rv: str) -> int:

@@ -1,13 +1,17 @@
 """koncli: the command-line face of every Konductor primitive.
 
-``main`` is the ``koncli`` entry point. It runs the click application without click's
-standalone mode so that every way a command can end (a Konductor error, a timeout, a
-signal, a lost permit, a child's exit status) becomes one documented exit code
-(:mod:`konductor_sdk.cli._exitcodes`) and at most one line on stderr.
+:func:`main` runs the click application without click's standalone mode so that every way
+a command can end (a Konductor error, a timeout, a signal, a lost permit, a child's exit
+status) becomes one documented exit code (:mod:`konductor_sdk.cli._exitcodes`) and at
+most one line on stderr. The ``koncli`` executable is :func:`entry_point`: ``main``, then
+an exit that skips tearing the interpreter down.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -15,19 +19,8 @@ from typing import NoReturn
 
 import click
 
-from ._app import cli
+from ._commands import cli
 from ._exitcodes import ChildExited, CliError, ExitCode, exit_code_for
-
-
-def _register() -> None:
-    from . import _bulk, _commands, _config_cmd, _run, _watchview
-
-    for module in (_commands, _run, _bulk, _watchview, _config_cmd):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -67,6 +60,11 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run koncli with ``argv`` (default ``sys.argv[1:]``) and exit with its exit code."""
+    # koncli reports what goes wrong itself, once; the SDK's log records (a lost permit,
+    # a failed watch) would repeat it on stderr through logging's last-resort handler.
+    sdk_log = logging.getLogger("konductor_sdk")
+    if not sdk_log.handlers:
+        sdk_log.addHandler(logging.NullHandler())
     try:
         try:
             result = cli.main(args=argv, prog_name="koncli", standalone_mode=False)
@@ -88,4 +86,32 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     sys.exit(result if isinstance(result, int) else ExitCode.OK)
 
 
-__all__ = ["cli", "main"]
+def entry_point() -> NoReturn:
+    """The ``koncli`` executable: :func:`main`, then ``os._exit`` once output is flushed.
+
+    Everything koncli does is finished by then (the command's releases are written, the
+    client closed, a child reaped), but a normal interpreter exit would go on to tear down
+    every imported module, which with the HTTP stack's thousands of generated classes takes
+    about as long again as a command did: ``koncli run`` returned ~1 s after the next waiter
+    had already been granted its permit. Scripts waiting on koncli should not wait for that.
+    """
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"), as the interpreter would print it
+        print(code, file=sys.stderr)
+        status = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        # A closed pipe (koncli ... | head) has nothing left to flush to.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
+
+
+__all__ = ["cli", "entry_point", "main"]

@@ -13,15 +13,15 @@ SIGTERM into cancellation: a waiter leaves its queue and releases what it was gr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
+import re
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-import anyio
-import attrs
 import click
 
 from . import _config
@@ -29,6 +29,8 @@ from ._config import Flags, OutputFormat, Settings
 from ._exitcodes import Interrupted, WaitTimedOut
 
 if TYPE_CHECKING:
+    import anyio
+
     from konductor_sdk import Client, Identity
 
 T = TypeVar("T")
@@ -38,7 +40,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_CODES_HELP = """\b
 Exit codes:
   0    success
-  1    error (API error, not found, forbidden, a bulk item failed)
+  1    error (API error, not found, forbidden, server unreachable, a bulk item failed)
   2    usage error (bad flag, value or config file; nothing was written)
   3    --timeout passed before the wait finished
   4    would block (--nowait and the primitive was not free)
@@ -49,11 +51,11 @@ Exit codes:
 """
 
 
-@attrs.define
+@dataclasses.dataclass
 class AppState:
     """Per-invocation state on the root context: raw flags, then resolved settings."""
 
-    flags: dict[str, str] = attrs.field(factory=dict)
+    flags: dict[str, str] = dataclasses.field(default_factory=dict)
     _settings: Settings | None = None
 
     def settings(self) -> Settings:
@@ -116,6 +118,15 @@ _GLOBAL_OPTIONS: list[Callable[[F], F]] = [
         callback=_store_flag,
         expose_value=False,
     ),
+    click.option(
+        "--retry-budget",
+        type=click.FloatRange(min=0),
+        metavar="SECONDS",
+        help="How long an unreachable API server is retried before a command fails "
+        "(exit 1) [env KONDUCTOR_RETRY_BUDGET; default 30; inf: forever].",
+        callback=_store_flag,
+        expose_value=False,
+    ),
 ]
 
 
@@ -153,6 +164,8 @@ def wait_limit(timeout: float | None, what: str) -> Iterator[None]:
     if timeout is None:
         yield
         return
+    import anyio
+
     try:
         with anyio.fail_after(timeout):
             yield
@@ -170,19 +183,64 @@ def output_format() -> OutputFormat:
 
 @contextlib.asynccontextmanager
 async def open_client(cfg: Settings, *, identity: Identity | None = None) -> AsyncIterator[Client]:
-    """A connected SDK client for ``cfg``; closed (background tasks cancelled) on exit."""
-    from konductor_sdk import Client
+    """A connected SDK client for ``cfg``; closed (background tasks cancelled) on exit.
 
-    async with Client(
+    Raises:
+        ConfigurationError: the kubeconfig or context is unusable, in koncli's words
+            (which flag or variable chose it).
+    """
+    from konductor_sdk import Client, ConfigurationError
+
+    path, source = _config.effective_kubeconfig(cfg, os.environ, Path.home())
+    if source != _config.IN_CLUSTER and not Path(path).exists():  # noqa: ASYNC240 - one stat
+        raise ConfigurationError(
+            f"kubeconfig: no such file {path!r} (from {source}; choose one with "
+            "--kubeconfig, KONDUCTOR_KUBECONFIG or KUBECONFIG)"
+        )
+    client = Client(
         kubeconfig=cfg.kubeconfig,
         context=cfg.context,
         namespace=cfg.namespace,
         identity=identity,
-    ) as client:
+        retry_budget=cfg.retry_budget,
+    )
+    try:
+        await client.connect()
+    except ConfigurationError as exc:
+        await client.aclose()
+        raise ConfigurationError(cli_words(str(exc), cfg)) from exc
+    except BaseException:
+        await client.aclose()
+        raise
+    async with client:
         yield client
 
 
+# SDK argument names in error messages -> what a koncli user types instead.
+_SDK_ARGUMENTS = {
+    "kubeconfig": "--kubeconfig",
+    "context": "--context",
+    "namespace": "-n/--namespace",
+    "retry_budget": "--retry-budget",
+}
+
+
+def cli_words(message: str, cfg: Settings) -> str:
+    """An SDK error message with its argument names (``pass context=``) said as koncli's
+    flags, and the source of a bad context named."""
+    text = re.sub(
+        r"\b(kubeconfig|context|namespace|retry_budget)=",
+        lambda m: _SDK_ARGUMENTS[m.group(1)],
+        message,
+    )
+    if cfg.context is not None and f"context {cfg.context!r}" in text:
+        text += f"; the context was chosen by {_config.where('context', cfg.sources)}"
+    return text
+
+
 async def _cancel_on_signal(scope: anyio.CancelScope, got: list[int]) -> None:
+    import anyio
+
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             got.append(signum)
@@ -191,6 +249,8 @@ async def _cancel_on_signal(scope: anyio.CancelScope, got: list[int]) -> None:
 
 
 async def _guarded(func: Callable[[], Awaitable[T]], handle_signals: bool) -> T:
+    import anyio
+
     got: list[int] = []
     result: list[T] = []
     errors: list[BaseException] = []
@@ -215,6 +275,8 @@ async def _guarded(func: Callable[[], Awaitable[T]], handle_signals: bool) -> T:
 
 def run_async(func: Callable[[], Awaitable[T]], *, handle_signals: bool = True) -> T:
     """Run ``func`` in a fresh asyncio loop; SIGINT/SIGTERM cancel it (exit 128+N)."""
+    import anyio
+
     return anyio.run(_guarded, func, handle_signals, backend="asyncio")
 
 
@@ -240,18 +302,3 @@ class KoncliGroup(click.Group):
             for option in _GLOBAL_OPTIONS:
                 option(cmd)
         super().add_command(cmd, name)
-
-
-@click.group(
-    cls=KoncliGroup,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    epilog=EXIT_CODES_HELP,
-)
-@global_options
-@click.version_option(package_name="konductor", prog_name="koncli")
-def cli() -> None:
-    """koncli: Kubernetes-native semaphores, mutexes, barriers, leases and gates.
-
-    Every wait is driven by a watch (no polling) and waits forever unless --timeout is
-    given. Ctrl-C during a wait leaves the queue and releases anything acquired.
-    """

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Final
+
 import click
 
 from . import _app, _verbs
-from ._commands import GROUPS
-
-barrier = GROUPS["barrier"]
 
 
 def _labels(values: tuple[str, ...]) -> dict[str, str]:
@@ -22,7 +22,7 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-@barrier.command("create")
+@click.command("create")
 @_verbs.name_arg("barrier")
 @click.option("--expected", type=int, required=True, help="Parties that open it.")
 @click.option("--quorum", type=int, default=None, help="Parties that open it after --last-call.")
@@ -62,7 +62,7 @@ async def create(
         _verbs.emit_status(await obj.create(exist_ok=exist_ok))
 
 
-@barrier.command("status")
+@click.command("status")
 @_verbs.name_arg("barrier")
 @_app.async_command
 async def status(name: str) -> None:
@@ -73,7 +73,7 @@ async def status(name: str) -> None:
         _verbs.emit_status(await Barrier(name, expected=None, client=client).status())
 
 
-@barrier.command("wait")
+@click.command("wait")
 @_verbs.name_arg("barrier")
 @click.option(
     "--expected", type=int, default=None, help="Create it with this many parties if absent."
@@ -112,7 +112,7 @@ def _emit_index(name: str, index: int) -> None:
     _output.emit({"name": name, "index": index}, _app.output_format(), lambda d: str(d["index"]))
 
 
-@barrier.command("arrive")
+@click.command("arrive")
 @_verbs.name_arg("barrier")
 @click.option("--expected", type=int, default=None, help="Create it with this many if absent.")
 @click.option("--party", default=None, help="This party's name (default: unique).")
@@ -136,7 +136,7 @@ async def arrive(name: str, expected: int | None, party: str | None, ttl: int | 
     _output.emit(data, _app.output_format(), lambda d: str(d["generation"]))
 
 
-@barrier.command("reset")
+@click.command("reset")
 @_verbs.name_arg("barrier")
 @_app.async_command
 async def reset(name: str) -> None:
@@ -148,7 +148,7 @@ async def reset(name: str) -> None:
     click.echo(f"barrier {name}: {'reset' if done else 'nobody was waiting'}", err=True)
 
 
-@barrier.command("set-expected")
+@click.command("set-expected")
 @_verbs.name_arg("barrier")
 @click.argument("expected", type=int)
 @_app.async_command
@@ -158,3 +158,8 @@ async def set_expected(name: str, expected: int) -> None:
 
     async with _app.open_client(_app.settings()) as client:
         _verbs.emit_status(await Barrier(name, expected=None, client=client).set_expected(expected))
+
+
+VERBS: Final[Mapping[str, Sequence[tuple[str, click.Command]]]] = {
+    "barrier": [(c.name or "", c) for c in (create, status, wait, arrive, reset, set_expected)],
+}

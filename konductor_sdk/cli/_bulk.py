@@ -5,6 +5,13 @@ YAML documents, a JSON/YAML list, or a ``kind: List`` (what ``koncli <kind> list
 prints) — or, for delete/release, a kind and a label selector. The whole input is
 validated before the first write, so a typo fails with exit 2 and nothing half-done;
 after that every item is attempted and reported in a result table (exit 1 if any failed).
+
+``create`` is all or nothing: after the local checks (names, kinds, a Gate's condition
+tree and CEL) the API server dry-runs every item (``dryRun=All``, ``fieldValidation=
+Strict``: schema, unknown fields, admission policies, RBAC, existing names) and nothing
+is created unless every item passed. Gates get ``spec.creator`` (who is writing, as the
+API server authenticates us), which deploy/'s gate-creator policy requires. The server's
+``Warning`` headers are shown on stderr.
 """
 
 from __future__ import annotations
@@ -19,10 +26,10 @@ import click
 import yaml
 
 from konductor_sdk._kernel.errors import AlreadyExistsError, ConfigurationError, NotFoundError
-from konductor_sdk._kernel.names import check_object_name
-from konductor_sdk._kernel.objects import GROUP, VERSION, ResourceKind
+from konductor_sdk._kernel.names import check_namespace, check_object_name
+from konductor_sdk._kernel.objects import GATE, GROUP, VERSION, ResourceKind
 
-from . import _app, _generic, _objects
+from . import _app, _generic, _objects, _output
 from ._exitcodes import CliError
 
 API_VERSION: Final = f"{GROUP}/{VERSION}"
@@ -99,7 +106,7 @@ def parse_items(documents: Sequence[Any], *, source: str) -> list[Item]:
         name = check_object_name(metadata.get("name"), field=f"{where}: metadata.name")
         namespace = metadata.get("namespace")
         if namespace is not None:
-            check_object_name(namespace, field=f"{where}: metadata.namespace")
+            check_namespace(namespace, field=f"{where}: metadata.namespace")
         key = (resource.kind, namespace, name)
         if key in seen:
             raise ConfigurationError(f"{where}: {kind} {name} appears twice")
@@ -111,39 +118,138 @@ def parse_items(documents: Sequence[Any], *, source: str) -> list[Item]:
             "apiVersion": API_VERSION,
             "kind": resource.kind,
         }
+        if resource == GATE:
+            check_gate_spec(body["spec"], where=f"{where} (Gate {name})")
         items.append(Item(resource, name, namespace, body))
     if not items:
         raise ConfigurationError(f"{source}: no objects found")
     return items
 
 
-def _row(item: Item, namespace: str, result: str, message: str = "") -> dict[str, Any]:
-    return {
+def check_gate_spec(spec: Any, *, where: str) -> None:
+    """What ``Gate.create`` checks before writing: the condition tree and its CEL (the
+    API server's schema cannot compile CEL, so a typo would only surface in status).
+
+    Raises:
+        ConfigurationError: naming the item and the field path.
+    """
+    from konductor_sdk._kernel.cel_eval import check_expression
+    from konductor_sdk._machines.gate_spec import parse_spec
+
+    try:
+        for leaf in parse_spec(spec).leaves:
+            if leaf.type == "object":
+                try:
+                    check_expression(str(leaf.params["expression"]))
+                except ConfigurationError as exc:
+                    raise ConfigurationError(f"{leaf.path}.object.{exc}") from None
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{where}: {exc}") from None
+
+
+def _row(
+    item: Item,
+    namespace: str,
+    result: str,
+    message: str = "",
+    warnings: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
         "kind": item.kind,
         "namespace": namespace,
         "name": item.name,
         "result": result,
         "message": message,
     }
+    if warnings is not None:  # create: the server's warnings about the item
+        row["warnings"] = list(warnings)
+    return row
 
 
 async def create_items(items: Sequence[Item], *, skip_existing: bool) -> list[dict[str, Any]]:
+    """Dry-run every item, then create them all — or none, if any item was refused."""
+    from konductor_sdk._kernel.store import KubeStore
+    from konductor_sdk.gate import whoami
+
     cfg = _app.settings()
-    rows = []
     async with _app.open_client(cfg) as client:
-        for item in items:
-            namespace = item.namespace or client.namespace
-            body = dict(item.body)
-            body["metadata"] = {**body["metadata"], "namespace": namespace}
+        store = client.store
+        if not isinstance(store, KubeStore):  # pragma: no cover - koncli always has one
+            raise CliError("koncli create needs a real API server (dry run)")
+        creator = await whoami(client) if any(i.resource == GATE for i in items) else None
+        bodies = [_body(item, client.namespace, creator) for item in items]
+
+        # 1. The server checks every item without storing anything.
+        checked: list[tuple[str, str, list[str]]] = []  # (outcome, message, warnings)
+        for item, (namespace, body) in zip(items, bodies, strict=True):
+            warnings: list[str] = []
             try:
-                await client.store.create(item.resource, namespace, body)
-                rows.append(_row(item, namespace, "created"))
+                await store.create(
+                    item.resource,
+                    namespace,
+                    body,
+                    dry_run=True,
+                    field_validation="Strict",
+                    warnings=warnings,
+                )
+                checked.append(("ok", "", warnings))
             except AlreadyExistsError:
-                result = "unchanged" if skip_existing else "failed"
-                rows.append(_row(item, namespace, result, "already exists"))
-            except Exception as exc:  # one bad item must not stop the others
-                rows.append(_row(item, namespace, "failed", str(exc)))
+                checked.append(("exists", "already exists", warnings))
+            except Exception as exc:  # reported per item below; nothing is written
+                checked.append(("refused", str(exc), warnings))
+        for item, (namespace, _), (_, _, warnings) in zip(items, bodies, checked, strict=True):
+            for text in warnings:
+                _output.message(f"koncli: warning: {item.kind} {namespace}/{item.name}: {text}")
+        refused = [
+            (i, c)
+            for i, c in enumerate(checked)
+            if c[0] == "refused" or (c[0] == "exists" and not skip_existing)
+        ]
+        if refused:
+            first = refused[0][0] + 1
+            rows = []
+            for item, (namespace, _), (outcome, message, warnings) in zip(
+                items, bodies, checked, strict=True
+            ):
+                if outcome == "ok" or (outcome == "exists" and skip_existing):
+                    message = f"not created: item {first} was refused (dry run passed)"
+                rows.append(_row(item, namespace, "failed", message, warnings))
+            return rows
+
+        # 2. Every item passed: create them (a writer racing us can still make one fail).
+        rows = []
+        for item, (namespace, body), (outcome, _, seen) in zip(items, bodies, checked, strict=True):
+            if outcome == "exists":
+                rows.append(_row(item, namespace, "unchanged", "already exists", seen))
+                continue
+            warnings = []
+            try:
+                await store.create(
+                    item.resource, namespace, body, field_validation="Strict", warnings=warnings
+                )
+                rows.append(_row(item, namespace, "created", "", seen))
+            except Exception as exc:  # one item lost a race: report it, go on
+                rows.append(_row(item, namespace, "failed", str(exc), seen))
+            for text in warnings:
+                if text not in seen:
+                    _output.message(f"koncli: warning: {item.kind} {namespace}/{item.name}: {text}")
     return rows
+
+
+def _body(
+    item: Item, default_namespace: str, creator: Mapping[str, Any] | None
+) -> tuple[str, dict[str, Any]]:
+    namespace = item.namespace or default_namespace
+    body = dict(item.body)
+    body["metadata"] = {**body["metadata"], "namespace": namespace}
+    if item.resource == GATE:
+        # deploy/'s gate-creator policy admits a Gate spec only if spec.creator is its
+        # writer: record ourselves (replacing whatever the file said, e.g. from get -o yaml).
+        spec = {k: v for k, v in dict(body.get("spec") or {}).items() if k != "creator"}
+        if creator is not None:
+            spec["creator"] = dict(creator)
+        body["spec"] = spec
+    return namespace, body
 
 
 async def delete_items(items: Sequence[Item], *, ignore_not_found: bool) -> list[dict[str, Any]]:
@@ -180,7 +286,11 @@ def results(rows: Sequence[dict[str, Any]]) -> None:
 @click.option("--skip-existing", is_flag=True, help="An existing object is not an error.")
 @_app.async_command
 async def create_cmd(source: str, skip_existing: bool) -> None:
-    """Create every object in FILE; print a result per object.
+    """Create every object in FILE, all or nothing; print a result per object.
+
+    Every item is checked first (locally, then by a server-side dry run: schema, unknown
+    fields, admission policies, RBAC, existing names); if any is refused, nothing is
+    created. Gates record you as spec.creator. Server warnings go to stderr.
 
     \b
     apiVersion: sync.konductor.io/v1alpha1
@@ -346,6 +456,3 @@ async def release_cmd(
     if not rows:
         raise CliError(f"no {cli_kind} holders matched --selector {selector!r}")
     results(rows)
-
-
-COMMANDS = [create_cmd, delete_cmd, release_cmd]

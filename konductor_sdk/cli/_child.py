@@ -43,6 +43,22 @@ def _death_signal_hook() -> Callable[[], None] | None:
     return hook
 
 
+def command_argv(command: Sequence[str], usage: str) -> tuple[str, ...]:
+    """COMMAND as the user gave it after ``--``; a ``--`` is never taken for the program.
+
+    Raises:
+        ConfigurationError: nothing but ``--`` (exit 2, before anything is written).
+    """
+    argv = list(command)
+    while argv and argv[0] == "--":
+        del argv[0]
+    if not argv:
+        from konductor_sdk._kernel.errors import ConfigurationError
+
+        raise ConfigurationError(f"no command given (use: {usage})")
+    return tuple(argv)
+
+
 def shell_status(returncode: int) -> int:
     """``Popen.returncode`` as a shell reports it: ``-N`` (killed by signal N) is 128+N."""
     return 128 - returncode if returncode < 0 else returncode

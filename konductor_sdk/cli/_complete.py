@@ -21,15 +21,20 @@ from ._app import open_client, state
 from ._config import Settings
 
 COMPLETION_TIMEOUT = 2.0
+SETUP_TIMEOUT = 10.0
 SHELLS = ("bash", "zsh", "fish")
 
 
 async def _names(kind: str, cfg: Settings) -> list[str]:
     from ._objects import resource_for
 
-    with anyio.fail_after(COMPLETION_TIMEOUT):
+    # The bound is on the request: importing the SDK's HTTP stack and reading the
+    # kubeconfig (lazy since koncli starts fast) must not eat it on a slow machine; they
+    # get a generous bound of their own.
+    with anyio.fail_after(SETUP_TIMEOUT):
         async with open_client(cfg) as client:
-            listed = await client.store.list(resource_for(kind), client.namespace)
+            with anyio.fail_after(COMPLETION_TIMEOUT):
+                listed = await client.store.list(resource_for(kind), client.namespace)
     return sorted(obj.name for obj in listed.items)
 
 
@@ -51,15 +56,14 @@ def complete_names(
     return complete
 
 
-def script(shell: str, prog_name: str = "koncli") -> str:
-    """The completion script for ``shell`` (what ``eval "$(koncli completion bash)"`` runs)."""
-    from ._app import cli
-
+def script(root: click.Command, shell: str, prog_name: str = "koncli") -> str:
+    """The completion script of ``root`` for ``shell`` (what ``eval "$(koncli completion
+    bash)"`` runs)."""
     cls = get_completion_class(shell)
     if cls is None:  # pragma: no cover - the Choice below only allows known shells
         raise click.BadParameter(f"unsupported shell {shell!r}")
     complete_var = "_" + prog_name.replace("-", "_").upper() + "_COMPLETE"
-    return cls(cli, {}, prog_name, complete_var).source()
+    return cls(root, {}, prog_name, complete_var).source()
 
 
 @click.command("completion")
@@ -76,4 +80,5 @@ def completion_cmd(shell: str | None) -> None:
         shell = os.path.basename(os.environ.get("SHELL", "")) or "bash"
         if shell not in SHELLS:
             raise click.UsageError(f"cannot guess the shell from $SHELL; pass one of {SHELLS}")
-    click.echo(script(shell), nl=False)
+    root = click.get_current_context().find_root().command
+    click.echo(script(root, shell), nl=False)

@@ -12,23 +12,27 @@ The config file is TOML, at ``--config``, else ``$KONDUCTOR_CONFIG``, else
     default = 30
     lease = 15
 
+    retry_budget = 30          # seconds of an unreachable API server before waits fail
+
 Environment: ``KONDUCTOR_NAMESPACE``, ``KONDUCTOR_OUTPUT``, ``KONDUCTOR_CONTEXT``,
-``KONDUCTOR_KUBECONFIG``, ``KONDUCTOR_TTL`` (every kind). Everything here is pure (the
-environment and file system are passed in), so precedence is unit-tested exhaustively.
+``KONDUCTOR_KUBECONFIG``, ``KONDUCTOR_TTL`` (every kind), ``KONDUCTOR_RETRY_BUDGET``.
+Everything here is pure (the environment and file system are passed in), so precedence is
+unit-tested exhaustively. (Plain dataclasses, not attrs: ``koncli --help`` loads this.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, final
 
-import attrs
-
 from konductor_sdk._kernel.errors import ConfigurationError
+from konductor_sdk._kernel.names import check_namespace
 
 OUTPUT_FORMATS: Final = ("text", "json", "yaml")
 OutputFormat = Literal["text", "json", "yaml"]
@@ -47,6 +51,9 @@ BUILTIN_TTLS: Final[Mapping[str, int]] = {"default": 30, "lease": 15}
 MIN_TTL: Final = 1
 MAX_TTL: Final = 86_400
 
+DEFAULT_RETRY_BUDGET: Final = 30.0
+IN_CLUSTER: Final = "the pod's service account (in-cluster)"
+
 ENV_CONFIG: Final = "KONDUCTOR_CONFIG"
 ENV_VARS: Final[Mapping[str, str]] = {
     "namespace": "KONDUCTOR_NAMESPACE",
@@ -54,13 +61,22 @@ ENV_VARS: Final[Mapping[str, str]] = {
     "context": "KONDUCTOR_CONTEXT",
     "kubeconfig": "KONDUCTOR_KUBECONFIG",
     "ttl": "KONDUCTOR_TTL",
+    "retry_budget": "KONDUCTOR_RETRY_BUDGET",
+}
+FLAGS: Final[Mapping[str, str]] = {
+    "namespace": "-n/--namespace",
+    "output": "-o/--output",
+    "context": "--context",
+    "kubeconfig": "--kubeconfig",
+    "retry_budget": "--retry-budget",
+    "config": "--config",
 }
 _STRING_KEYS: Final = ("namespace", "output", "context", "kubeconfig")
 Source = Literal["flag", "env", "config", "default"]
 
 
 @final
-@attrs.frozen
+@dataclasses.dataclass(frozen=True)
 class Flags:
     """What the command line said; ``None`` means the flag was not given."""
 
@@ -69,10 +85,11 @@ class Flags:
     output: str | None = None
     context: str | None = None
     kubeconfig: str | None = None
+    retry_budget: str | None = None
 
 
 @final
-@attrs.frozen
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """The resolved settings of one invocation.
 
@@ -82,6 +99,7 @@ class Settings:
         kubeconfig: ``None`` lets the SDK decide (in-cluster, ``$KUBECONFIG``,
             ``~/.kube/config``).
         ttls: seconds by kind, with ``"default"`` for kinds not listed.
+        retry_budget: seconds of an unreachable API server before a wait fails.
         config_path: the config file read, if any.
         sources: where each setting came from (for ``koncli config view``).
     """
@@ -90,9 +108,10 @@ class Settings:
     output: OutputFormat = "text"
     context: str | None = None
     kubeconfig: str | None = None
-    ttls: Mapping[str, int] = attrs.field(factory=lambda: dict(BUILTIN_TTLS))
+    ttls: Mapping[str, int] = dataclasses.field(default_factory=lambda: dict(BUILTIN_TTLS))
+    retry_budget: float = DEFAULT_RETRY_BUDGET
     config_path: Path | None = None
-    sources: Mapping[str, Source] = attrs.field(factory=dict)
+    sources: Mapping[str, Source] = dataclasses.field(default_factory=dict)
 
     def ttl(self, kind: str) -> int:
         """The default TTL for entries of ``kind`` (``"semaphore"``, ``"lease"``...)."""
@@ -141,7 +160,7 @@ def validate_config(data: Mapping[str, Any], *, where: str) -> None:
     Raises:
         ConfigurationError: the first problem found.
     """
-    allowed = (*_STRING_KEYS, "ttl")
+    allowed = (*_STRING_KEYS, "ttl", "retry_budget")
     for key, value in data.items():
         if key not in allowed:
             raise ConfigurationError(
@@ -158,10 +177,14 @@ def validate_config(data: Mapping[str, Any], *, where: str) -> None:
                     check_ttl(seconds, f"{where}: ttl.{kind}")
             else:
                 check_ttl(value, f"{where}: ttl")
+        elif key == "retry_budget":
+            check_retry_budget(value, f"{where}: retry_budget")
         elif not isinstance(value, str) or not value:
             raise ConfigurationError(f"{where}: {key} must be a non-empty string, got {value!r}")
         elif key == "output":
             check_output(value, f"{where}: output")
+        elif key == "namespace":
+            check_namespace(value, field=f"{where}: namespace")
 
 
 def check_ttl(value: object, what: str) -> int:
@@ -174,6 +197,21 @@ def check_ttl(value: object, what: str) -> int:
             f"{what} must be an integer number of seconds in [{MIN_TTL}, {MAX_TTL}], got {value!r}"
         )
     return value
+
+
+def check_retry_budget(value: object, what: str) -> float:
+    """``value`` as a retry budget in seconds (``inf``: forever), or a ConfigurationError."""
+    number: float = math.nan
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    if not number >= 0:
+        raise ConfigurationError(
+            f"{what} must be a number of seconds >= 0 (inf: retry forever), got {value!r}"
+        )
+    return number
 
 
 def check_output(value: str, what: str) -> OutputFormat:
@@ -203,8 +241,22 @@ def resolve(flags: Flags, env: Mapping[str, str], config: Mapping[str, Any]) -> 
             values[key], sources[key] = str(config[key]), "config"
         else:
             values[key], sources[key] = None, "default"
-    what = {"flag": "--output", "env": ENV_VARS["output"]}.get(sources["output"], "output")
-    output = check_output(values["output"] or "text", what)
+    output = check_output(values["output"] or "text", where("output", sources))
+    if values["namespace"] is not None:
+        check_namespace(values["namespace"], field=where("namespace", sources))
+
+    retry_budget = DEFAULT_RETRY_BUDGET
+    sources["retry_budget"] = "default"
+    candidates: list[tuple[Source, object]] = [
+        ("flag", flags.retry_budget),
+        ("env", env.get(ENV_VARS["retry_budget"]) or None),
+        ("config", config.get("retry_budget")),
+    ]
+    for source, raw in candidates:
+        if raw is not None:
+            sources["retry_budget"] = source
+            retry_budget = check_retry_budget(raw, where("retry_budget", sources))
+            break
 
     ttls = dict(BUILTIN_TTLS)
     sources["ttl"] = "default"
@@ -227,8 +279,30 @@ def resolve(flags: Flags, env: Mapping[str, str], config: Mapping[str, Any]) -> 
         context=values["context"],
         kubeconfig=os.path.expanduser(kubeconfig) if kubeconfig else None,
         ttls=ttls,
+        retry_budget=retry_budget,
         sources=sources,
     )
+
+
+def where(key: str, sources: Mapping[str, Source]) -> str:
+    """How the user set ``key``, in the words they used (flag, variable or file key)."""
+    return {"flag": FLAGS.get(key, key), "env": ENV_VARS.get(key, key)}.get(sources[key], key)
+
+
+def effective_kubeconfig(settings: Settings, env: Mapping[str, str], home: Path) -> tuple[str, str]:
+    """The kubeconfig the SDK will read for ``settings`` and where that choice came from
+    (``("/path", "--kubeconfig")``, ``("/path", "$KUBECONFIG")``, ``("in-cluster",
+    "service account")``...), as the SDK's ``Client`` decides it."""
+    if settings.kubeconfig is not None:
+        return settings.kubeconfig, where("kubeconfig", settings.sources)
+    kubeconfig = env.get("KUBECONFIG", "")
+    if "KUBERNETES_SERVICE_HOST" in env and not kubeconfig:
+        return "in-cluster", IN_CLUSTER
+    if kubeconfig:
+        first = kubeconfig.split(os.pathsep)[0]
+        more = " (only its first file is read)" if os.pathsep in kubeconfig else ""
+        return first, f"$KUBECONFIG{more}"
+    return str(home / ".kube" / "config"), "default"
 
 
 def load(flags: Flags, env: Mapping[str, str], home: Path) -> Settings:
@@ -240,4 +314,4 @@ def load(flags: Flags, env: Mapping[str, str], home: Path) -> Settings:
     path, required = config_path(flags, env, home)
     data = load_config_file(path, required=required)
     settings = resolve(flags, env, data)
-    return attrs.evolve(settings, config_path=path if data or required else None)
+    return dataclasses.replace(settings, config_path=path if data or required else None)

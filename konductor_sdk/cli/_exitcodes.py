@@ -6,7 +6,7 @@ Scripts branch on these, so they are part of the public interface (``docs/cli.md
 code  meaning
 ====  =============================================================================
 0     success
-1     error (API error, object not found, permission denied, bulk item failed...)
+1     error (API error, not found, forbidden, unreachable, bulk item failed...)
 2     usage: bad flag, bad value, bad config file (nothing was written)
 3     ``--timeout`` passed before the wait finished
 4     would block: ``--nowait`` and the primitive was not free
@@ -49,6 +49,14 @@ class WaitTimedOut(CliError):
     """``--timeout`` passed before a wait finished."""
 
     exit_code = ExitCode.TIMEOUT
+
+
+@final
+class HoldLost(CliError):
+    """A hold ended while ``koncli run``'s command ran; the message says how it was stopped
+    (reported once, with the SDK's ``PermitLost``/``LeadershipLost`` as the cause)."""
+
+    exit_code = ExitCode.LOST
 
 
 @final

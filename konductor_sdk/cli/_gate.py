@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 import click
 
 from . import _app, _verbs
-from ._commands import GROUPS
-
-gate = GROUPS["gate"]
 
 # --flag -> Condition class method; each condition is named after its object.
 _REFS = {
@@ -36,7 +34,7 @@ def conditions(external: tuple[str, ...], refs: dict[str, tuple[str, ...]]) -> l
     return out
 
 
-@gate.command("create")
+@click.command("create")
 @_verbs.name_arg("gate")
 @click.option("--external", multiple=True, metavar="CONDITION", help="Set by 'gate mark'.")
 @click.option("--job", "jobs", multiple=True, metavar="[NS/]JOB", help="Job completed.")
@@ -88,7 +86,7 @@ async def create(
     _verbs.emit_status(status)
 
 
-@gate.command("status")
+@click.command("status")
 @_verbs.name_arg("gate")
 @_app.async_command
 async def status(name: str) -> None:
@@ -99,7 +97,7 @@ async def status(name: str) -> None:
         _verbs.emit_status(await Gate(name, client=client).status())
 
 
-@gate.command("wait")
+@click.command("wait")
 @_verbs.name_arg("gate")
 @_app.timeout_option
 @_app.async_command
@@ -113,7 +111,7 @@ async def wait(name: str, wait_timeout: float | None) -> None:
     _verbs.emit_status(st)
 
 
-@gate.command("mark")
+@click.command("mark")
 @_verbs.name_arg("gate")
 @click.argument("condition")
 @click.option("--met/--unmet", default=True, show_default=True)
@@ -126,3 +124,8 @@ async def mark(name: str, condition: str, met: bool, message: str) -> None:
     async with _app.open_client(_app.settings()) as client:
         st = await Gate(name, client=client).mark(condition, met=met, message=message)
     _verbs.emit_status(st)
+
+
+VERBS: Final[Mapping[str, Sequence[tuple[str, click.Command]]]] = {
+    "gate": [(c.name or "", c) for c in (create, status, wait, mark)],
+}

@@ -1,18 +1,17 @@
 """``get``, ``list`` and ``delete``: the same for every kind, straight through the store.
 
 They need no primitive-specific code (the CRD schema is the contract), so they work for
-every kind the cluster serves. ``get -o json|yaml`` prints the object exactly as the API
-server has it; ``list -o json|yaml`` prints a ``kind: List``, which ``koncli create -f``
-accepts back.
+every kind the cluster serves. ``get -o json|yaml`` prints the object as the API server has
+it, without ``metadata.managedFields`` (as kubectl); ``list -o json|yaml`` prints a ``kind:
+List``, which ``koncli create -f`` accepts back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Group, RenderableType
 
 from konductor_sdk._kernel.errors import ConfigurationError, NotFoundError
 from konductor_sdk._kernel.objects import KObject, ResourceKind
@@ -21,9 +20,14 @@ from . import _app, _objects, _output
 from ._complete import complete_names
 from ._exitcodes import CliError
 
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
 
 def render_object(obj: KObject) -> RenderableType:
     """Human view of one object: header, spec, scalar status, one table per entry map."""
+    from rich.console import Group
+
     maps = _objects.entry_maps(obj)
     parts: list[RenderableType] = [
         f"{obj.raw.get('kind')} {obj.namespace}/{obj.name}  "
@@ -39,14 +43,19 @@ def render_object(obj: KObject) -> RenderableType:
     return Group(*parts)
 
 
-def list_table(rows: Sequence[dict[str, Any]], *, title: str | None = None) -> RenderableType:
-    columns = ["KIND", "NAMESPACE", "NAME", "PHASE", "HOLDERS", "WAITERS", "SUMMARY"]
+def list_table(
+    rows: Sequence[dict[str, Any]], *, title: str | None = None, namespaces: bool = False
+) -> RenderableType:
+    """KIND [NAMESPACE] NAME PHASE HOLDERS WAITERS SUMMARY; the NAMESPACE column only when
+    the rows span namespaces (``-A``), as kubectl does."""
+    columns = ["KIND", *(["NAMESPACE"] if namespaces else []), "NAME"]
+    columns += ["PHASE", "HOLDERS", "WAITERS", "SUMMARY"]
     return _output.table(
         columns,
         (
             [
                 r["kind"],
-                r["namespace"],
+                *([r["namespace"]] if namespaces else []),
                 r["name"],
                 r["phase"] or "-",
                 ",".join(r["holders"]) or "-",
@@ -72,7 +81,7 @@ def get_command(kind: str, resource: ResourceKind) -> click.Command:
         cfg = _app.settings()
         async with _app.open_client(cfg) as client:
             obj = await client.store.get(resource, client.namespace, name)
-        _output.emit(dict(obj.raw), cfg.output, lambda _: render_object(obj))
+        _output.emit(_objects.for_output(obj.raw), cfg.output, lambda _: render_object(obj))
 
     return get
 
@@ -90,9 +99,10 @@ def list_command(kind: str, resource: ResourceKind) -> click.Command:
             listed = await client.store.list(resource, namespace, label_selector=selector)
         objects = sorted(listed.items, key=lambda o: (o.namespace, o.name))
         if cfg.output == "text":
-            _output.emit(None, "text", lambda _: list_table([_objects.row(o) for o in objects]))
+            rows = [_objects.row(o) for o in objects]
+            _output.emit(None, "text", lambda _: list_table(rows, namespaces=all_namespaces))
         else:
-            items = [dict(o.raw) for o in objects]
+            items = [_objects.for_output(o.raw) for o in objects]
             _output.emit({"apiVersion": "v1", "kind": "List", "items": items}, cfg.output)
 
     return list_
@@ -185,8 +195,14 @@ def delete_command(kind: str, resource: ResourceKind) -> click.Command:
     return delete
 
 
-def add_generic_commands(group: click.Group, kind: str) -> None:
-    """Add ``get``, ``list`` and ``delete`` for ``kind`` to ``group``."""
+def generic_commands(kind: str) -> list[tuple[str, click.Command]]:
+    """``get``, ``list`` and ``delete`` for ``kind``, by name."""
     resource = _objects.KINDS[kind]
-    for factory in (get_command, list_command, delete_command):
-        group.add_command(factory(kind, resource))
+    return [
+        (name, factory(kind, resource))
+        for name, factory in (
+            ("get", get_command),
+            ("list", list_command),
+            ("delete", delete_command),
+        )
+    ]

@@ -9,23 +9,18 @@ does not depend on the order of the flags:
 3. leases, mutexes, rwmutexes, semaphores — in that kind order, then by namespace and
    name.
 
-Parsing and ordering are pure; :func:`open_hold` adapts each spec to the SDK primitive's
-``async with`` form, which renews while the body runs, cancels the body if ownership is
-lost (then raises ``PermitLost``/``LeadershipLost``) and releases on exit.
+Parsing and ordering are pure; :func:`._sdk.open_hold` adapts each spec to the SDK
+primitive's ``async with`` form.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal, final
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, Literal, final
 
 import attrs
 
 from konductor_sdk._kernel.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from konductor_sdk import Client
 
 HoldKind = Literal["gate", "barrier", "lease", "mutex", "rwmutex", "semaphore"]
 KIND_ORDER: Final[tuple[HoldKind, ...]] = (
@@ -180,17 +175,3 @@ def child_env(holds: Sequence[dict[str, Any]]) -> dict[str, str]:
     if len(tokens) == 1:
         env["KONDUCTOR_FENCING_TOKEN"] = str(tokens[0])
     return env
-
-
-@contextlib.asynccontextmanager
-async def open_hold(
-    client: Client, spec: HoldSpec, *, ttl: int, priority: int
-) -> AsyncIterator[dict[str, Any]]:
-    """Acquire (or wait for) ``spec`` and hold it for the body; yields what was granted."""
-    from . import _sdk
-
-    info: dict[str, Any] = {"kind": spec.kind, "namespace": spec.namespace, "name": spec.name}
-    async with _sdk.hold(client, spec, ttl=ttl, priority=priority) as granted:
-        info.update(granted)
-        info["namespace"] = info["namespace"] or client.namespace
-        yield info

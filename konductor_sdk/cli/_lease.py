@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Final
+
 import click
 
 from . import _app, _holds, _run, _verbs
-from ._commands import GROUPS
+from ._child import command_argv
 from ._exitcodes import ChildExited, CliError
 
-lease = GROUPS["lease"]
 
-
-@lease.command("create")
+@click.command("create")
 @_verbs.name_arg("lease")
 @_app.ttl_option
 @click.option("--exist-ok", is_flag=True, help="Succeed if it exists already.")
@@ -27,7 +28,7 @@ async def create(name: str, ttl: int | None, exist_ok: bool) -> None:
         _verbs.emit_status(await obj.status())
 
 
-@lease.command("status")
+@click.command("status")
 @_verbs.name_arg("lease")
 @_app.async_command
 async def status(name: str) -> None:
@@ -38,7 +39,7 @@ async def status(name: str) -> None:
         _verbs.emit_status(await Lease(name, client=client).status())
 
 
-@lease.command("acquire")
+@click.command("acquire")
 @_verbs.name_arg("lease")
 @_app.ttl_option
 @click.option("--priority", type=click.IntRange(min=0), default=0, show_default=True)
@@ -55,6 +56,7 @@ async def acquire(
     """
     from konductor_sdk.lease import Lease
 
+    _verbs.check_nowait(nowait, wait_timeout)
     seconds = _verbs.detached_ttl(ttl, for_pod=False)
     async with _app.open_client(_app.settings()) as client:
         obj = Lease(name, ttl=seconds, client=client, priority=priority)
@@ -73,7 +75,7 @@ async def acquire(
         )
 
 
-@lease.command("release")
+@click.command("release")
 @_verbs.name_arg("lease")
 @click.argument("key")
 @_app.async_command
@@ -88,7 +90,7 @@ async def release(name: str, key: str) -> None:
     click.echo(f"lease {name}: released {', '.join(removed)}", err=True)
 
 
-@lease.command("elect", context_settings={"allow_interspersed_args": False})
+@click.command("elect")
 @_verbs.name_arg("lease")
 @_app.ttl_option
 @click.option("--priority", type=click.IntRange(min=0), default=0, show_default=True)
@@ -105,9 +107,14 @@ def elect(
 ) -> None:
     """Wait to become leader, then run COMMAND while leading (same as run --lease NAME).
 
-    If leadership is lost COMMAND is stopped and koncli exits 5; a supervisor (Deployment,
-    systemd) restarts it to campaign again.
+    \b
+    koncli lease elect scheduler --ttl 15 -- python scheduler.py
+
+    Options go before '--'; everything after it is COMMAND. If leadership is lost COMMAND
+    is stopped and koncli exits 5; a supervisor (Deployment, systemd) restarts it to
+    campaign again.
     """
+    command = command_argv(command, "koncli lease elect NAME [OPTIONS] -- COMMAND [ARGS]...")
     specs = _holds.build_specs(leases=[name])
     status = _app.run_async(
         lambda: _run.run_holding(
@@ -123,3 +130,8 @@ def elect(
     )
     if status != 0:
         raise ChildExited(status)
+
+
+VERBS: Final[Mapping[str, Sequence[tuple[str, click.Command]]]] = {
+    "lease": [(c.name or "", c) for c in (create, status, acquire, release, elect)],
+}

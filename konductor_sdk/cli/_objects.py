@@ -7,12 +7,15 @@ bookkeeping; entry maps (holders, waiters, arrivals...) are counted generically.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from konductor_sdk._kernel import objects as _store
 from konductor_sdk._kernel.objects import KObject, ResourceKind
+
+from ._kinds import aliases
 
 if TYPE_CHECKING:
     from konductor_sdk._machines.rules import KindRules
@@ -38,11 +41,15 @@ def cli_name(kind: str) -> str | None:
 
 
 def resource_for(name: str) -> ResourceKind:
-    """The resource of a CLI kind name, its plural, or its ``Kind`` (any case)."""
+    """The resource of a CLI kind name, its plural, a CRD short name, or its ``Kind`` (any
+    case)."""
     lowered = name.lower()
     for cli, rk in KINDS.items():
         if lowered in (cli, rk.plural, rk.kind.lower()):
             return rk
+    kind = aliases().get(lowered)
+    if kind is not None:
+        return KINDS[kind]
     from konductor_sdk._kernel.errors import ConfigurationError
 
     raise ConfigurationError(f"unknown kind {name!r} (allowed: {', '.join(KINDS)})")
@@ -88,10 +95,21 @@ def waiters(obj: KObject) -> int:
 
 
 def phase(obj: KObject) -> str:
+    """``status.phase``; before the first status write (a fresh object), the phase the
+    kind's own ``normalize`` derives from the spec (``Ready``, ``Waiting``, ``Pending``...)."""
     value = obj.status.get("phase")
     if value:
         return str(value)
-    return "Deleting" if obj.deleting else ""
+    if obj.deleting:
+        return "Deleting"
+    rules = _rules().get(str(obj.raw.get("kind", "")))
+    if rules is None:
+        return ""
+    try:
+        derived = rules.normalize(obj.spec, copy.deepcopy(dict(obj.status))).get("phase")
+    except Exception:  # a malformed object: no phase rather than no table
+        return ""
+    return str(derived or "")
 
 
 def summary(obj: KObject) -> str:
@@ -130,6 +148,16 @@ _SERVER_FIELDS: Final = (
     "deletionGracePeriodSeconds",
     "selfLink",
 )
+
+
+def for_output(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """``obj`` as ``get``/``list -o json|yaml`` print it: without ``metadata.managedFields``
+    (server bookkeeping nobody reads, as ``kubectl get -o yaml`` hides it)."""
+    out = dict(obj)
+    metadata = out.get("metadata")
+    if isinstance(metadata, Mapping) and "managedFields" in metadata:
+        out["metadata"] = {k: v for k, v in metadata.items() if k != "managedFields"}
+    return out
 
 
 def manifest(obj: Mapping[str, Any]) -> dict[str, Any]:

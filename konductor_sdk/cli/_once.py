@@ -8,19 +8,17 @@ caller then exits non-zero: the runner with CMD's own code, the others with 1.
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 import click
 
 from . import _app, _output, _verbs
-from ._child import ChildProcess
-from ._commands import GROUPS
+from ._child import ChildProcess, command_argv
 from ._exitcodes import ChildExited
 
-once = GROUPS["once"]
 
-
-@once.command("run", context_settings={"allow_interspersed_args": False})
+@click.command("run")
 @_verbs.name_arg("once")
 @_app.ttl_option
 @_app.timeout_option
@@ -31,9 +29,13 @@ async def run(
 ) -> None:
     """Run COMMAND unless it already ran (or is running) under NAME; exit with its outcome.
 
-    The runner's claim is renewed while COMMAND runs; if the runner dies, another caller
-    takes over after --ttl seconds.
+    \b
+    koncli once run db-schema --ttl 60 -- ./migrate.sh --apply
+
+    Options go before '--'; everything after it is COMMAND. The runner's claim is renewed
+    while COMMAND runs; if the runner dies, another caller takes over after --ttl seconds.
     """
+    command = command_argv(command, "koncli once run NAME [OPTIONS] -- COMMAND [ARGS]...")
     from konductor_sdk import OnceFailed
     from konductor_sdk.once import Once
 
@@ -63,7 +65,7 @@ async def run(
         _output.emit({"name": name, "ran": bool(ran), "result": result}, fmt)
 
 
-@once.command("status")
+@click.command("status")
 @_verbs.name_arg("once")
 @_app.async_command
 async def status(name: str) -> None:
@@ -74,7 +76,7 @@ async def status(name: str) -> None:
         _verbs.emit_status(await Once(name, client=client).status())
 
 
-@once.command("reset")
+@click.command("reset")
 @_verbs.name_arg("once")
 @_app.async_command
 async def reset(name: str) -> None:
@@ -84,3 +86,8 @@ async def reset(name: str) -> None:
     async with _app.open_client(_app.settings()) as client:
         done = await Once(name, client=client).reset()
     click.echo(f"once {name}: {'reset' if done else 'nothing to reset'}", err=True)
+
+
+VERBS: Final[Mapping[str, Sequence[tuple[str, click.Command]]]] = {
+    "once": [(c.name or "", c) for c in (run, status, reset)],
+}

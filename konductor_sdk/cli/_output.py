@@ -13,22 +13,25 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import attrs
-import yaml
-from rich.console import Console, RenderableType
-from rich.table import Table
 
 from ._config import OutputFormat
 
-TextRenderer = Callable[[Any], RenderableType | str]
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.table import Table
+
+TextRenderer = Callable[[Any], "RenderableType | str"]
 
 # A table piped into a file must not be cut at 80 columns.
 _PIPE_WIDTH = 200
 
 
 def _console(file: IO[str]) -> Console:
+    from rich.console import Console
+
     width = None if file.isatty() or os.environ.get("COLUMNS") else _PIPE_WIDTH
     return Console(file=file, width=width, highlight=False, soft_wrap=False)
 
@@ -64,6 +67,8 @@ def dumps(data: Any, fmt: OutputFormat) -> str:
     """JSON (indented, keys in order given) or YAML text of ``data``; not for ``text``."""
     if fmt == "json":
         return json.dumps(plain(data), indent=2) + "\n"
+    import yaml
+
     return yaml.safe_dump(plain(data), sort_keys=False, default_flow_style=False)
 
 
@@ -83,7 +88,7 @@ def emit(data: Any, fmt: OutputFormat, text: TextRenderer | None = None) -> None
 
 def message(text: str) -> None:
     """A human progress/diagnostic line on stderr (never parsed, never on stdout)."""
-    stderr_console().print(text, markup=False)
+    stderr_console().print(text, markup=False, soft_wrap=True)  # one line, unwrapped
 
 
 def cell(value: Any) -> str:
@@ -100,6 +105,8 @@ def cell(value: Any) -> str:
 def table(
     columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None
 ) -> Table:
+    from rich.table import Table
+
     out = Table(*columns, title=title, title_justify="left", box=None, pad_edge=False)
     for row in rows:
         out.add_row(*(cell(v) for v in row))
@@ -110,6 +117,8 @@ def kv_table(data: Any, *, title: str | None = None) -> Table:
     """Two columns, key and value, for a mapping (anything else as a single value)."""
     if not isinstance(data, Mapping):
         data = {"value": data}
+    from rich.table import Table
+
     out = Table("FIELD", "VALUE", title=title, title_justify="left", box=None, pad_edge=False)
     for key, value in data.items():
         out.add_row(str(key), cell(value))

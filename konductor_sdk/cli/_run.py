@@ -34,10 +34,10 @@ import click
 
 from konductor_sdk._kernel.errors import LeadershipLost, PermitLost
 
-from . import _app, _holds, _output
-from ._child import ChildProcess, terminal_delivers_sigint
+from . import _app, _holds, _output, _sdk
+from ._child import ChildProcess, command_argv, terminal_delivers_sigint
 from ._config import Settings
-from ._exitcodes import ChildExited, Interrupted, WaitTimedOut
+from ._exitcodes import ChildExited, HoldLost, Interrupted, WaitTimedOut
 
 if TYPE_CHECKING:
     from konductor_sdk import Client
@@ -99,12 +99,14 @@ async def run_holding(
                         work.cancel()
 
             tg.start_soon(dispatch)
-            limit = anyio.CancelScope(
-                deadline=anyio.current_time() + acquire_within if acquire_within else math.inf
-            )
+            limit = anyio.CancelScope()
             try:
                 with work, limit:
                     async with _app.open_client(cfg) as client:
+                        # --timeout bounds the waiting, not loading the SDK (lazy imports).
+                        _sdk.preload(spec.kind for spec in specs)
+                        if acquire_within:
+                            limit.deadline = anyio.current_time() + acquire_within
                         status = await _acquire_and_run(
                             client, specs, argv, ttls, priority, grace_s, limit, quiet, started
                         )
@@ -114,7 +116,7 @@ async def run_holding(
     if lost:
         if started and started[0].stop_signals:
             how = " then ".join(s.name for s in started[0].stop_signals)
-            _output.message(f"koncli: {lost[0]}; stopped the command with {how}")
+            raise HoldLost(f"{lost[0]}; stopped the command with {how}") from lost[0]
         raise lost[0]
     if status is not None:
         return status
@@ -146,7 +148,7 @@ async def _acquire_and_run(
         for spec in specs:
             if not quiet:
                 _output.message(f"koncli: acquiring {spec.describe()}...")
-            hold = _holds.open_hold(client, spec, ttl=ttls[spec], priority=priority)
+            hold = _sdk.open_hold(client, spec, ttl=ttls[spec], priority=priority)
             holds.append(await stack.enter_async_context(hold))
         limit.deadline = math.inf
         # The deadline may have passed during the last acquisition: then stop here.
@@ -236,6 +238,7 @@ def run_cmd(
     every exit path. SIGINT/SIGTERM are forwarded to COMMAND. If a hold is lost, COMMAND
     is stopped (SIGTERM, then SIGKILL after --grace-period) and koncli exits 5.
     """
+    command = command_argv(command, "koncli run [OPTIONS] -- COMMAND [ARGS]...")
     specs = _holds.build_specs(
         semaphores=semaphores,
         weight=weight,
@@ -262,6 +265,3 @@ def run_cmd(
     )
     if status != 0:
         raise ChildExited(status)
-
-
-COMMANDS = [run_cmd]

@@ -9,7 +9,8 @@ cancelled, renewing while held, cancelling the body and raising ``PermitLost`` /
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import importlib
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -49,6 +50,23 @@ async def hold(
         yield {}
     else:  # pragma: no cover - HoldSpec.kind is a closed Literal
         raise AssertionError(spec.kind)
+
+
+_FACADES = {
+    "lease": "konductor_sdk.lease",
+    "barrier": "konductor_sdk.barrier",
+    "gate": "konductor_sdk.gate",
+    "semaphore": "konductor_sdk.semaphore",
+    "mutex": "konductor_sdk.mutex",
+    "rwmutex": "konductor_sdk.rwmutex",
+}
+
+
+def preload(kinds: Iterable[str]) -> None:
+    """Import the SDK modules ``kinds`` need now, so that a ``--timeout`` started after this
+    bounds waiting on the cluster, not importing on a slow machine."""
+    for kind in set(kinds):
+        importlib.import_module(_FACADES[kind])
 
 
 def front(client: Client, kind: str, name: str, namespace: str | None = None, **kw: Any) -> Any:
@@ -127,3 +145,15 @@ async def force_release(
     from konductor_sdk._kernel.errors import ConfigurationError
 
     raise ConfigurationError(f"{kind} has no holders to release (semaphore, mutex, rwmutex, lease)")
+
+
+@contextlib.asynccontextmanager
+async def open_hold(
+    client: Client, spec: HoldSpec, *, ttl: int, priority: int
+) -> AsyncIterator[dict[str, Any]]:
+    """Acquire (or wait for) ``spec`` and hold it for the body; yields what was granted."""
+    info: dict[str, Any] = {"kind": spec.kind, "namespace": spec.namespace, "name": spec.name}
+    async with hold(client, spec, ttl=ttl, priority=priority) as granted:
+        info.update(granted)
+        info["namespace"] = info["namespace"] or client.namespace
+        yield info

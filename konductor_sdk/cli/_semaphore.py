@@ -9,19 +9,15 @@ reaps it. Either way the key is printed for ``release``/``unlock``.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 import click
 
 from konductor_sdk._kernel.errors import ConfigurationError
 
 from . import _app, _sdk, _verbs
-from ._commands import GROUPS
 from ._exitcodes import CliError
-
-semaphore = GROUPS["semaphore"]
-mutex = GROUPS["mutex"]
-rwmutex = GROUPS["rwmutex"]
 
 for_pod_option = click.option(
     "--for-pod",
@@ -61,6 +57,7 @@ async def _acquire(
     wait_timeout: float | None,
     **acquire_kw: Any,
 ) -> None:
+    _verbs.check_nowait(nowait, wait_timeout)
     seconds = _verbs.detached_ttl(ttl, for_pod)
     identity = pod_identity() if for_pod else None
     async with _app.open_client(_app.settings(), identity=identity) as client:
@@ -120,7 +117,7 @@ def _status_command(kind: str) -> click.Command:
 # --- semaphore ----------------------------------------------------------------------------
 
 
-@semaphore.command("create")
+@click.command("create")
 @_verbs.name_arg("semaphore")
 @click.option("--permits", type=int, required=True, help="spec.permits, 1..1000000.")
 @click.option("--burst", type=int, default=0, show_default=True, help="spec.burst units.")
@@ -138,7 +135,7 @@ async def sem_create(name: str, permits: int, burst: int, burst_seconds: int) ->
         )
 
 
-@semaphore.command("acquire")
+@click.command("acquire")
 @_verbs.name_arg("semaphore")
 @click.option("--weight", type=int, default=1, show_default=True, help="Units to take.")
 @priority_option
@@ -173,7 +170,7 @@ async def sem_acquire(
     )
 
 
-@semaphore.command("set-permits")
+@click.command("set-permits")
 @_verbs.name_arg("semaphore")
 @click.argument("permits", type=int)
 @click.option("--burst", type=int, default=None)
@@ -188,14 +185,10 @@ async def sem_set_permits(
         _verbs.emit_status(await obj.set_permits(permits, burst=burst, burst_seconds=burst_seconds))
 
 
-semaphore.add_command(_status_command("semaphore"))
-semaphore.add_command(_release_command("semaphore", "release"))
-
-
 # --- mutex --------------------------------------------------------------------------------
 
 
-@mutex.command("create")
+@click.command("create")
 @_verbs.name_arg("mutex")
 @_app.async_command
 async def mutex_create(name: str) -> None:
@@ -235,17 +228,10 @@ async def mutex_lock(
     )
 
 
-mutex.add_command(mutex_lock)
-mutex.add_command(mutex_lock, "acquire")
-mutex.add_command(_release_command("mutex", "unlock"))
-mutex.add_command(_release_command("mutex", "release"))
-mutex.add_command(_status_command("mutex"))
-
-
 # --- rwmutex ------------------------------------------------------------------------------
 
 
-@rwmutex.command("create")
+@click.command("create")
 @_verbs.name_arg("rwmutex")
 @click.option("--max-readers", type=int, default=1024, show_default=True)
 @_app.async_command
@@ -258,8 +244,8 @@ async def rw_create(name: str, max_readers: int) -> None:
 
 @click.command("lock")
 @_verbs.name_arg("rwmutex")
-@click.option("--read", "mode", flag_value="read", help="Shared read lock.")
-@click.option("--write", "mode", flag_value="write", help="Exclusive write lock.")
+@click.option("--read", is_flag=True, help="Shared read lock.")
+@click.option("--write", is_flag=True, help="Exclusive write lock.")
 @priority_option
 @_app.ttl_option
 @for_pod_option
@@ -268,7 +254,8 @@ async def rw_create(name: str, max_readers: int) -> None:
 @_app.async_command
 async def rw_lock(
     name: str,
-    mode: str | None,
+    read: bool,
+    write: bool,
     priority: int,
     ttl: int | None,
     for_pod: bool,
@@ -276,8 +263,9 @@ async def rw_lock(
     wait_timeout: float | None,
 ) -> None:
     """Lock for --read or --write and exit, leaving it locked; print the key."""
-    if mode is None:
-        raise ConfigurationError("give --read or --write")
+    if read == write:
+        raise ConfigurationError("give exactly one of --read or --write")
+    mode = "read" if read else "write"
     await _acquire(
         "rwmutex",
         name,
@@ -290,8 +278,28 @@ async def rw_lock(
     )
 
 
-rwmutex.add_command(rw_lock)
-rwmutex.add_command(rw_lock, "acquire")
-rwmutex.add_command(_release_command("rwmutex", "unlock"))
-rwmutex.add_command(_release_command("rwmutex", "release"))
-rwmutex.add_command(_status_command("rwmutex"))
+VERBS: Final[Mapping[str, Sequence[tuple[str, click.Command]]]] = {
+    "semaphore": [
+        ("create", sem_create),
+        ("acquire", sem_acquire),
+        ("set-permits", sem_set_permits),
+        ("status", _status_command("semaphore")),
+        ("release", _release_command("semaphore", "release")),
+    ],
+    "mutex": [
+        ("create", mutex_create),
+        ("lock", mutex_lock),
+        ("acquire", mutex_lock),
+        ("unlock", _release_command("mutex", "unlock")),
+        ("release", _release_command("mutex", "release")),
+        ("status", _status_command("mutex")),
+    ],
+    "rwmutex": [
+        ("create", rw_create),
+        ("lock", rw_lock),
+        ("acquire", rw_lock),
+        ("unlock", _release_command("rwmutex", "unlock")),
+        ("release", _release_command("rwmutex", "release")),
+        ("status", _status_command("rwmutex")),
+    ],
+}

@@ -22,6 +22,21 @@ def nowait_option(func: Any) -> Any:
     )(func)
 
 
+def check_nowait(nowait: bool, wait_timeout: float | None) -> None:
+    """``--nowait`` and ``--timeout`` contradict each other.
+
+    Raises:
+        ConfigurationError: both were given.
+    """
+    if nowait and wait_timeout is not None:
+        from konductor_sdk._kernel.errors import ConfigurationError
+
+        raise ConfigurationError(
+            "--nowait and --timeout contradict each other: --nowait never waits "
+            "(exit 4 if not free), --timeout bounds a wait; give one"
+        )
+
+
 def emit_grant(grant: dict[str, Any]) -> None:
     """A detached acquisition: text output is the key alone (``KEY=$(koncli ...)``), with
     a human line on stderr; JSON/YAML carry every field."""

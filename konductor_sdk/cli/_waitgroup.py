@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Final
+
 import click
 
 from . import _app, _output, _verbs
-from ._commands import GROUPS
-
-waitgroup = GROUPS["waitgroup"]
 
 
 def _emit_counter(name: str, counter: int) -> None:
@@ -15,19 +15,21 @@ def _emit_counter(name: str, counter: int) -> None:
     _output.emit(data, _app.output_format(), lambda d: str(d["counter"]))
 
 
-@waitgroup.command("add")
+# ignore_unknown_options: a negative DELTA (`add wg -3`) is an argument, not an option.
+@click.command("add", context_settings={"ignore_unknown_options": True})
 @_verbs.name_arg("waitgroup")
 @click.argument("delta", type=int, default=1)
 @_app.async_command
 async def add(name: str, delta: int) -> None:
-    """Add DELTA (default 1, may be negative) to the counter; print the new value."""
+    """Add DELTA (default 1, may be negative: 'add NAME -3') to the counter; print the new
+    value (exit 2 if it would drop below 0)."""
     from konductor_sdk.waitgroup import WaitGroup
 
     async with _app.open_client(_app.settings()) as client:
         _emit_counter(name, await WaitGroup(name, client=client).add(delta))
 
 
-@waitgroup.command("done")
+@click.command("done")
 @_verbs.name_arg("waitgroup")
 @_app.async_command
 async def done(name: str) -> None:
@@ -38,7 +40,7 @@ async def done(name: str) -> None:
         _emit_counter(name, await WaitGroup(name, client=client).done())
 
 
-@waitgroup.command("wait")
+@click.command("wait")
 @_verbs.name_arg("waitgroup")
 @_app.timeout_option
 @_app.async_command
@@ -51,7 +53,7 @@ async def wait(name: str, wait_timeout: float | None) -> None:
             await WaitGroup(name, client=client).wait()
 
 
-@waitgroup.command("status")
+@click.command("status")
 @_verbs.name_arg("waitgroup")
 @_app.async_command
 async def status(name: str) -> None:
@@ -60,3 +62,8 @@ async def status(name: str) -> None:
 
     async with _app.open_client(_app.settings()) as client:
         _verbs.emit_status(await WaitGroup(name, client=client).status())
+
+
+VERBS: Final[Mapping[str, Sequence[tuple[str, click.Command]]]] = {
+    "waitgroup": [(c.name or "", c) for c in (add, done, wait, status)],
+}

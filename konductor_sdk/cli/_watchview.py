@@ -8,7 +8,9 @@ out. ``--once`` prints the table (or JSON/YAML rows) a single time, for scripts.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import signal
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,7 @@ from konductor_sdk._kernel.errors import NotFoundError
 from konductor_sdk._kernel.objects import ResourceKind
 
 from . import _app, _generic, _objects, _output
+from ._exitcodes import Interrupted
 
 if TYPE_CHECKING:
     from konductor_sdk import Client
@@ -56,7 +59,7 @@ def render(rows: list[dict[str, Any]], namespace: str | None) -> RenderableType:
     where = namespace if namespace is not None else "all namespaces"
     now = dt.datetime.now().strftime("%H:%M:%S")
     title = f"konductor primitives in {where}: {len(rows)} objects (updated {now})"
-    return _generic.list_table(rows, title=title)
+    return _generic.list_table(rows, title=title, namespaces=namespace is None)
 
 
 async def _wait_any(events: Sequence[anyio.Event]) -> None:
@@ -82,12 +85,19 @@ async def watch_view(
     watches = [
         await client.watch(k, namespace) for k in await served_kinds(client, kinds, namespace)
     ]
-    with Live(console=console, auto_refresh=False, redirect_stderr=False) as live:
+    # On a terminal the table is redrawn in place; into a pipe or a log (where rich's Live
+    # would print nothing until the end) each change appends a new table.
+    live = Live(console=console, auto_refresh=False, redirect_stderr=False)
+    with live if console.is_terminal else contextlib.nullcontext():
         while True:
             # Take the events before reading the caches: a change in between still wakes us.
             changed = [w.next_any_change() for w in watches]
             rows = snapshot(watches)
-            live.update(render(rows, namespace), refresh=True)
+            if console.is_terminal:
+                live.update(render(rows, namespace), refresh=True)
+            else:
+                console.print(render(rows, namespace))
+                console.file.flush()
             if on_render is not None:
                 on_render(rows)
             if not changed:
@@ -99,14 +109,22 @@ async def watch_view(
 @click.argument("kinds", nargs=-1)
 @click.option("-A", "--all-namespaces", is_flag=True, help="Watch every namespace.")
 @click.option("--once", is_flag=True, help="Print the table once and exit.")
-@_app.async_command
-async def watch_cmd(kinds: tuple[str, ...], all_namespaces: bool, once: bool) -> None:
+def watch_cmd(kinds: tuple[str, ...], all_namespaces: bool, once: bool) -> None:
     """Live table of primitives (holders, waiters, phase), redrawn on every change.
 
     KINDS limits it to some kinds (semaphore, mutex, rwmutex, lease, barrier, gate, once,
-    waitgroup); default all. Ctrl-C to quit.
+    waitgroup, or their short names); default all. Ctrl-C to quit (exit 0).
     """
     resources = [_objects.resource_for(k) for k in kinds] or list(_objects.KINDS.values())
+    try:
+        _app.run_async(lambda: _watch(resources, all_namespaces, once))
+    except Interrupted as exc:
+        if exc.signum != signal.SIGINT:
+            raise
+        # Ctrl-C is how one leaves a live view, not an error (kubectl get -w alike).
+
+
+async def _watch(resources: Sequence[ResourceKind], all_namespaces: bool, once: bool) -> None:
     cfg = _app.settings()
     async with _app.open_client(cfg) as client:
         namespace = None if all_namespaces else client.namespace
@@ -122,6 +140,3 @@ async def watch_cmd(kinds: tuple[str, ...], all_namespaces: bool, once: bool) ->
             _output.emit(rows, cfg.output, lambda r: render(r, namespace))
             return
         await watch_view(client, resources, namespace, console=_output.stdout_console())
-
-
-COMMANDS = [watch_cmd]

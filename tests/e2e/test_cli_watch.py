@@ -65,3 +65,48 @@ async def test_table_is_redrawn_on_each_change(sdk: Client, namespace: str) -> N
         tg.cancel_scope.cancel()
     # Kinds whose CRD is not installed are left out instead of hanging the view.
     assert "gpu" in out.getvalue()
+
+
+async def test_ctrl_c_ends_koncli_watch_with_exit_0(
+    kubeconfig: Path, namespace: str, tmp_path: Path, sdk: Client
+) -> None:
+    import signal
+    import subprocess
+
+    from _cli_support import KONCLI, koncli_env
+    from anyio.streams.buffered import BufferedByteReceiveStream
+
+    await Semaphore("gpu", permits=2, client=sdk).create()
+    env = koncli_env(kubeconfig, tmp_path / "xdg", KONDUCTOR_NAMESPACE=namespace)
+    async with await anyio.open_process(
+        [KONCLI, "watch", "sem"], env=env, stdin=subprocess.DEVNULL
+    ) as process:
+        assert process.stdout is not None
+        lines = BufferedByteReceiveStream(process.stdout)
+        with anyio.fail_after(60):
+            while b"gpu" not in await lines.receive_until(b"\n", 1 << 20):
+                pass  # the first table is on screen: the watch is running
+            process.send_signal(signal.SIGINT)
+            code = await process.wait()
+    assert code == 0
+
+
+async def test_short_names_and_yaml_without_managed_fields(
+    kubeconfig: Path, namespace: str, tmp_path: Path, sdk: Client
+) -> None:
+    import yaml
+    from _cli_support import koncli, koncli_env
+
+    env = koncli_env(kubeconfig, tmp_path / "xdg", KONDUCTOR_NAMESPACE=namespace)
+    await Semaphore("gpu", permits=2, client=sdk).create()
+    listed = await koncli(env, "sem", "list")
+    assert listed.code == 0, listed.stderr
+    header, row = listed.stdout.splitlines()[:2]
+    assert "NAMESPACE" not in header
+    assert row.split()[:3] == ["semaphore", "gpu", "Ready"]  # a phase before any status write
+    assert "NAMESPACE" in (await koncli(env, "semaphores", "list", "-A")).stdout.splitlines()[0]
+    got = yaml.safe_load((await koncli(env, "sem", "get", "gpu", "-o", "yaml")).stdout)
+    assert got["metadata"]["name"] == "gpu"
+    assert "managedFields" not in got["metadata"]
+    items = yaml.safe_load((await koncli(env, "sem", "list", "-o", "yaml")).stdout)["items"]
+    assert all("managedFields" not in i["metadata"] for i in items)

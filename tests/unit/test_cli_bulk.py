@@ -92,3 +92,32 @@ def test_release_records() -> None:
 
 def test_flatten_nests() -> None:
     assert flatten([[1, [2]], {"kind": "List", "items": [3, {"kind": "List"}]}]) == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("condition", "fragment"),
+    [
+        (
+            {
+                "name": "c",
+                "object": {"apiVersion": "v1", "kind": "Pod", "name": "p", "expression": "a ==="},
+            },
+            "spec.conditions[0].object.expression is not valid CEL",
+        ),
+        ({"name": "Bad", "external": {}}, "spec.conditions[0].name must be a DNS label"),
+        ({"name": "j", "job": {}}, "job"),
+    ],
+)
+def test_a_gate_is_checked_like_gate_create_does(
+    condition: dict[str, object], fragment: str
+) -> None:
+    gate = {"kind": "Gate", "metadata": {"name": "g"}, "spec": {"conditions": [condition]}}
+    with pytest.raises(ConfigurationError) as info:
+        parse_items([{"kind": "Mutex", "metadata": {"name": "m"}}, gate], source="f")
+    assert str(info.value).startswith("f item 2 (Gate g): ")
+    assert fragment in str(info.value)
+
+
+def test_a_bad_namespace_is_refused_by_the_namespace_rules() -> None:
+    with pytest.raises(ConfigurationError, match=r"metadata\.namespace must be a namespace name"):
+        parse_items([{"kind": "Mutex", "metadata": {"name": "m", "namespace": "a.b"}}], source="f")

@@ -12,7 +12,7 @@ from konductor_sdk import ConfigurationError
 from konductor_sdk.cli import _config
 from konductor_sdk.cli._config import Flags, Settings
 
-NAMES = st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True)
+NAMES = st.from_regex(r"[a-z]([a-z0-9-]{0,9}[a-z0-9])?", fullmatch=True)  # namespace names
 OUTPUTS = st.sampled_from(_config.OUTPUT_FORMATS)
 
 

@@ -92,3 +92,41 @@ def test_manifest_strips_server_fields() -> None:
         "metadata": {"name": "gpu", "namespace": "ml"},
         "spec": {"permits": 2},
     }
+
+
+def test_namespace_column_only_across_namespaces() -> None:
+    header = _render(list_table([_objects.row(SEM)])).splitlines()[0].split()
+    assert header == ["KIND", "NAME", "PHASE", "HOLDERS", "WAITERS", "SUMMARY"]
+    everywhere = _render(list_table([_objects.row(SEM)], namespaces=True)).splitlines()
+    assert everywhere[0].split()[:3] == ["KIND", "NAMESPACE", "NAME"]
+    assert everywhere[1].split()[:3] == ["semaphore", "ml", "gpu"]
+
+
+def test_json_and_yaml_output_leave_managed_fields_out() -> None:
+    raw = {**SEM.raw, "metadata": {**SEM.raw["metadata"], "managedFields": [{"manager": "x"}]}}
+    shown = _objects.for_output(raw)
+    assert "managedFields" not in shown["metadata"]
+    assert shown["metadata"]["resourceVersion"] == "9"
+    assert shown["status"] == SEM.raw["status"]
+    assert "managedFields" in raw["metadata"]  # the object itself is untouched
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec", "phase"),
+    [
+        ("Semaphore", {"permits": 2}, "Ready"),
+        ("Mutex", {}, "Unlocked"),
+        ("Barrier", {"expected": 2}, "Waiting"),
+        ("Once", {}, "Pending"),
+        ("Gate", {"conditions": [{"name": "a", "external": {}}]}, "Waiting"),
+    ],
+)
+def test_phase_before_the_first_status_write_comes_from_the_kinds_rules(
+    kind: str, spec: dict[str, object], phase: str
+) -> None:
+    fresh = KObject({"kind": kind, "metadata": {"name": "x"}, "spec": spec})
+    assert _objects.phase(fresh) == phase
+    written = KObject({**fresh.raw, "status": {"phase": "Custom"}})
+    assert _objects.phase(written) == "Custom"
+    broken = KObject({"kind": kind, "metadata": {"name": "x"}, "spec": {"permits": "many"}})
+    assert isinstance(_objects.phase(broken), str)
