@@ -31,6 +31,8 @@ VERB_MODULES: Final[Mapping[str, str]] = {
     "gate": "_gate",
     "once": "_once",
     "waitgroup": "_waitgroup",
+    "session": "_records",
+    "claim": "_records",
 }
 
 # Name -> (module, attribute, one-line help shown by ``koncli --help``).

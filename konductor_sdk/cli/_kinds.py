@@ -22,6 +22,8 @@ KIND_HELP: Final[Mapping[str, str]] = {
     "gate": "Gates: wait until every condition is met.",
     "once": "Once: run something exactly once across the cluster.",
     "waitgroup": "Wait groups: wait until a counter of pending work drops to zero.",
+    "session": "Sessions: each client's liveness; everything it holds or waits for names one.",
+    "claim": "Claims: one per queued request, lease candidate or batch of barrier arrivals.",
 }
 # CLI names, in the order ``--help`` and ``watch`` show them; each is its Kind, lowercased.
 KIND_NAMES: Final = tuple(KIND_HELP)

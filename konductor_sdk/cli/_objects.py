@@ -30,6 +30,8 @@ KINDS: Final[Mapping[str, ResourceKind]] = {
     "gate": _store.GATE,
     "once": _store.ONCE,
     "waitgroup": _store.WAITGROUP,
+    "session": _store.SESSION,
+    "claim": _store.CLAIM,
 }
 _BY_KIND: Final = {rk.kind: name for name, rk in KINDS.items()}
 _WAITER_MAPS: Final = ("waiters", "queue", "readWaiters", "writeWaiters")

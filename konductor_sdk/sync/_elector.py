@@ -34,6 +34,8 @@ class Term:
     the callback must then return promptly: leadership is no longer guaranteed.
     """
 
+    __module__ = "konductor_sdk.sync"  # its public home (reprs, tracebacks, docs)
+
     def __init__(self, token: int) -> None:
         self.token = token
         self.stopped = threading.Event()

@@ -200,3 +200,6 @@ async def _give_back(result: object) -> None:
 def _give_back_soon(result: object) -> None:
     with contextlib.suppress(RuntimeError):  # the loop is gone: the entry expires by its TTL
         portal().start_task_soon(_give_back, result)
+
+
+shutdown.__module__ = "konductor_sdk.sync"  # its public home (reprs, tracebacks, docs)

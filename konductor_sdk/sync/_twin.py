@@ -144,6 +144,8 @@ class Event:
     ``permit.preempt_requested``). Truthy once set, so ``if permit.preempt_requested:``
     reads as it did when the blocking facade exposed a ``bool``."""
 
+    __module__ = "konductor_sdk.sync"  # its public home (reprs, tracebacks, docs)
+
     def __init__(self, event: anyio.Event) -> None:
         self._event = event
 

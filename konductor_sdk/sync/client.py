@@ -43,13 +43,22 @@ class Client(_context.BlockingContext, _twin.Twin[_client.Client]):
         kubeconfig: path to a kubeconfig file; default: in-cluster config when running in
             a pod, else ``$KUBECONFIG`` or ``~/.kube/config``.
         context: kubeconfig context to use.
-        namespace: default namespace for primitives; default: the pod's namespace
-            (``POD_NAMESPACE`` or the service-account file), else the context's, else
-            ``default``.
+        namespace: default namespace for primitives; default: ``$KONDUCTOR_NAMESPACE``,
+            else the pod's namespace (``POD_NAMESPACE`` or the service-account file), else
+            the context's, else ``default``.
         identity: who this process is; default: detected (see ``_identity``).
         store: a ready :class:`~konductor_sdk._kernel.store.Store` (tests, custom transports);
             when given, ``kubeconfig``/``context`` are ignored.
         clock: time source for expiry and renewal deadlines.
+        retry_budget: seconds the shared watches keep retrying while the API server is
+            unreachable (connection errors, timeouts, 5xx) before every waiter gets
+            :class:`~konductor_sdk.UnreachableError`; ``math.inf`` retries forever.
+            Default: ``$KONDUCTOR_RETRY_BUDGET``, else 30. A 403 on list/watch is raised
+            at once (:class:`~konductor_sdk.ForbiddenError`), never retried.
+
+    Raises:
+        ConfigurationError: a bad ``namespace`` or ``retry_budget`` (or environment
+            variable).
     """
 
     def __init__(
@@ -61,6 +70,7 @@ class Client(_context.BlockingContext, _twin.Twin[_client.Client]):
         identity: Identity | None = None,
         store: Store | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        retry_budget: float | None = None,
     ) -> None:
         self._bind(
             _portal.call(
@@ -71,8 +81,13 @@ class Client(_context.BlockingContext, _twin.Twin[_client.Client]):
                 identity=identity,
                 store=store,
                 clock=clock,
+                retry_budget=retry_budget,
             )
         )
+
+    @property
+    def retry_budget(self) -> float:
+        return self._async.retry_budget
 
     identity = _twin.attribute(_client.Client, lambda a: a.identity)
 
@@ -107,6 +122,7 @@ class Client(_context.BlockingContext, _twin.Twin[_client.Client]):
     def start_watch(self, kind: ResourceKind, namespace: str | None) -> KindWatch:
         """The shared watch of ``kind`` in ``namespace``, started if needed, without waiting
         for it to sync (check ``watch.synced`` / ``watch.last_error``). Needs :meth:`connect`.
+        A watch that failed (see :attr:`KindWatch.failed`) is replaced by a new one.
         """
         return _portal.call(self._async.start_watch, kind, namespace)
 

@@ -17,6 +17,7 @@ the blocking calls behave: :mod:`konductor_sdk.sync`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import final
 
@@ -143,6 +144,12 @@ class Mutex(_context.NotReentrant, _context.BlockingContext, _twin.Twin[_mutex.M
     def force_release(self, who: str) -> tuple[str, ...]:
         """Remove holders by acquisition key or holder id; returns the removed keys."""
         return _portal.run(self._async.force_release, who)
+
+    def changes(self) -> Iterator[SemaphoreStatus]:
+        """The status now and after every change, from the shared watch (see
+        :meth:`konductor_sdk.Semaphore.changes`).
+        """
+        return _twin.BlockingIterator(_portal.call(self._async.changes), _twin.same)
 
     def statistics(self) -> SemaphoreStatistics:
         return _portal.call(self._async.statistics)

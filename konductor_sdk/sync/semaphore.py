@@ -23,6 +23,7 @@ the blocking calls behave: :mod:`konductor_sdk.sync`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import final
 
@@ -321,6 +322,17 @@ class Semaphore(_context.BlockingContext, _twin.Twin[_semaphore.Semaphore]):
         automatically after their TTL or when their pod ends.
         """
         return _portal.run(self._async.force_release, who)
+
+    def changes(self) -> Iterator[SemaphoreStatus]:
+        """``for status in sem.changes():`` the status now and after every change
+        (grants, releases, queueing), from the client's shared watch; a consumer that is
+        busy sees the latest state, not every intermediate one.
+
+        Raises:
+            NotFoundError: the object does not exist, or was deleted.
+            APIError: the watch failed (``ForbiddenError``, ``UnreachableError``).
+        """
+        return _twin.BlockingIterator(_portal.call(self._async.changes), _twin.same)
 
     def statistics(self) -> SemaphoreStatistics:
         return _portal.call(self._async.statistics)

@@ -5,7 +5,6 @@ its Gates."""
 
 from __future__ import annotations
 
-import copy
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -162,35 +161,13 @@ async def test_a_gate_with_invalid_cel_is_refused_before_anything_is_written(
     assert not await exists(sdk, GATE, "cel")
 
 
-@pytest.fixture
-async def creator_policy(sdk: Client, namespace: str) -> AsyncIterator[None]:
-    """deploy/'s gate-creator policy, renamed and bound to this test's namespace only."""
-    docs = list(yaml.safe_load_all((DEPLOY / "gate-creator-policy.yaml").read_text()))
-    policy = next(copy.deepcopy(d) for d in docs if d["kind"] == VAP.kind)
-    binding = next(copy.deepcopy(d) for d in docs if d["kind"] == VAP_BINDING.kind)
-    name = f"{policy['metadata']['name']}-{secrets.token_hex(3)}"
-    policy["metadata"] = {"name": name}
-    binding["metadata"] = {"name": name}
-    binding["spec"]["policyName"] = name
-    binding["spec"]["matchResources"] = {
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
-    }
-    await sdk.store.create(VAP, None, policy)
-    await sdk.store.create(VAP_BINDING, None, binding)
-    try:
-        yield
-    finally:
-        await sdk.store.delete(VAP_BINDING, None, name)
-        await sdk.store.delete(VAP, None, name)
-
-
 async def test_gates_record_their_creator_as_the_policy_requires(
     control_plane: ClusterHandle,
     sdk: Client,
     namespace: str,
     tmp_path: Path,
-    creator_policy: None,
 ) -> None:
+    # The gate-creator policy (policies/gate-creator.yaml) is installed with the CRDs.
     rules = [
         {
             "apiGroups": ["sync.konductor.io"],
