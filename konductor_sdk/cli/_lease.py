@@ -42,7 +42,13 @@ async def status(name: str) -> None:
 @click.command("acquire")
 @_verbs.name_arg("lease")
 @_app.ttl_option
-@click.option("--priority", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--priority",
+    type=click.IntRange(-1_000_000, 1_000_000),
+    default=0,
+    show_default=True,
+    help="Higher is served first (the same range for every primitive).",
+)
 @_verbs.nowait_option
 @_app.timeout_option
 @_app.async_command
@@ -93,7 +99,13 @@ async def release(name: str, key: str) -> None:
 @click.command("elect")
 @_verbs.name_arg("lease")
 @_app.ttl_option
-@click.option("--priority", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--priority",
+    type=click.IntRange(-1_000_000, 1_000_000),
+    default=0,
+    show_default=True,
+    help="Higher is served first (the same range for every primitive).",
+)
 @_app.timeout_option
 @click.option("--grace-period", type=click.FloatRange(min=0), default=None, metavar="SECONDS")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)

@@ -127,21 +127,28 @@ async def force_release(
         return removed
     if kind == "lease":
         from konductor_sdk._kernel.cas import update_status
-        from konductor_sdk._kernel.objects import LEASE
+        from konductor_sdk._kernel.claims import delete_claim, target_selector
+        from konductor_sdk._kernel.objects import CLAIM, LEASE
         from konductor_sdk._machines import lease as _lease_state
 
         found: list[str] = []
 
         def mutate(obj: Any) -> Any:
-            entries = {
-                **(obj.status.get("candidates") or {}),
-                **(obj.status.get("holders") or {}),
-            }
+            entries = obj.status.get("holders") or {}
             found[:] = [k for k, e in entries.items() if who in (k, e.get("holder"))]
             return _lease_state.forget(obj.spec, obj.status, keys=set(found))
 
         result = await update_status(client, LEASE, namespace, name, mutate)
-        return tuple(found) if result.wrote else ()
+        removed_keys = list(found) if result.wrote else []
+        # Candidates are claims (docs/design.md): withdrawing one deletes its claim.
+        claims = await client.store.list(
+            CLAIM, namespace, field_selector=target_selector(LEASE, name)
+        )
+        for claim in claims.items:
+            if who in (claim.name, claim.spec.get("holder")):
+                await delete_claim(client, claim)
+                removed_keys.append(claim.name)
+        return tuple(removed_keys)
     from konductor_sdk._kernel.errors import ConfigurationError
 
     raise ConfigurationError(f"{kind} has no holders to release (semaphore, mutex, rwmutex, lease)")
