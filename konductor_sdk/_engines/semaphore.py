@@ -246,6 +246,8 @@ class SemaphoreObject:
                 "(POD_NAME/POD_NAMESPACE); use a ttl in seconds outside a pod"
             )
         wanted = {**fields, **({"allowBurst": True} if allow_burst else {})}
+        # The shared watch first: every later read of the object comes from its cache.
+        await client.watch(self.kind.kind, self.namespace)
         await self.ensure(wanted)
         coord = self.coordinator()
         await coord.start()
@@ -414,17 +416,8 @@ class SemaphoreObject:
                 # Others must not see our claim waiting again once the grant is gone.
                 with anyio.move_on_after(CLEANUP_SECONDS / 2):
                     await permit.claim_gone.wait()
-            await self.client.store.patch(
-                self.kind.kind,
-                self.namespace,
-                self.name,
-                planning.release_patch(permit.slot, permit.token),
-                patch_type="json",
-                subresource="status",
-            )
+            await self.coordinator().release(permit.slot, permit.token)
             self.stats["released"] += 1
-        except (InvalidObjectError, NotFoundError):
-            pass  # removed already (reaped, force-released) or the object is gone
         finally:
             permit.done()
 

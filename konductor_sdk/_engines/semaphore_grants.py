@@ -29,7 +29,7 @@ import anyio.lowlevel
 import attrs
 
 from konductor_sdk._engines.permit import CLEANUP_SECONDS, Permit
-from konductor_sdk._kernel.batching import PerClient
+from konductor_sdk._kernel.batching import Batcher, PerClient
 from konductor_sdk._kernel.claims import ClaimQueue, claim_queue
 from konductor_sdk._kernel.client import Client
 from konductor_sdk._kernel.clock import rfc3339
@@ -105,6 +105,18 @@ class Waiter:
             self.event.set()
 
 
+@attrs.define(eq=False)
+class _Release:
+    """One grant to remove, in the next release patch."""
+
+    slot: int
+    token: int
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    error: BaseException | None = None
+    cancelled: bool = False
+    """Never set: a release is not withdrawn once asked for."""
+
+
 @final
 class GrantCoordinator:
     """This client's waiters and permits on one object (see the module docstring)."""
@@ -128,7 +140,7 @@ class GrantCoordinator:
         self._watch: KindWatch | None = None
         self._seen_object = False
         self._hooked_sessions: set[str] = set()
-        self._resource = ""
+        self._releases = Batcher[_Release](client, self._flush_releases)
 
     def __repr__(self) -> str:
         return (
@@ -572,14 +584,64 @@ class GrantCoordinator:
     async def give_back(self, granted: Granted) -> None:
         """Remove a grant nobody will use (shielded, bounded)."""
         with anyio.move_on_after(CLEANUP_SECONDS, shield=True), contextlib.suppress(APIError):
-            await self.client.store.patch(
-                self.kind.kind,
-                self.namespace,
-                self.name,
-                planning.release_patch(granted.slot, granted.token),
-                patch_type="json",
-                subresource="status",
-            )
+            await self.release(granted.slot, granted.token)
+
+    async def release(self, slot: int, token: int) -> None:
+        """Remove the grant ``token`` at ``slot``: one JSON patch for every release of this
+        client on the object asked for while the previous one was in flight (releases test
+        only their own token, so they never conflict with anything but each other's
+        absence). Already gone (reaped, force-released, object deleted) is fine.
+
+        Raises:
+            APIError: the server could not be told.
+        """
+        request = _Release(slot, token)
+        try:
+            self._releases.submit(request)
+        except RuntimeError:
+            await self._flush_releases([request])  # the client is closing: directly
+        else:
+            await request.done.wait()
+        if request.error is not None:
+            raise request.error
+
+    async def _flush_releases(self, batch: list[_Release]) -> None:
+        todo = list(batch)
+        try:
+            for _ in range(4):
+                ops = [op for r in todo for op in planning.release_patch(r.slot, r.token)]
+                try:
+                    written = await self.client.store.patch(
+                        self.kind.kind,
+                        self.namespace,
+                        self.name,
+                        ops,
+                        patch_type="json",
+                        subresource="status",
+                    )
+                except InvalidObjectError:
+                    # One of them is gone already: keep those the object still has.
+                    obj = await self.client.store.get(self.kind.kind, self.namespace, self.name)
+                    present = {(g.slot, g.token) for g in grants(obj.status)}
+                    todo = [r for r in todo if (r.slot, r.token) in present]
+                    if not todo:
+                        return
+                    continue
+                self.watch.observe(written)
+                return
+            raise APIError(f"{self!r}: releases kept failing their tests")
+        except NotFoundError:
+            return  # the object is gone, and the grants with it
+        except APIError as exc:
+            for request in todo:
+                request.error = exc
+        except BaseException:
+            for request in todo:
+                request.error = RuntimeError("the client was closed during the release")
+            raise
+        finally:
+            for request in batch:
+                request.done.set()
 
 
 async def expire_at(client: Client, permit: Permit) -> None:

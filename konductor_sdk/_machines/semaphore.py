@@ -252,7 +252,7 @@ def check_fits(kind: LockKind, spec: Spec, request: Entry, what: str) -> None:
         w = kind.weight(spec, request)
         limit = kind.limit(spec)
         burst = kind.burst(spec) if request.get("allowBurst") is True else 0
-        extra = f" + burst {burst}" if burst else ""
+        extra = f" + burst {burst}" if request.get("allowBurst") is True else ""
         raise ConfigurationError(
             f"{what}: weight must be <= {limit + burst} (limit {limit}{extra}), got {w}"
         )
