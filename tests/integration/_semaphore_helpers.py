@@ -3,6 +3,7 @@ on its queue of claims, and an independent observer of every version the server 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -114,7 +115,7 @@ class Observer:
             self.violations.append(f"rv {obj.resource_version}: fencing token went down")
         self._last_token = max(self._last_token, token)
         spans = sorted((int(k), int(k) + e["weight"]) for k, e in entries.items())
-        for (a0, a1), (b0, _) in zip(spans, spans[1:], strict=False):
+        for (_, a1), (b0, _) in itertools.pairwise(spans):
             if b0 < a1:
                 self.violations.append(f"rv {obj.resource_version}: slots overlap at {b0}")
         regular = sum(e["weight"] for e in entries.values() if not e.get("burst"))

@@ -240,9 +240,9 @@ async def test_an_ignored_preemption_request_bounds_the_grant_by_one_ttl(
         clock.advance(2)
         renewed = (await client.store.get(SESSION, client.namespace, permit.session)).spec
         with anyio.fail_after(30):
-            while (
-                await client.store.get(SESSION, client.namespace, permit.session)
-            ).spec["renewCount"] == renewed["renewCount"]:
+            while (await client.store.get(SESSION, client.namespace, permit.session)).spec[
+                "renewCount"
+            ] == renewed["renewCount"]:
                 await anyio.sleep(0.1)
         clock.advance(1)
         with anyio.fail_after(60):
@@ -389,9 +389,7 @@ async def test_limit_increase_wakes_waiters_at_once(
     async with anyio.create_task_group() as tg:
         for i in range(2):
             tg.start_soon(wait, f"h{i}")
-        await until_queued(
-            client, "grow", lambda c: {"h0", "h1"} <= set(claim_holders(c))
-        )
+        await until_queued(client, "grow", lambda c: {"h0", "h1"} <= set(claim_holders(c)))
         await client.store.patch(SEMAPHORE, client.namespace, "grow", {"spec": {"permits": 6}})
     assert sorted(granted) == ["h0", "h1"]
     await held.release()

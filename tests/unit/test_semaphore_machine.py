@@ -219,8 +219,13 @@ class SemaphoreProtocol(RuleBasedStateMachine):
             assert [p.request for p in plan.grants] == expected
         entries = []
         for p in mine:
-            e: dict[str, Any] = {"weight": p.weight, "session": f"s{owner}", "creator": "u",
-                                 "holder": f"p{owner}", "claim": p.request}
+            e: dict[str, Any] = {
+                "weight": p.weight,
+                "session": f"s{owner}",
+                "creator": "u",
+                "holder": f"p{owner}",
+                "claim": p.request,
+            }
             if p.burst:
                 e.update(burst=True, ttlSeconds=5, renewCount=0)
             entries.append((p.slot, e))

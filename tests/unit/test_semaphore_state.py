@@ -17,7 +17,14 @@ SEM, MTX, RW = st.SEMAPHORE_KIND, st.MUTEX_KIND, st.RWMUTEX_KIND
 
 
 def grant(token: int, weight: int = 1, **extra: Any) -> dict[str, Any]:
-    return {"weight": weight, "token": token, "session": "s", "creator": "u", "holder": "h", **extra}
+    return {
+        "weight": weight,
+        "token": token,
+        "session": "s",
+        "creator": "u",
+        "holder": "h",
+        **extra,
+    }
 
 
 def status(*held: tuple[int, dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -206,7 +213,11 @@ def test_grant_patch_tests_the_counter_and_withdraws_own_requests() -> None:
 def test_grant_patch_without_a_holders_map_adds_it() -> None:
     ops, _ = pl.grant_patch(obj({"inUse": 0}), [(0, {"weight": 1})])
     assert ops[0]["path"] == "/metadata/resourceVersion"
-    assert ops[1] == {"op": "add", "path": "/status/holders", "value": {"0": {"weight": 1, "token": 1}}}
+    assert ops[1] == {
+        "op": "add",
+        "path": "/status/holders",
+        "value": {"0": {"weight": 1, "token": 1}},
+    }
 
 
 def test_release_and_deadline_patches_test_the_token() -> None:
@@ -258,7 +269,9 @@ def test_normalize_of_the_locks() -> None:
     m = st.normalize_for(MTX)({}, status((0, grant(3, holder="me"))))
     assert (m["phase"], m["currentHolder"]) == ("Locked", "me")
     assert "currentHolder" not in st.normalize_for(MTX)({}, {})
-    r = st.normalize_for(RW)({"maxReaders": 4}, status((0, grant(1, mode="read")), (1, grant(2, mode="read"))))
+    r = st.normalize_for(RW)(
+        {"maxReaders": 4}, status((0, grant(1, mode="read")), (1, grant(2, mode="read")))
+    )
     assert (r["phase"], r["readers"]) == ("Reading", 2)
     w = st.normalize_for(RW)({"maxReaders": 2}, status((0, grant(5, 2, mode="write", holder="w"))))
     assert (w["phase"], w["writer"], w["readers"]) == ("Writing", "w", 0)
@@ -282,6 +295,8 @@ def test_rules_are_registered_for_the_three_kinds() -> None:
     for kind in (SEMAPHORE, MUTEX, RWMUTEX):
         r = rules[kind.kind]
         assert r.entry_maps == ("holders", "preemptRequests")
-        o = KObject({"metadata": {"name": "x"}, "spec": {"permits": 2}, "status": status((0, grant(1)))})
+        o = KObject(
+            {"metadata": {"name": "x"}, "spec": {"permits": 2}, "status": status((0, grant(1)))}
+        )
         assert r.gauges is not None and r.gauges(o)["holders"] == 1
         assert r.describe is not None and "1 holders" in r.describe(o)
