@@ -238,12 +238,16 @@ async def test_an_ignored_preemption_request_bounds_the_grant_by_one_ttl(
         assert not permit.lost
         # Its session stays alive (renewed), but the grant's own bound passes.
         clock.advance(2)
-        renewed = (await client.store.get(SESSION, client.namespace, permit.session)).spec
+        sessions = await client.watch(SESSION, client.namespace)
+        renewed = sessions.get(permit.session)
+        assert renewed is not None
         with anyio.fail_after(30):
-            while (await client.store.get(SESSION, client.namespace, permit.session)).spec[
-                "renewCount"
-            ] == renewed["renewCount"]:
-                await anyio.sleep(0.1)
+            while True:
+                changed = sessions.next_change(permit.session)
+                seen = sessions.get(permit.session)
+                if seen is not None and seen.spec["renewCount"] > renewed.spec["renewCount"]:
+                    break
+                await changed.wait()
         clock.advance(1)
         with anyio.fail_after(60):
             reason = await permit.wait_lost()

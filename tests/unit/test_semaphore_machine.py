@@ -102,7 +102,7 @@ class Server:
         spec = new["spec"]
         permits, burst = spec["permits"], spec.get("burst", 0)
         old_ft, new_ft = old_s.get("fencingToken", 0), new_s.get("fencingToken", 0)
-        if "fencingToken" in old_s and "fencingToken" not in new_s or new_ft < old_ft:
+        if ("fencingToken" in old_s and "fencingToken" not in new_s) or new_ft < old_ft:
             raise Refused("fencing token went down")
         if new_ft - old_ft != len(added):
             raise Refused("fencing token must grow by one per new grant")

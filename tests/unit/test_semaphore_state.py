@@ -298,5 +298,7 @@ def test_rules_are_registered_for_the_three_kinds() -> None:
         o = KObject(
             {"metadata": {"name": "x"}, "spec": {"permits": 2}, "status": status((0, grant(1)))}
         )
-        assert r.gauges is not None and r.gauges(o)["holders"] == 1
-        assert r.describe is not None and "1 holders" in r.describe(o)
+        assert r.gauges is not None
+        assert r.gauges(o)["holders"] == 1
+        assert r.describe is not None
+        assert "1 holders" in r.describe(o)
