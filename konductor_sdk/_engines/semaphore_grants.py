@@ -386,6 +386,12 @@ class GrantCoordinator:
             if not waiter.writing and waiter.session.lost:
                 waiter.finish(RESTART)
         directs = [w for w in self._direct if w.outcome is None and not w.writing]
+        if any(w.outcome is None for w in self.waiters.values()):
+            # Our own claims are queued (maybe not delivered by the watch yet): a later
+            # claimless attempt of this client must not overtake them.
+            for direct in directs:
+                direct.finish(REJECTED)
+            directs = []
         held = grants(obj.status)
         granted = {g.claim for g in held if g.claim}
         ready = {

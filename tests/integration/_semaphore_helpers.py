@@ -131,3 +131,42 @@ class Observer:
                 if e["token"] <= self._slot_token.get(s, 0):
                     self.violations.append(f"slot {s}: token {e['token']} not above the last")
                 self._slot_token[s] = e["token"]
+
+
+def fitting_prefix(
+    permits: int, held: dict[str, tuple[int, int]], queue: list[tuple[str, int]]
+) -> list[tuple[str, int]]:
+    """The fairness rule restated over a list of booleans (no burst): ``held`` maps a key
+    to (first slot, weight); ``queue`` is (id, weight) in service order. Returns the
+    (id, first slot) of the requests granted now: best fit, the head blocks the rest."""
+    taken = [False] * permits
+    used = 0
+    for slot, weight in held.values():
+        for s in range(slot, min(slot + weight, permits)):
+            taken[s] = True
+        used += weight
+
+    def best_fit(w: int) -> int | None:
+        runs, start = [], None
+        for i in range(permits + 1):
+            free = i < permits and not taken[i]
+            if free and start is None:
+                start = i
+            if not free and start is not None:
+                runs.append((i - start, start))
+                start = None
+        fits = sorted(r for r in runs if r[0] >= w)
+        return fits[0][1] if fits else None
+
+    out = []
+    for rid, weight in queue:
+        if weight > permits:
+            continue
+        slot = best_fit(weight) if used + weight <= permits else None
+        if slot is None:
+            break
+        for s in range(slot, slot + weight):
+            taken[s] = True
+        used += weight
+        out.append((rid, slot))
+    return out
