@@ -90,6 +90,13 @@ class Observer:
         self._seen: set[int] = set()
         self._slot_token: dict[int, int] = {}
         self._last_token = 0
+        self.last_rv = 0
+        self._changed = anyio.Event()
+
+    async def caught_up(self, rv: str) -> None:
+        """Wait until the observer has seen version ``rv`` (or a later one)."""
+        while self.last_rv < int(rv):
+            await self._changed.wait()
 
     async def run(self, since: str, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         """Watch from ``since`` until cancelled (a watch from a resourceVersion replays every
@@ -105,6 +112,9 @@ class Observer:
 
     def check(self, obj: KObject) -> None:
         self.versions += 1
+        self.last_rv = max(self.last_rv, int(obj.resource_version))
+        self._changed.set()
+        self._changed = anyio.Event()
         st = obj.status
         spec = obj.spec
         limit = spec.get("permits", spec.get("maxReaders", 1))
