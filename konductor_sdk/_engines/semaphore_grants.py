@@ -382,11 +382,8 @@ class GrantCoordinator:
                         waiter.finish(gone)
             return
         self._seen_object = True
-        for waiter in [*self.waiters.values(), *self._direct]:
-            if not waiter.writing and waiter.session.lost:
-                waiter.finish(RESTART)
         directs = [w for w in self._direct if w.outcome is None and not w.writing]
-        if any(w.outcome is None for w in self.waiters.values()):
+        if directs and self.waiters:
             # Our own claims are queued (maybe not delivered by the watch yet): a later
             # claimless attempt of this client must not overtake them.
             for direct in directs:
@@ -394,26 +391,42 @@ class GrantCoordinator:
             directs = []
         held = grants(obj.status)
         granted = {g.claim for g in held if g.claim}
-        ready = {
-            key
-            for key, w in self.waiters.items()
-            if w.outcome is None and not w.writing and queue.seen(key)
-        }
+
+        def ready(key: str) -> bool:
+            # Only the prefix is ever asked: the cost does not grow with the queue.
+            waiter = self.waiters.get(key)
+            return (
+                waiter is not None
+                and waiter.outcome is None
+                and not waiter.writing
+                and queue.seen(key)
+                and not waiter.session.lost
+            )
+
         plan = planning.plan(
             self.kind,
             obj.spec,
             obj.status,
             self._requests(queue, granted, directs),
-            preempt_for=ready.__contains__,
+            preempt_for=ready,
         )
-        by_id = {w.request.id: w for w in directs}
-        by_id.update((key, self.waiters[key]) for key in ready)
-        mine = [(by_id[p.request], p) for p in plan.grants if p.request in by_id]
+        by_id = {w.request.id: w for w in directs if not w.session.lost}
+        mine = [
+            (by_id.get(p.request) or self.waiters[p.request], p)
+            for p in plan.grants
+            if p.request in by_id or ready(p.request)
+        ]
         placed = {w.request.id for w, _ in mine}
         for direct in directs:
-            if direct.request.id not in placed:
+            if direct.session.lost:
+                direct.finish(RESTART)
+            elif direct.request.id not in placed:
                 direct.finish(REJECTED)
-        if plan.head is not None and plan.head in ready and plan.preempt:
+        for p in plan.grants:
+            expired = self.waiters.get(p.request)
+            if expired is not None and expired.outcome is None and expired.session.lost:
+                expired.finish(RESTART)  # (also done by the session's loss callback)
+        if plan.head is not None and ready(plan.head) and plan.preempt:
             await self._ask(obj, self.waiters[plan.head], plan.preempt)
         if mine:
             await self._grant(obj, mine[: self._batch_size(held, mine)])
