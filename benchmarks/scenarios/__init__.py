@@ -20,6 +20,7 @@ MODULES = (
     "failover",
     "wakeup",
     "many_waiters",
+    "queue_scale",
     "operator_scale",
 )
 

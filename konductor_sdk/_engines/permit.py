@@ -84,8 +84,8 @@ class Permit:
         self._listeners: list[Callable[[str], None]] = []
         self.granted_rv = granted_rv
         """resourceVersion of the write that granted it: older versions do not show it."""
-        self.claim_gone: anyio.Event | None = None
-        """Set once the claim this grant came from is deleted (``None``: no claim)."""
+        self.claim: str | None = None
+        """The claim this grant came from (deleted once granted; ``None``: no claim)."""
         self._on_done: Callable[[], None] | None = None
 
     def __repr__(self) -> str:

@@ -38,6 +38,7 @@ from konductor_sdk._engines.semaphore_grants import (
     claim_name,
     coordinator,
     expire_at,
+    spawn_quietly,
 )
 from konductor_sdk._kernel.cas import ensure_exists
 from konductor_sdk._kernel.claims import create_claim, delete_claim, order_key, target_selector
@@ -289,12 +290,11 @@ class SemaphoreObject:
                         )
                     direct = False
             if not direct:
-                claim = await self._queue(client, session, claim_spec)
+                claim, request = await self._queue(coord, session, claim_spec)
                 self.stats["waited"] += 1
                 self.waiting += 1
                 try:
-                    waiter = Waiter(planning.Request.of_claim(claim), session, False, entry)
-                    outcome = await self._wait(coord, waiter)
+                    outcome = await self._wait(coord, Waiter(request, session, False, entry))
                 except BaseException:
                     with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
                         await self._drop(claim)
@@ -322,13 +322,21 @@ class SemaphoreObject:
                 continue
             return self._hand_out(coord, outcome, session, fields, claim)
 
-    async def _queue(self, client: Client, session: Session, spec: Mapping[str, Any]) -> KObject:
-        """Create our claim (a name chosen here, so a cancelled create can be undone)."""
+    async def _queue(
+        self, coord: GrantCoordinator, session: Session, spec: Mapping[str, Any]
+    ) -> tuple[KObject, planning.Request]:
+        """Create our claim (a name chosen here, so a cancelled create can be undone).
+
+        Returns a slim handle (name, uid: what deleting it needs) and its request: the
+        watch cache holds the full object, a thousand waiters need not hold another.
+        """
+        client = coord.client
         name = claim_name(self.name)
         try:
-            return await create_claim(
-                client, session, self.kind.kind, self.name, spec, claim_name=name
-            )
+            async with coord.creating:  # bounded: a crowd queues without a crowd of requests
+                created = await create_claim(
+                    client, session, self.kind.kind, self.name, spec, claim_name=name
+                )
         except BaseException:
             with (
                 anyio.move_on_after(CLEANUP_SECONDS, shield=True),
@@ -336,18 +344,17 @@ class SemaphoreObject:
             ):
                 await client.store.delete(CLAIM, self.namespace, name)
             raise
+        md = created.metadata
+        slim = KObject({"metadata": {k: md[k] for k in ("name", "namespace", "uid") if k in md}})
+        return slim, planning.Request.of_claim(created)
 
     async def _wait(self, coord: GrantCoordinator, waiter: Waiter) -> Outcome:
         """Hand ``waiter`` to the coordinator and sleep until it is decided."""
         coord.add(waiter)
         try:
-            while not waiter.event.is_set():
-                # Woken early by the session's own loss callback; this bound covers a
-                # deadline passing while nobody else looked (the clock is read, not pushed).
-                with anyio.move_on_after(max(0.01, min(waiter.session.remaining, 3600.0))):
-                    await waiter.event.wait()
-                if not waiter.event.is_set() and not waiter.writing and waiter.session.lost:
-                    waiter.finish(RESTART)
+            # No timer per waiter: the session's renewer marks it lost at its deadline,
+            # and its loss callback restarts every waiter of it (GrantCoordinator._hook).
+            await waiter.event.wait()
         except BaseException:
             waiter.abandoned = True
             coord.remove(waiter)
@@ -402,8 +409,8 @@ class SemaphoreObject:
         permit.when_done(done)
         coord.adopt(permit)
         if claim is not None:
-            permit.claim_gone = anyio.Event()
-            self._drop_later(claim, permit.claim_gone)
+            permit.claim = claim.name
+            self._drop_later(claim)
         if deadline is not None:
             self._later(expire_at, client, permit)
         self.stats["acquired"] += 1
@@ -412,10 +419,10 @@ class SemaphoreObject:
     async def _release(self, permit: Permit) -> None:
         """The release of one grant: a JSON patch that tests its token (never conflicts)."""
         try:
-            if permit.claim_gone is not None:
-                # Others must not see our claim waiting again once the grant is gone.
-                with anyio.move_on_after(CLEANUP_SECONDS / 2):
-                    await permit.claim_gone.wait()
+            # Our own plans skip the claim from now on; other processes until its deletion
+            # (already on its way) reaches them.
+            if permit.claim is not None:
+                self.coordinator().finished_claims.add(permit.claim)
             await self.coordinator().release(permit.slot, permit.token)
             self.stats["released"] += 1
         finally:
@@ -424,6 +431,9 @@ class SemaphoreObject:
     async def _drop(self, claim: KObject) -> None:
         """Delete our claim, retrying briefly (a leftover one blocks the queue until our
         session ends)."""
+        coord = self.known_coordinator()
+        if coord is not None and claim.name not in coord.waiters:
+            coord.finished_claims.add(claim.name)
         for attempt in range(1, 6):
             try:
                 await delete_claim(self.client, claim)
@@ -436,24 +446,12 @@ class SemaphoreObject:
             except RuntimeError:
                 return  # the client is closed: the operator deletes it with the session
 
-    def _drop_later(self, claim: KObject, done: anyio.Event | None = None) -> None:
-        async def drop() -> None:
-            try:
-                await self._drop(claim)
-            finally:
-                if done is not None:
-                    done.set()
-
-        if not self._later(drop) and done is not None:
-            done.set()
+    def _drop_later(self, claim: KObject) -> None:
+        self._later(self._drop, claim)
 
     def _later(self, func: Any, *args: Any) -> bool:
         """Run ``func(*args)`` in the client's background; ``False`` if it is closing."""
-        try:
-            self.client.spawn(func, *args)
-        except RuntimeError:
-            return False
-        return True
+        return spawn_quietly(self.client, func, *args)
 
     # -- holding -------------------------------------------------------------------------
 
