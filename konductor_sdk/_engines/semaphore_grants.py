@@ -58,6 +58,9 @@ PAIR_BUDGET: Final = 20_000
 policy's overlap check must stay inside the API server's CEL cost budget."""
 MAX_NEW_PER_WRITE: Final = 64
 CREATING_AT_ONCE: Final = 4
+DEFER_SECONDS: Final = 0.1
+"""Longest this client lets another process's waiter, ahead of ours in the fitting prefix,
+write its grant first before writing ours anyway."""
 """Claim creations in flight per client and object (a thousand waiters arriving at once
 would otherwise hold a thousand requests' buffers)."""
 WATCH_WAIT_SECONDS: Final = 1.0
@@ -180,6 +183,9 @@ class GrantCoordinator:
         self._releases = Batcher[_Release](client, self._flush_releases)
         self.creating = anyio.Semaphore(CREATING_AT_ONCE)
         """Bounds this client's claim creations in flight on this object."""
+        self._deferred: tuple[str, float] | None = None
+        """(the other process's request first in the fitting prefix, until when we let it
+        write first)."""
         self.finished_claims: set[str] = set()
         """Claims of this client that wait for nothing any more (granted and released,
         or abandoned), until their deletion is seen: our own plans skip them at once."""
@@ -379,7 +385,10 @@ class GrantCoordinator:
                         waiter.finish(exc)
             if self.waiters or self._direct:
                 idle_since = None
-                await wake.wait()
+                deferred = self._deferred
+                delay = None if deferred is None else deferred[1] - anyio.current_time()
+                with anyio.move_on_after(delay):
+                    await wake.wait()
                 continue
             now = anyio.current_time()
             idle_since = now if idle_since is None else idle_since
@@ -456,11 +465,7 @@ class GrantCoordinator:
             preempt_for=ready,
         )
         by_id = {w.request.id: w for w in directs if not w.session.lost}
-        mine = [
-            (by_id.get(p.request) or self.waiters[p.request], p)
-            for p in plan.grants
-            if p.request in by_id or ready(p.request)
-        ]
+        mine = self._first_run(plan, by_id, ready)
         placed = {w.request.id for w, _ in mine}
         for direct in directs:
             if direct.session.lost:
@@ -475,6 +480,37 @@ class GrantCoordinator:
             await self._ask(obj, self.waiters[plan.head], plan.preempt)
         if mine:
             await self._grant(obj, mine[: self._batch_size(held, mine)])
+
+    def _first_run(
+        self,
+        plan: planning.Plan,
+        by_id: dict[str, Waiter],
+        ready: Callable[[str], bool],
+    ) -> list[tuple[Waiter, planning.Placement]]:
+        """Our placements to write now: the run of them at the front of the fitting prefix.
+
+        When another process's waiter comes first, it writes first (we would only lose the
+        race to it, a refused write for nothing): we wait for its grant to show, up to
+        :data:`DEFER_SECONDS` (it may be stalled or gone), then write anyway.
+        """
+        mine: list[tuple[Waiter, planning.Placement]] = []
+        for placement in plan.grants:
+            waiter = by_id.get(placement.request)
+            if waiter is None and ready(placement.request):
+                waiter = self.waiters[placement.request]
+            if waiter is None:
+                if mine:
+                    break  # ours first: the rest of the prefix goes next round
+                first = placement.request
+                now = anyio.current_time()
+                if self._deferred is None or self._deferred[0] != first:
+                    self._deferred = (first, now + DEFER_SECONDS)
+                if now < self._deferred[1]:
+                    return []
+                continue  # it did not write in time: go ahead of it
+            mine.append((waiter, placement))
+        self._deferred = None
+        return mine
 
     @staticmethod
     def _batch_size(held: list[Any], mine: list[tuple[Waiter, planning.Placement]]) -> int:
