@@ -206,15 +206,18 @@ class GrantCoordinator:
                 self._watch = watch
                 watch.add_listener(self._on_object)
         while self._queue is None:
-            if not self._running:
-                self._running = True
-                self._failure = None
-                self.client.spawn(self._run)
+            self._ensure_running()
             ready = self._ready
             await ready.wait()
             if self._queue is None and self._failure is not None:
                 raise self._failure
         return self._queue
+
+    def _ensure_running(self) -> None:
+        if not self._running:
+            self._running = True
+            self._failure = None
+            self.client.spawn(self._run)
 
     @property
     def watch(self) -> KindWatch:
@@ -249,6 +252,7 @@ class GrantCoordinator:
     # -- waiters -------------------------------------------------------------------------
 
     def add(self, waiter: Waiter) -> None:
+        self._ensure_running()  # (it may have ended, idle, since start() returned)
         self._hook(waiter.session)
         if waiter.direct:
             self._direct.append(waiter)
@@ -349,6 +353,7 @@ class GrantCoordinator:
     # -- the planner/writer task ---------------------------------------------------------
 
     async def _run(self) -> None:
+        failure: BaseException | None = None
         try:
             async with claim_queue(self.client, self.kind.kind, self.name) as queue:
                 remove = queue.watch.add_listener(self._on_claim)
@@ -359,18 +364,18 @@ class GrantCoordinator:
                 finally:
                     remove()
         except BaseException as exc:
-            self._failure = (
-                exc if isinstance(exc, Exception) else RuntimeError("the client was closed")
-            )
+            failure = exc if isinstance(exc, Exception) else RuntimeError("the client was closed")
+            self._failure = failure
             raise
         finally:
+            # One synchronous block: a start() after it spawns a new run.
             self._queue = None
             self._running = False
-            self._ready.set()
-            self._ready = anyio.Event()
-            failure = self._failure or RuntimeError("the client was closed")
-            for waiter in [*self.waiters.values(), *self._direct]:
-                waiter.finish(failure)
+            ready, self._ready = self._ready, anyio.Event()
+            ready.set()
+            if failure is not None:  # not the idle exit: nobody is left to serve them
+                for waiter in [*self.waiters.values(), *self._direct]:
+                    waiter.finish(failure)
 
     async def _loop(self) -> None:
         idle_since: float | None = None
@@ -393,7 +398,6 @@ class GrantCoordinator:
             now = anyio.current_time()
             idle_since = now if idle_since is None else idle_since
             if now - idle_since >= LINGER_SECONDS:
-                self._running = False
                 return
             with anyio.move_on_after(LINGER_SECONDS - (now - idle_since)):
                 await wake.wait()
