@@ -250,11 +250,13 @@ class SemaphoreObject:
         # The shared watch first: every later read of the object comes from its cache.
         await client.watch(self.kind.kind, self.namespace)
         await self.ensure(wanted)
-        coord = self.coordinator()
-        await coord.start()
-        await client.whoami()  # a grant records its writer; ask before the first one
+        # The session first: a user who may not take part at all learns it from this
+        # write (ForbiddenError), not from a watch of the claims that never syncs.
         sessions = sessions_of(client)
         session = await sessions.get(ttl)
+        await client.whoami()  # a grant records its writer; ask before the first one
+        coord = self.coordinator()
+        await coord.start()
         entry: dict[str, Any] = {"holder": client.identity.holder}
         if priority:
             entry["priority"] = priority

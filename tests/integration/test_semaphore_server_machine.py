@@ -64,6 +64,7 @@ class ServerMachine(RuleBasedStateMachine):
         self.pending: dict[str, Future[Any]] = {}  # claim -> future of its acquire
         self.permits: dict[str, Permit] = {}
         self.max_token = 0
+        self.seen_claims: set[str] = set()
 
     def _obj(self) -> Any:
         return _portal.run(self.client.store.get, SEMAPHORE, self.client.namespace, self.name)
@@ -116,14 +117,16 @@ class ServerMachine(RuleBasedStateMachine):
             permit = Permit(future.result(timeout=60))
             self._grant(permit.key, permit, fits[0][1])
             return permit.key
-        claim = _portal.run(self._new_claim, {r.claim for r in self.queue})
+        claim = _portal.run(self._new_claim, set(self.seen_claims))
+        self.seen_claims.add(claim.name)
         self.pending[claim.name] = future
         self.queue.append(Req(claim.name, weight, priority, order_key(claim)[1]))
         self._settle()
         return claim.name
 
     async def _new_claim(self, known: set[str]) -> Any:
-        """Wait for the one claim of this semaphore that is not in ``known``."""
+        """Wait for the one claim of this semaphore not seen before (a granted claim may
+        still be listed for a moment: its deletion is asynchronous)."""
         selector = target_selector(SEMAPHORE, self.name)
         with anyio.fail_after(60):
             while True:
