@@ -28,16 +28,15 @@ from typing import Any, Final, final
 import anyio
 
 from konductor_sdk._engines.permit import CLEANUP_SECONDS, Permit
-from konductor_sdk._engines.semaphore_grants import (
+from konductor_sdk._engines.semaphore_grants import GrantCoordinator, coordinator
+from konductor_sdk._engines.semaphore_holdings import expire_at
+from konductor_sdk._engines.semaphore_waiter import (
     REJECTED,
     RESTART,
-    GrantCoordinator,
     Granted,
     Outcome,
     Waiter,
     claim_name,
-    coordinator,
-    expire_at,
     spawn_quietly,
 )
 from konductor_sdk._kernel.cas import ensure_exists
@@ -317,7 +316,7 @@ class SemaphoreObject:
             if session.lost:
                 # Granted, but the write came back after the session's deadline: nothing
                 # may be done under it (docs/design.md, 13.1). Give it back, start over.
-                await coord.give_back(outcome)
+                await coord.holdings.give_back(outcome)
                 if claim is not None:
                     self._drop_later(claim)
                 session = await sessions.get(ttl)
@@ -362,7 +361,7 @@ class SemaphoreObject:
             coord.remove(waiter)
             with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
                 if isinstance(waiter.outcome, Granted):
-                    await coord.give_back(waiter.outcome)
+                    await coord.holdings.give_back(waiter.outcome)
                 with contextlib.suppress(*CLEANUP_ERRORS):
                     await coord.withdraw(waiter)
             raise
@@ -406,10 +405,10 @@ class SemaphoreObject:
 
         def done() -> None:
             session.holds -= 1
-            coord.forget(permit)
+            coord.holdings.forget(permit)
 
         permit.when_done(done)
-        coord.adopt(permit)
+        coord.holdings.adopt(permit)
         if claim is not None:
             permit.claim = claim.name
             self._drop_later(claim)
@@ -425,7 +424,7 @@ class SemaphoreObject:
             # (already on its way) reaches them.
             if permit.claim is not None:
                 self.coordinator().finished_claims.add(permit.claim)
-            await self.coordinator().release(permit.slot, permit.token)
+            await self.coordinator().holdings.release(permit.slot, permit.token)
             self.stats["released"] += 1
         finally:
             permit.done()

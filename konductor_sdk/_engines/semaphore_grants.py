@@ -1,11 +1,12 @@
-"""One client's grants on one Semaphore/Mutex/RWMutex: planning, writing, waking, holding.
+"""One client's grants on one Semaphore/Mutex/RWMutex: planning, writing, waking.
 
 A :class:`GrantCoordinator` exists once per (client, object). It keeps
 
-* the client's **waiters** on the object, each one task blocked on its own event: a
-  claimed waiter (its ``Claim`` is in the queue) or a claimless attempt of the fast path;
-* the client's **permits** on the object, judged on every version the object watch
-  delivers (removed → lost; asked to yield → preempted).
+* the client's **waiters** on the object (:mod:`.semaphore_waiter`), each one task blocked
+  on its own signal: a claimed waiter (its ``Claim`` is in the queue) or a claimless
+  attempt of the fast path;
+* the client's **permits** on the object (:mod:`.semaphore_holdings`), judged on every
+  version the object watch delivers (removed → lost; asked to yield → preempted).
 
 While waiters exist, one task runs :meth:`GrantCoordinator._run`: on every change (a new
 version of the object, a change to its claim queue, a waiter arriving or leaving) it
@@ -18,19 +19,23 @@ the watch delivers and plans again. Waiters never fail because others wait too.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import secrets
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any, Final, final
 
 import anyio
 import anyio.lowlevel
-import attrs
 
-from konductor_sdk._engines.permit import CLEANUP_SECONDS, Permit
-from konductor_sdk._kernel.batching import Batcher, PerClient
+from konductor_sdk._engines.semaphore_holdings import Holdings
+from konductor_sdk._engines.semaphore_waiter import (
+    REJECTED,
+    RESTART,
+    Granted,
+    Waiter,
+    spawn_quietly,
+)
+from konductor_sdk._kernel.batching import PerClient
 from konductor_sdk._kernel.claims import ClaimQueue, claim_queue
 from konductor_sdk._kernel.client import Client
 from konductor_sdk._kernel.clock import rfc3339
@@ -38,12 +43,11 @@ from konductor_sdk._kernel.errors import (
     APIError,
     ConflictError,
     InvalidObjectError,
-    KonductorError,
     NotFoundError,
 )
 from konductor_sdk._kernel.objects import KObject
 from konductor_sdk._kernel.retry import backoff
-from konductor_sdk._kernel.sessions import Session, safety_margin
+from konductor_sdk._kernel.sessions import Session
 from konductor_sdk._kernel.watch import KindWatch, rv_int
 from konductor_sdk._machines import semaphore_plan as planning
 from konductor_sdk._machines.semaphore import LockKind, burst_seconds, grants
@@ -58,103 +62,14 @@ PAIR_BUDGET: Final = 20_000
 policy's overlap check must stay inside the API server's CEL cost budget."""
 MAX_NEW_PER_WRITE: Final = 64
 CREATING_AT_ONCE: Final = 4
+"""Claim creations in flight per client and object (a thousand waiters arriving at once
+would otherwise hold a thousand requests' buffers)."""
 DEFER_SECONDS: Final = 0.1
 """Longest this client lets another process's waiter, ahead of ours in the fitting prefix,
 write its grant first before writing ours anyway."""
-"""Claim creations in flight per client and object (a thousand waiters arriving at once
-would otherwise hold a thousand requests' buffers)."""
 WATCH_WAIT_SECONDS: Final = 1.0
 """After a refused write, how long to wait for the watch to deliver a newer version before
 reading one (a refusal with nothing newer is not a race but a real refusal)."""
-
-RESTART: Final = "restart"
-"""Outcome: the waiter's session ended while it waited; queue again with a fresh one."""
-REJECTED: Final = "rejected"
-"""Outcome of a claimless attempt that could not be granted at once."""
-
-
-@attrs.frozen
-class Granted:
-    """What the write that granted a waiter said."""
-
-    slot: int
-    weight: int
-    token: int
-    burst: bool
-    sent: float
-    """Client-clock time the granting write was sent (a burst grant's bound counts from it)."""
-    resource_version: str
-    ttl_seconds: int | None
-
-
-Outcome = Granted | BaseException | str
-
-
-@final
-class Signal:
-    """A one-shot wake-up for one waiting task: what ``anyio.Event`` does, in a tenth of the
-    memory (no deque per event), for the thousand waiters a process may park. asyncio only,
-    like the client it belongs to."""
-
-    __slots__ = ("_future", "_set")
-
-    def __init__(self) -> None:
-        self._future: asyncio.Future[None] | None = None
-        self._set = False
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:
-        self._set = True
-        future = self._future
-        if future is not None and not future.done():
-            future.set_result(None)
-
-    async def wait(self) -> None:
-        if self._set:
-            await anyio.lowlevel.checkpoint()
-            return
-        self._future = asyncio.get_running_loop().create_future()
-        try:
-            await self._future
-        finally:
-            self._future = None
-
-
-@attrs.define(eq=False, slots=True)
-class Waiter:
-    """One request of this client, as the coordinator sees it."""
-
-    request: planning.Request
-    session: Session
-    direct: bool
-    """A claimless attempt (fast path); granted only if nobody is queued and it fits."""
-    entry: dict[str, Any]
-    """The grant's fields besides weight/token (holder, priority, mode...)."""
-    event: Signal = attrs.field(factory=Signal)
-    outcome: Outcome | None = None
-    writing: bool = False
-    abandoned: bool = False
-    asked: set[int] = attrs.field(factory=set)
-    """Tokens of the holders this waiter asked to yield."""
-
-    def finish(self, outcome: Outcome) -> None:
-        if self.outcome is None:
-            self.outcome = outcome
-            self.event.set()
-
-
-@attrs.define(eq=False)
-class _Release:
-    """One grant to remove, in the next release patch."""
-
-    slot: int
-    token: int
-    done: anyio.Event = attrs.field(factory=anyio.Event)
-    error: BaseException | None = None
-    cancelled: bool = False
-    """Never set: a release is not withdrawn once asked for."""
 
 
 @final
@@ -167,10 +82,9 @@ class GrantCoordinator:
         self.namespace = namespace
         self.name = name
         self.waiters: dict[str, Waiter] = {}
-        self.permits: dict[int, Permit] = {}
+        self.holdings = Holdings(client, kind, namespace, name)
         self.writes = 0
         self.conflicts = 0
-        self.stats: dict[str, int] = dict.fromkeys(("lost", "preempted"), 0)
         self._direct: list[Waiter] = []
         self._wake = anyio.Event()
         self._running = False
@@ -180,7 +94,6 @@ class GrantCoordinator:
         self._watch: KindWatch | None = None
         self._seen_object = False
         self._hooked_sessions: set[str] = set()
-        self._releases = Batcher[_Release](client, self._flush_releases)
         self.creating = anyio.Semaphore(CREATING_AT_ONCE)
         """Bounds this client's claim creations in flight on this object."""
         self._deferred: tuple[str, float] | None = None
@@ -193,7 +106,7 @@ class GrantCoordinator:
     def __repr__(self) -> str:
         return (
             f"<GrantCoordinator {self.kind.kind.kind} {self.namespace}/{self.name} "
-            f"waiters={len(self.waiters)} permits={len(self.permits)}>"
+            f"waiters={len(self.waiters)} permits={len(self.holdings.permits)}>"
         )
 
     # -- setup ---------------------------------------------------------------------------
@@ -204,6 +117,7 @@ class GrantCoordinator:
             watch = await self.client.watch(self.kind.kind, self.namespace)
             if self._watch is None:
                 self._watch = watch
+                self.holdings.watch = watch
                 watch.add_listener(self._on_object)
         while self._queue is None:
             self._ensure_running()
@@ -241,11 +155,7 @@ class GrantCoordinator:
             for waiter in list(self.waiters.values()) + self._direct:
                 if waiter.session is session and not waiter.writing:
                     waiter.finish(RESTART)
-            for permit in list(self.permits.values()):
-                if permit.session == session.name:
-                    permit.mark_lost(f"its session ended: {reason}")
-                    self.stats["lost"] += 1
-                    spawn_quietly(self.client, permit.release)
+            self.holdings.session_lost(session.name, reason)
 
         session.on_lost(lost)
 
@@ -268,87 +178,18 @@ class GrantCoordinator:
             del self.waiters[waiter.request.id]
         self._wake.set()
 
-    def adopt(self, permit: Permit) -> None:
-        """Judge ``permit`` on every new version of the object until it is released
-        (starting with the one cached now: the watch may have moved on since the grant)."""
-        self.permits[permit.token] = permit
-        obj = self.current()
-        if obj is not None:
-            self._on_object("MODIFIED", obj)
-
-    def forget(self, permit: Permit) -> None:
-        if self.permits.get(permit.token) is permit:
-            del self.permits[permit.token]
-
     # -- the object watch ----------------------------------------------------------------
 
     def _on_object(self, etype: str, obj: KObject) -> None:
         if obj.name != self.name or obj.namespace != self.namespace:
             return
         self._wake.set()
-        if not self.permits:
-            return
-        if etype == "DELETED":
-            for permit in list(self.permits.values()):
-                self._end(permit, "the object was deleted")
-            return
-        holders = obj.status.get("holders")
-        holders = holders if isinstance(holders, Mapping) else {}
-        requests = obj.status.get("preemptRequests")
-        requests = requests if isinstance(requests, Mapping) else {}
-        rv = rv_int(obj.resource_version)
-        for token, permit in list(self.permits.items()):
-            entry = holders.get(str(permit.slot))
-            if not isinstance(entry, Mapping) or entry.get("token") != token:
-                if rv >= permit.granted_rv:
-                    self._end(
-                        permit,
-                        "the grant was removed (its session was reaped, or it was force-released)",
-                    )
-            elif str(token) in requests and not permit.preempt_requested.is_set():
-                self.stats["preempted"] += 1
-                permit.mark_preempted()
-                self._yielding(permit, entry)
+        self.holdings.on_object(etype, obj)
 
     def _on_claim(self, etype: str, obj: KObject) -> None:
         if etype == "DELETED":
             self.finished_claims.discard(obj.name)
         self._wake.set()
-
-    def _end(self, permit: Permit, reason: str) -> None:
-        self.forget(permit)
-        if not permit.released:
-            self.stats["lost"] += 1
-            permit.mark_lost(reason)
-            permit.done()
-
-    def _yielding(self, permit: Permit, entry: Mapping[str, Any]) -> None:
-        """A holder asked to yield: unless its ``async with`` releases at once, bound it in
-        time (one session TTL from now, server-visible so the operator reaps it too)."""
-        if permit.released or permit.ttl_seconds <= 0 or "ttlSeconds" in entry:
-            return
-        spawn_quietly(self.client, self._bound, permit)
-
-    async def _bound(self, permit: Permit) -> None:
-        await anyio.lowlevel.checkpoint()  # an ``async with`` body releases first
-        if permit.released:
-            return
-        ttl = permit.ttl_seconds
-        sent = self.client.clock.monotonic()
-        try:
-            await self.client.store.patch(
-                self.kind.kind,
-                self.namespace,
-                self.name,
-                planning.deadline_patch(permit.slot, permit.token, ttl),
-                patch_type="json",
-                subresource="status",
-            )
-        except APIError as exc:
-            log.debug("%r: could not mark the grant as yielding: %s", permit, exc)
-            return  # gone already, or released meanwhile
-        permit.set_deadline(sent + ttl - safety_margin(ttl))
-        await expire_at(self.client, permit)
 
     # -- the planner/writer task ---------------------------------------------------------
 
@@ -610,7 +451,7 @@ class GrantCoordinator:
             if waiter.abandoned or waiter.outcome is not None:
                 # Its caller is gone (cancelled, or its session ended meanwhile): give the
                 # grant back; nobody else could have been granted these slots.
-                spawn_quietly(client, self.give_back, granted)
+                spawn_quietly(client, self.holdings.give_back, granted)
             else:
                 waiter.finish(granted)
 
@@ -689,103 +530,6 @@ class GrantCoordinator:
             except APIError:
                 return
 
-    async def give_back(self, granted: Granted) -> None:
-        """Remove a grant nobody will use (shielded, bounded)."""
-        with anyio.move_on_after(CLEANUP_SECONDS, shield=True), contextlib.suppress(APIError):
-            await self.release(granted.slot, granted.token)
-
-    async def release(self, slot: int, token: int) -> None:
-        """Remove the grant ``token`` at ``slot``: one JSON patch for every release of this
-        client on the object asked for while the previous one was in flight (releases test
-        only their own token, so they never conflict with anything but each other's
-        absence). Already gone (reaped, force-released, object deleted) is fine.
-
-        Raises:
-            APIError: the server could not be told.
-        """
-        request = _Release(slot, token)
-        try:
-            self._releases.submit(request)
-        except RuntimeError:
-            await self._flush_releases([request])  # the client is closing: directly
-        else:
-            await request.done.wait()
-        if request.error is not None:
-            raise request.error
-
-    async def _flush_releases(self, batch: list[_Release]) -> None:
-        todo = list(batch)
-        try:
-            for _ in range(4):
-                ops = [op for r in todo for op in planning.release_patch(r.slot, r.token)]
-                try:
-                    written = await self.client.store.patch(
-                        self.kind.kind,
-                        self.namespace,
-                        self.name,
-                        ops,
-                        patch_type="json",
-                        subresource="status",
-                    )
-                except InvalidObjectError:
-                    # One of them is gone already: keep those the object still has.
-                    obj = await self.client.store.get(self.kind.kind, self.namespace, self.name)
-                    present = {(g.slot, g.token) for g in grants(obj.status)}
-                    todo = [r for r in todo if (r.slot, r.token) in present]
-                    if not todo:
-                        return
-                    continue
-                self.watch.observe(written)
-                return
-            raise APIError(f"{self!r}: releases kept failing their tests")
-        except NotFoundError:
-            return  # the object is gone, and the grants with it
-        except APIError as exc:
-            for request in todo:
-                request.error = exc
-        except BaseException:
-            for request in todo:
-                request.error = RuntimeError("the client was closed during the release")
-            raise
-        finally:
-            for request in batch:
-                request.done.set()
-
-
-async def expire_at(client: Client, permit: Permit) -> None:
-    """Mark ``permit`` lost at its own deadline (burst, yielding) and give it back."""
-    clock = client.clock
-    while not permit.released:
-        deadline = permit.deadline
-        if deadline is None:
-            return
-        left = deadline - clock.monotonic()
-        if left <= 0:
-            break
-        # In slices: the clock may be a test's FakeClock that jumps.
-        await anyio.sleep(min(left, 0.5))
-    if not permit.released:
-        permit.lost  # noqa: B018 - marks it lost at the deadline, with the reason
-        await permit.release()
-
-
-def spawn_quietly(client: Client, func: Callable[..., Awaitable[Any]], *args: Any) -> bool:
-    """Run ``func(*args)`` in the client's background; a failure is logged, never raised
-    into the client's task group (which would take its watches down). ``False`` if the
-    client is closing."""
-
-    async def quietly() -> None:
-        try:
-            await func(*args)
-        except (APIError, KonductorError, RuntimeError) as exc:
-            log.debug("background %s failed: %s", getattr(func, "__name__", func), exc)
-
-    try:
-        client.spawn(quietly)
-    except RuntimeError:
-        return False
-    return True
-
 
 _COORDINATORS = PerClient[tuple[str, str, str], GrantCoordinator]()
 
@@ -794,8 +538,3 @@ def coordinator(client: Client, kind: LockKind, namespace: str, name: str) -> Gr
     """The coordinator of one object, shared by every front object of this client."""
     key = (kind.kind.kind, namespace, name)
     return _COORDINATORS.get(client, key, lambda: GrantCoordinator(client, kind, namespace, name))
-
-
-def claim_name(target: str) -> str:
-    """A fresh claim name for ``target`` (chosen here, so a cancelled create can be undone)."""
-    return f"{target[:240]}-{secrets.token_hex(4)}"
