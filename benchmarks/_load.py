@@ -25,7 +25,7 @@ from konductor_sdk._kernel.objects import SEMAPHORE, ResourceKind
 from . import _baselines, _instrument
 from ._baselines import Window
 from ._child import Child, Link, rusage_cpu_seconds
-from ._harness import Context, busy_percent, machine_ticks
+from ._harness import Context, busy_percent, counter_delta, machine_ticks
 
 SEMAPHORE_PERMITS = 4
 KINDS: dict[str, ResourceKind] = {"configmap": _baselines.CONFIGMAP, "semaphore": SEMAPHORE}
@@ -118,6 +118,8 @@ class PhaseResult:
     """% of the machine's CPU busy in the window, whoever used it."""
     instrument: dict[str, float]
     """Totals of :mod:`benchmarks._instrument` (empty unless the group instruments)."""
+    server: dict[str, float] = attrs.field(factory=dict)
+    """The apiserver's own counters over the window (``requests.<code>``...)."""
 
     @property
     def per_second(self) -> float:
@@ -201,6 +203,7 @@ class LoadGroup:
         edges: dict[str, tuple[float, float]] = {}
         machine: dict[str, tuple[int, int]] = {}
         instrumented: dict[str, dict[str, float]] = {}
+        counters: dict[str, dict[str, float]] = {}
 
         async def local(client: Client) -> None:
             results.append(await run_phase(client, command))
@@ -214,6 +217,7 @@ class LoadGroup:
             edges[key] = (sum(ctx.server_cpu().values()), rusage_cpu_seconds())
             machine[key] = machine_ticks()
             instrumented[key] = _instrument.snapshot()
+            counters[key] = await ctx.server_counters()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(sample, "opens")
@@ -245,4 +249,5 @@ class LoadGroup:
             cleanup_s=max(r["finished"] for r in results) - closes,
             machine_busy=busy_percent(machine["opens"], machine["closes"]),
             instrument=instrument,
+            server=counter_delta(counters["opens"], counters["closes"]),
         )

@@ -2,12 +2,13 @@
 
 ::
 
-    async with Mutex("db-migrate") as permit:    # created if missing; renewed while held
+    async with Mutex("db-migrate") as permit:    # created if missing
         await migrate(fencing_token=permit.token)
 
 It has its own kind (``Mutex``, short name ``mtx``) so ``kubectl get mutexes`` shows who
-holds what, and the same machinery as :class:`~konductor_sdk.Semaphore`: priority queue,
-preemption, TTL with renewal, fencing tokens. It is not re-entrant (see ``docs/semaphore.md``).
+holds what, and the same machinery as :class:`~konductor_sdk.Semaphore`: a queue of
+claims, priority, preemption, a session for liveness, fencing tokens. It is not
+re-entrant (see ``docs/semaphore.md``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, final
 
 from konductor_sdk._engines.semaphore import Permit
-from konductor_sdk._front_bases import LockFront
 from konductor_sdk._kernel.client import Client
+from konductor_sdk._kernel.sessions import DEFAULT_TTL
+from konductor_sdk._lock_front import LockFront
 from konductor_sdk._machines import semaphore as state
 
-from .semaphore import DEFAULT_TTL, TaskStack
+from .semaphore import TaskStack
 
 __all__ = ["Mutex"]
 
@@ -33,8 +35,9 @@ class Mutex(LockFront):
         name: the object's name (DNS subdomain).
         namespace: default: the client's namespace.
         client: default: :func:`~konductor_sdk.default_client`.
-        ttl: seconds the holder may go without renewal (renewed every ``ttl/3``);
-            0: held until released or the pod ends (only in a pod).
+        ttl: seconds of the session the lock lives with: if this process stops renewing
+            it for that long, the lock is reaped. 0: held until released or the pod ends
+            (only in a pod).
 
     Raises:
         ConfigurationError: an argument is out of range (nothing is written).
@@ -49,7 +52,7 @@ class Mutex(LockFront):
         ttl: int = DEFAULT_TTL,
     ) -> None:
         super().__init__(
-            state.MUTEX_FLAVOR, name, namespace=namespace, client=client, ttl=ttl, create_spec={}
+            state.MUTEX_KIND, name, namespace=namespace, client=client, ttl=ttl, create_spec={}
         )
         self._stack = TaskStack()
 
@@ -62,7 +65,7 @@ class Mutex(LockFront):
     def hold(
         self, *, priority: int = 0, preemptible: bool = False, ttl: int | None = None
     ) -> AbstractAsyncContextManager[Permit]:
-        """``async with mutex.hold(...) as permit``: lock, renew while held, unlock.
+        """``async with mutex.hold(...) as permit``: lock, hold, unlock.
 
         The body is cancelled and :class:`~konductor_sdk.PermitLost` raised on exit if the
         lock ends while held (or is preempted). Arguments as for ``Semaphore.hold``.
@@ -76,7 +79,7 @@ class Mutex(LockFront):
     async def acquire(
         self, *, priority: int = 0, preemptible: bool = False, ttl: int | None = None
     ) -> Permit:
-        """Wait for the lock; renewed in the background until ``permit.release()``.
+        """Wait for the lock; held until ``permit.release()`` (or its session ends).
 
         Raises:
             ConfigurationError: bad arguments.
@@ -98,5 +101,5 @@ class Mutex(LockFront):
 
     async def locked(self) -> bool:
         """Whether someone holds the lock now (a fresh read)."""
-        obj = await self._pool.read(fresh=True)
-        return bool(obj.status.get("holders"))
+        obj = await self._object.read(fresh=True)
+        return bool(state.grants(obj.status))

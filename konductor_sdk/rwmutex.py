@@ -8,8 +8,9 @@
     async with rw.write():     # alone
         ...
 
-Stored as an ``RWMutex`` object and run by the semaphore machinery with a limit of
-``spec.maxReaders`` units: a reader takes one unit, a writer all of them. **Writer
+Stored as an ``RWMutex`` object and run by the semaphore machinery with
+``spec.maxReaders`` slots: a reader takes one slot, a writer all of them, and the API
+server refuses overlapping grants, so a writer is always alone. **Writer
 preference**: the queue is strictly ordered, so a waiting writer blocks every reader that
 arrives after it (readers cannot starve a writer), while readers that queued before the
 writer are served first (a stream of writers cannot starve them either). Priorities and
@@ -22,13 +23,13 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, final
 
-from konductor_sdk._engines.semaphore import Permit, check_int
-from konductor_sdk._front_bases import LockFront
+from konductor_sdk._engines.semaphore import Permit
 from konductor_sdk._kernel.client import Client
 from konductor_sdk._kernel.errors import ConfigurationError
+from konductor_sdk._kernel.sessions import DEFAULT_TTL
+from konductor_sdk._kernel.validate import check_int
+from konductor_sdk._lock_front import LockFront
 from konductor_sdk._machines import semaphore as state
-
-from .semaphore import DEFAULT_TTL
 
 Mode = Literal["read", "write"]
 
@@ -42,11 +43,12 @@ class RWMutex(LockFront):
     Args:
         name: the object's name (DNS subdomain).
         max_readers: ``spec.maxReaders`` to create the object with if it does not exist
-            (1..2048, default 1024); an existing object keeps its own.
+            (1..4096, default 1024); an existing object keeps its own.
         namespace: default: the client's namespace.
         client: default: :func:`~konductor_sdk.default_client`.
-        ttl: seconds a holder may go without renewal (renewed every ``ttl/3``);
-            0: held until released or the pod ends (only in a pod).
+        ttl: seconds of the session the lock lives with: if this process stops renewing
+            it for that long, the lock is reaped. 0: held until released or the pod ends
+            (only in a pod).
 
     Raises:
         ConfigurationError: an argument is out of range (nothing is written).
@@ -61,9 +63,9 @@ class RWMutex(LockFront):
         client: Client | None = None,
         ttl: int = DEFAULT_TTL,
     ) -> None:
-        check_int(max_readers, "max_readers", 1, state.MAX_HOLDERS)
+        check_int(max_readers, "max_readers", 1, state.RW_MAX_READERS_MAX)
         super().__init__(
-            state.RWMUTEX_FLAVOR,
+            state.RWMUTEX_KIND,
             name,
             namespace=namespace,
             client=client,
@@ -111,7 +113,7 @@ class RWMutex(LockFront):
         preemptible: bool = False,
         ttl: int | None = None,
     ) -> Permit:
-        """Wait for the lock in ``mode``; renewed in the background until released.
+        """Wait for the lock in ``mode``; held until released (or its session ends).
 
         Raises:
             ConfigurationError: bad arguments.

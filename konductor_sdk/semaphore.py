@@ -3,17 +3,16 @@
 ::
 
     sem = Semaphore("gpu-pool", permits=4)       # created with permits=4 if missing
-    async with sem as permit:                    # one unit; renewed while held
-        await train(fencing_token=permit.token)
+    async with sem as permit:                    # one unit, for the block
+        fence.admit(permit.fencing)              # per-slot fencing downstream
     async with sem.hold(weight=2, priority=5):   # two units, served before priority < 5
         ...
     permit = await sem.acquire_nowait()          # WouldBlock instead of waiting
     await permit.release()
 
-Safety never depends on the operator: grants are compare-and-swap writes that keep the sum
-of held weights within ``spec.permits`` (``+ spec.burst`` only for time-bounded burst
-grants). The full semantics (fairness, preemption, burst, TTL, re-entrancy) are in
-``docs/semaphore.md``.
+Safety never depends on the operator: grants are conditional writes the API server checks
+(the limit, non-overlapping slots, the fencing counter). Semantics (fairness, preemption,
+burst, sessions, fencing) are in ``docs/semaphore.md``.
 """
 
 from __future__ import annotations
@@ -25,14 +24,17 @@ from typing import Any, final
 import anyio
 import attrs
 
-from konductor_sdk._engines.semaphore import Permit, Pool, check_int, check_ttl
+from konductor_sdk._engines.semaphore import Permit, SemaphoreObject
+from konductor_sdk._kernel.claims import claim_queue
 from konductor_sdk._kernel.client import Client
 from konductor_sdk._kernel.errors import ConfigurationError, NotFoundError
 from konductor_sdk._kernel.names import check_object_name
 from konductor_sdk._kernel.objects import KObject
+from konductor_sdk._kernel.sessions import DEFAULT_TTL as DEFAULT_TTL
+from konductor_sdk._kernel.validate import check_int, check_ttl
+from konductor_sdk._kernel.waiting import wait_any
+from konductor_sdk._kernel.watch import rv_int
 from konductor_sdk._machines import semaphore as state
-
-DEFAULT_TTL = 30
 
 __all__ = [
     "HolderInfo",
@@ -47,11 +49,18 @@ __all__ = [
 @final
 @attrs.frozen
 class HolderInfo:
-    """One grant as recorded in ``status.holders``."""
+    """One grant as recorded in ``status.holders``.
+
+    ``key`` is ``"<first slot>#<token>"``; the grant holds slots ``slot .. slot+weight-1``.
+    ``ttl_seconds`` is set only on time-bounded grants (burst, or yielding to preemption).
+    """
 
     key: str
+    slot: int
     holder: str
-    pod: str | None
+    session: str
+    creator: str
+    claim: str | None
     weight: int
     priority: int
     token: int
@@ -59,18 +68,21 @@ class HolderInfo:
     preempt_requested: bool
     burst: bool
     mode: str | None
-    ttl_seconds: int
-    renew_count: int
+    ttl_seconds: int | None
     granted_at: str | None
 
 
 @final
 @attrs.frozen
 class WaiterInfo:
-    """One queued request as recorded in ``status.waiters``."""
+    """One queued request (a ``Claim``), in service order.
+
+    ``key`` is the claim's name; ``ticket`` its creation resourceVersion (arrival order).
+    """
 
     key: str
     holder: str
+    session: str
     pod: str | None
     weight: int
     priority: int
@@ -79,7 +91,6 @@ class WaiterInfo:
     allow_burst: bool
     mode: str | None
     ttl_seconds: int
-    renew_count: int
 
 
 @final
@@ -88,7 +99,8 @@ class SemaphoreStatus:
     """A snapshot of a Semaphore, Mutex or RWMutex object (``await x.status()``).
 
     ``limit`` is ``spec.permits`` (1 for a Mutex, ``spec.maxReaders`` for an RWMutex);
-    ``waiters`` are in service order.
+    ``in_use``/``available``/``phase`` are computed from the grants (the stored
+    aggregates are the operator's and may lag); ``waiters`` are in service order.
     """
 
     kind: str
@@ -112,8 +124,9 @@ class SemaphoreStatus:
 class SemaphoreStatistics:
     """What this process did through one front object (``x.statistics()``).
 
-    ``writes``/``conflicts`` count CAS writes (and lost races) of this process on the
-    object, shared by every front object of the same client.
+    ``writes``/``conflicts`` count the grant writes (and lost races) of this client on
+    the object, shared by every front object of the same client; ``lost``/``preempted``
+    count this client's permits on the object.
     """
 
     acquired: int
@@ -138,62 +151,65 @@ def check_namespace(namespace: str | None) -> str | None:
     return namespace
 
 
-def status_of(pool: Pool, obj: KObject) -> SemaphoreStatus:
-    """Convert an object of the semaphore family into a :class:`SemaphoreStatus`."""
-    flavor, spec = pool.flavor, obj.spec
-    st = state.normalize_for(flavor)(spec, dict(obj.status))
+def _pod_name(ref: Any) -> str | None:
+    return str(ref.get("name")) if isinstance(ref, Mapping) and ref.get("name") else None
 
-    def pod(e: Mapping[str, Any]) -> str | None:
-        ref = e.get("pod")
-        return str(ref.get("name")) if isinstance(ref, Mapping) and ref.get("name") else None
 
+def status_of(handle: SemaphoreObject, obj: KObject, claims: list[KObject]) -> SemaphoreStatus:
+    """A :class:`SemaphoreStatus` of an object of the semaphore family and its queue."""
+    kind, spec = handle.kind, obj.spec
+    st = state.normalize_for(kind)(spec, dict(obj.status))
+    asked = state.preempt_requests(obj.status)
+    raw = obj.status.get("holders") or {}
     holders = tuple(
         HolderInfo(
-            key=k,
-            holder=str(e.get("holder", "")),
-            pod=pod(e),
-            weight=flavor.weight(spec, e),
-            priority=int(e.get("priority", 0)),
-            token=int(e.get("token", 0)),
-            preemptible=bool(e.get("preemptible")),
-            preempt_requested=bool(e.get("preemptRequested")),
-            burst=bool(e.get("burst")),
-            mode=e.get("mode"),
-            ttl_seconds=int(e.get("ttlSeconds", 0)),
-            renew_count=int(e.get("renewCount", 0)),
-            granted_at=e.get("grantedAt"),
+            key=f"{g.slot}#{g.token}",
+            slot=g.slot,
+            holder=g.holder,
+            session=g.session,
+            creator=g.creator,
+            claim=g.claim,
+            weight=g.weight,
+            priority=g.priority,
+            token=g.token,
+            preemptible=g.preemptible,
+            preempt_requested=g.token in asked,
+            burst=g.burst,
+            mode=g.mode,
+            ttl_seconds=g.deadline_seconds,
+            granted_at=(raw.get(str(g.slot)) or {}).get("grantedAt"),
         )
-        for k, e in sorted(
-            (obj.status.get("holders") or {}).items(), key=lambda kv: kv[1].get("token", 0)
-        )
+        for g in sorted(state.grants(obj.status), key=lambda g: g.token)
     )
+    granted = {h.claim for h in holders if h.claim}
     waiters = tuple(
         WaiterInfo(
-            key=k,
-            holder=str(e.get("holder", "")),
-            pod=pod(e),
-            weight=flavor.weight(spec, e),
-            priority=int(e.get("priority", 0)),
-            ticket=int(e.get("ticket", 0)),
-            preemptible=bool(e.get("preemptible")),
-            allow_burst=bool(e.get("allowBurst")),
-            mode=e.get("mode"),
-            ttl_seconds=int(e.get("ttlSeconds", 0)),
-            renew_count=int(e.get("renewCount", 0)),
+            key=c.name,
+            holder=str(c.spec.get("holder", "")),
+            session=str(c.spec.get("session", "")),
+            pod=_pod_name(c.spec.get("pod")),
+            weight=kind.weight(spec, c.spec),
+            priority=int(c.spec.get("priority", 0)),
+            ticket=rv_int(c.resource_version),
+            preemptible=c.spec.get("preemptible") is True,
+            allow_burst=c.spec.get("allowBurst") is True,
+            mode=c.spec.get("mode"),
+            ttl_seconds=int(c.spec.get("ttlSeconds", 0)),
         )
-        for k, e in state.queue(obj.status)
+        for c in claims
+        if c.name not in granted
     )
     return SemaphoreStatus(
-        kind=flavor.kind.kind,
+        kind=kind.kind.kind,
         name=obj.name,
         namespace=obj.namespace,
-        limit=flavor.limit(spec),
-        burst=flavor.burst(spec),
+        limit=kind.limit(spec),
+        burst=kind.burst(spec),
         burst_seconds=state.burst_seconds(spec),
         in_use=int(st["inUse"]),
         available=int(st["available"]),
         phase=str(st.get("phase", "")),
-        fencing_token=int(obj.status.get("fencingToken", 0)),
+        fencing_token=state.fencing_token(obj.status),
         holders=holders,
         waiters=waiters,
         generation=obj.generation,
@@ -201,41 +217,50 @@ def status_of(pool: Pool, obj: KObject) -> SemaphoreStatus:
     )
 
 
-async def changes_of(pool: Pool) -> AsyncIterator[SemaphoreStatus]:
-    """The object's status now and after every change, from the client's shared watch
-    (no polling); changes that arrive while the consumer is busy are coalesced.
+async def read_status(handle: SemaphoreObject) -> SemaphoreStatus:
+    """A fresh :class:`SemaphoreStatus` (the object and its claims, read now)."""
+    obj = await handle.read(fresh=True)
+    return status_of(handle, obj, await handle.claims())
+
+
+async def changes_of(handle: SemaphoreObject) -> AsyncIterator[SemaphoreStatus]:
+    """The status now and after every change of the object or its queue, from the
+    client's shared watches (no polling); changes that arrive while the consumer is busy
+    are coalesced.
 
     Raises:
         NotFoundError: the object does not exist (or was deleted).
-        APIError: the watch failed (forbidden, or the server unreachable past the
-            client's retry budget).
+        APIError: a watch failed (forbidden, or the server unreachable past the client's
+            retry budget).
     """
-    client = await pool.connect()
-    watch = await client.watch(pool.flavor.kind, pool.namespace)
-    while True:
-        changed = watch.next_change(pool.name, pool.namespace)  # before reading the cache
-        obj = watch.get(pool.name, pool.namespace)
-        if obj is None:
-            raise NotFoundError(
-                f"{pool.flavor.kind.kind} {pool.namespace}/{pool.name} does not exist",
-                status=404,
-            )
-        yield status_of(pool, obj)
-        await changed.wait()
+    client = await handle.connect()
+    kind, namespace = handle.kind.kind, handle.namespace
+    watch = await client.watch(kind, namespace)
+    async with claim_queue(client, kind, handle.name, namespace) as queue:
+        while True:
+            # Both events before reading the caches: nothing between read and wait is lost.
+            changed = watch.next_change(handle.name, namespace)
+            queued = queue.next_change()
+            obj = watch.get(handle.name, namespace)
+            if obj is None:
+                raise NotFoundError(f"{handle.describe()} does not exist", status=404)
+            claims = [c for c in queue.ordered() if not c.deleting]
+            yield status_of(handle, obj, claims)
+            await wait_any(changed, queued)
 
 
-def statistics_of(pool: Pool) -> SemaphoreStatistics:
-    committer = pool.known_committer()
+def statistics_of(handle: SemaphoreObject) -> SemaphoreStatistics:
+    coord = handle.known_coordinator()
     return SemaphoreStatistics(
-        acquired=pool.stats["acquired"],
-        released=pool.stats["released"],
-        waited=pool.stats["waited"],
-        would_block=pool.stats["would_block"],
-        lost=pool.stats["lost"],
-        preempted=pool.stats["preempted"],
-        waiting=pool.waiting,
-        writes=committer.writes if committer else 0,
-        conflicts=committer.conflicts if committer else 0,
+        acquired=handle.stats["acquired"],
+        released=handle.stats["released"],
+        waited=handle.stats["waited"],
+        would_block=handle.stats["would_block"],
+        lost=coord.holdings.stats["lost"] if coord else 0,
+        preempted=coord.holdings.stats["preempted"] if coord else 0,
+        waiting=handle.waiting,
+        writes=coord.writes if coord else 0,
+        conflicts=coord.conflicts if coord else 0,
     )
 
 
@@ -260,6 +285,14 @@ class TaskStack:
         return suppress
 
 
+def _spec(permits: object, burst: object, burst_seconds: object) -> dict[str, int]:
+    return {
+        "permits": check_int(permits, "permits", 1, state.PERMITS_MAX),
+        "burst": check_int(burst, "burst", 0, state.PERMITS_MAX),
+        "burstSeconds": check_int(burst_seconds, "burst_seconds", 1, state.BURST_SECONDS_MAX),
+    }
+
+
 @final
 class Semaphore:
     """A counting semaphore stored in a ``Semaphore`` custom resource.
@@ -273,9 +306,9 @@ class Semaphore:
         burst_seconds: ``spec.burstSeconds`` when creating: the longest a burst grant lasts.
         namespace: default: the client's namespace.
         client: default: :func:`~konductor_sdk.default_client`.
-        ttl: seconds a holder or waiter may go without renewal before it can be reaped
-            (renewed every ``ttl/3`` while held); 0: held until released or the pod ends
-            (only in a pod).
+        ttl: seconds of the session a grant lives with: if this process stops renewing its
+            session (it died, froze, lost the network) for that long, its grants are reaped.
+            0: held until released or the pod ends (only in a pod).
 
     Raises:
         ConfigurationError: an argument is out of range (nothing is written).
@@ -294,36 +327,30 @@ class Semaphore:
     ) -> None:
         check_object_name(name)
         check_namespace(namespace)
-        if permits is not None:
-            check_int(permits, "permits", 1, state.PERMITS_MAX)
-        check_int(burst, "burst", 0, state.PERMITS_MAX)
-        check_int(burst_seconds, "burst_seconds", 1, state.BURST_SECONDS_MAX)
-        spec = None
-        if permits is not None:
-            spec = {"permits": permits, "burst": burst, "burstSeconds": burst_seconds}
-        self._permits = permits
-        self._pool = Pool(
-            state.SEMAPHORE_FLAVOR,
+        spec = _spec(permits if permits is not None else 1, burst, burst_seconds)
+        self._permits = spec["permits"] if permits is not None else None
+        self._object = SemaphoreObject(
+            state.SEMAPHORE_KIND,
             name,
             namespace=namespace,
             client=client,
-            ttl=check_ttl(ttl),
-            create_spec=spec,
+            ttl=check_ttl(ttl, allow_zero=True),
+            create_spec=spec if permits is not None else None,
         )
         self._stack = TaskStack()
 
     def __repr__(self) -> str:
         permits = self._permits if self._permits is not None else "(existing)"
-        return f"<Semaphore {self._pool.namespace or '(default)'}/{self.name} permits={permits}>"
+        return f"<Semaphore {self._object.namespace or '(default)'}/{self.name} permits={permits}>"
 
     @property
     def name(self) -> str:
-        return self._pool.name
+        return self._object.name
 
     @property
     def namespace(self) -> str | None:
         """The namespace, once known (given, or learnt from the client on first use)."""
-        return self._pool.namespace or None
+        return self._object.namespace or None
 
     async def __aenter__(self) -> Permit:
         return await self._stack.enter(self.hold())
@@ -334,14 +361,15 @@ class Semaphore:
     def _kwargs(
         self, weight: int, priority: int, preemptible: bool, ttl: int | None, burst: bool
     ) -> dict[str, Any]:
-        check_int(weight, "weight", 1, state.PERMITS_MAX)
-        self._pool.check_args(priority, ttl)
+        """The engine's arguments for one acquisition (validated: no I/O if bad)."""
+        weight = check_int(weight, "weight", 1, 2 * state.PERMITS_MAX)
+        self._object.check_args(priority, ttl)
         return {
             "fields": {"weight": weight},
             "priority": priority,
-            "preemptible": preemptible,
+            "preemptible": bool(preemptible),
             "ttl": ttl,
-            "allow_burst": burst,
+            "allow_burst": bool(burst),
         }
 
     def hold(
@@ -353,25 +381,24 @@ class Semaphore:
         ttl: int | None = None,
         burst: bool = False,
     ) -> AbstractAsyncContextManager[Permit]:
-        """``async with sem.hold(...) as permit``: acquire, renew while held, release.
+        """``async with sem.hold(...) as permit``: acquire, hold, release.
 
-        If the permit ends while held (renewal impossible before its TTL, removed by an
-        admin, object deleted) or a higher-priority waiter preempts it, the body is
-        cancelled and :class:`~konductor_sdk.PermitLost` is raised on exit.
+        If the permit ends while held (its session ended, it was force-released or
+        reaped, the object was deleted) or a higher-priority waiter preempts it, the body
+        is cancelled and :class:`~konductor_sdk.PermitLost` is raised on exit.
 
         Args:
-            weight: units to take, 1..limit.
+            weight: units to take, 1..limit (adjacent slots).
             priority: higher is served first, in [-1000000, 1000000].
             preemptible: a waiter of higher priority may ask this holder to yield.
-            ttl: entry TTL in seconds (default: the semaphore's).
+            ttl: the session TTL for this acquisition (default: the semaphore's).
             burst: accept a burst grant (``spec.burst`` units beyond the limit, lasting
-                at most ``min(ttl, spec.burstSeconds)``, not renewable) when the limit is
-                full.
+                at most ``min(ttl, spec.burstSeconds)``) when the limit is full.
 
         Raises:
             ConfigurationError: bad arguments, or a weight that can never fit.
         """
-        return self._pool.hold(
+        return self._object.hold(
             **self._kwargs(weight, priority, preemptible, ttl, burst), nowait=False
         )
 
@@ -384,8 +411,8 @@ class Semaphore:
         ttl: int | None = None,
         burst: bool = False,
     ) -> Permit:
-        """Wait for ``weight`` units; the permit is renewed in the client's background
-        until :meth:`Permit.release`. Loss is reported on ``permit.lost``/``wait_lost()``.
+        """Wait for ``weight`` units; held until :meth:`Permit.release` (or until the
+        session ends: loss is reported on ``permit.lost``/``wait_lost()``).
 
         Arguments as for :meth:`hold`. Cancelling the call leaves the queue, and releases
         a permit granted just before the cancellation.
@@ -396,7 +423,7 @@ class Semaphore:
                 was deleted while waiting.
         """
         kwargs = self._kwargs(weight, priority, preemptible, ttl, burst)
-        return await self._pool.acquire(**kwargs, nowait=False, background=True)
+        return await self._object.acquire(**kwargs, nowait=False)
 
     async def acquire_nowait(
         self,
@@ -407,13 +434,14 @@ class Semaphore:
         ttl: int | None = None,
         burst: bool = False,
     ) -> Permit:
-        """Like :meth:`acquire`, but only if the grant can be made at once.
+        """Like :meth:`acquire`, but only if the grant can be made at once (nothing is
+        written otherwise).
 
         Raises:
-            WouldBlock: not enough free units, or earlier/higher waiters are queued.
+            WouldBlock: not enough free units, or others are queued.
         """
         kwargs = self._kwargs(weight, priority, preemptible, ttl, burst)
-        return await self._pool.acquire(**kwargs, nowait=True, background=True)
+        return await self._object.acquire(**kwargs, nowait=True)
 
     async def create(
         self,
@@ -428,38 +456,33 @@ class Semaphore:
             ConfigurationError: no ``permits`` here nor in the constructor, or out of range.
             AlreadyExistsError: it exists already.
         """
-        base = self._pool.create_spec or {}
+        base = self._object.create_spec or {}
         permits = permits if permits is not None else base.get("permits")
         if permits is None:
             raise ConfigurationError("permits is required to create a Semaphore")
-        spec = {
-            "permits": check_int(permits, "permits", 1, state.PERMITS_MAX),
-            "burst": check_int(
-                burst if burst is not None else base.get("burst", 0), "burst", 0, state.PERMITS_MAX
-            ),
-            "burstSeconds": check_int(
-                burst_seconds if burst_seconds is not None else base.get("burstSeconds", 60),
-                "burst_seconds",
-                1,
-                state.BURST_SECONDS_MAX,
-            ),
-        }
-        return status_of(self._pool, await self._pool.create(spec))
+        spec = _spec(
+            permits,
+            burst if burst is not None else base.get("burst", 0),
+            burst_seconds
+            if burst_seconds is not None
+            else base.get("burstSeconds", state.BURST_SECONDS_DEFAULT),
+        )
+        return status_of(self._object, await self._object.create(spec), [])
 
     async def delete(self) -> None:
         """Delete the object; every holder's permit is lost, every waiter fails."""
-        await self._pool.delete()
+        await self._object.delete()
 
     async def status(self) -> SemaphoreStatus:
-        """A fresh snapshot from the server."""
-        return status_of(self._pool, await self._pool.read(fresh=True))
+        """A fresh snapshot from the server (the object and its queue)."""
+        return await read_status(self._object)
 
     async def set_permits(
         self, permits: int, *, burst: int | None = None, burst_seconds: int | None = None
     ) -> SemaphoreStatus:
         """Change ``spec.permits`` (and optionally the burst settings).
 
-        Waiters that now fit are granted at once (this call writes the settled status).
+        Waiters that now fit see the change on their watch and are granted at once.
         Lowering the limit revokes nothing: it only stops new grants until enough units
         are released.
         """
@@ -470,27 +493,30 @@ class Semaphore:
             spec["burstSeconds"] = check_int(
                 burst_seconds, "burst_seconds", 1, state.BURST_SECONDS_MAX
             )
-        return status_of(self._pool, await self._pool.patch_spec(spec))
+        obj = await self._object.patch_spec(spec)
+        return status_of(self._object, obj, await self._object.claims())
 
     async def force_release(self, who: str) -> tuple[str, ...]:
-        """Remove grants by acquisition key or holder id (admin/CLI); returns the keys.
+        """Remove grants by key (``slot#token``), first slot, holder id or session name
+        (admin/CLI); returns the removed keys.
 
         The affected holders see their permits lost (their ``async with`` body is
-        cancelled). Use it for holders you know are dead; the operator does the same
-        automatically after their TTL or when their pod ends.
+        cancelled). Removing another user's grant needs the ``override`` verb. The
+        operator does the same automatically when a holder's session ends.
         """
-        return await self._pool.force_release(who)
+        return await self._object.force_release(who)
 
     def changes(self) -> AsyncIterator[SemaphoreStatus]:
         """``async for status in sem.changes():`` the status now and after every change
-        (grants, releases, queueing), from the client's shared watch; a consumer that is
+        (grants, releases, queueing), from the client's shared watches; a consumer that is
         busy sees the latest state, not every intermediate one.
 
         Raises:
             NotFoundError: the object does not exist, or was deleted.
-            APIError: the watch failed (``ForbiddenError``, ``UnreachableError``).
+            APIError: a watch failed (``ForbiddenError``, ``UnreachableError``).
         """
-        return changes_of(self._pool)
+        return changes_of(self._object)
 
     def statistics(self) -> SemaphoreStatistics:
-        return statistics_of(self._pool)
+        """Counters of this process's use of the object (no I/O)."""
+        return statistics_of(self._object)

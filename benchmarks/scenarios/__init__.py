@@ -23,6 +23,7 @@ MODULES = (
     "lease_candidates",
     "wakeup",
     "many_waiters",
+    "queue_scale",
     "operator_scale",
 )
 

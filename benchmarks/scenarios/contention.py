@@ -1,5 +1,9 @@
 """Scenario 2: 32 clients on a 4-permit Semaphore with zero hold time.
 
+Refusals per grant are counted by the apiserver itself (``apiserver_request_total`` by
+code, 409 and 422, over the window): a grant that loses its race fails its JSON-patch
+``test`` with 422, not 409.
+
 Run twice per repeat: 32 clients as tasks of this process (each its own client, HTTP
 session and watch), and 32 separate processes. In each layout the same workers first
 measure two baselines on the same semaphore object — blind PATCHes by all 32 at once (the
@@ -18,7 +22,8 @@ from collections import Counter
 from typing import ClassVar, final
 
 from konductor_sdk import Client
-from konductor_sdk._kernel.objects import SEMAPHORE, ResourceKind
+from konductor_sdk._kernel.claims import target_selector
+from konductor_sdk._kernel.objects import CLAIM, SEMAPHORE, ResourceKind
 
 from .._harness import Context, Scenario, request_counts
 from .._load import SEMAPHORE_PERMITS, LoadGroup
@@ -38,12 +43,12 @@ def _rows(layout: str) -> tuple[Row, ...]:
             "naive CAS writes/s",
         ),
         Row(
-            f"{layout}: 409s per grant",
-            f"{layout}.per_grant.conflicts",
+            f"{layout}: 409s + failed-test 422s per grant (apiserver /metrics)",
+            f"{layout}.refused_per_grant",
             f"{layout}.cas_conflicts_per_write",
             "naive CAS: 409s per write",
         ),
-        Row(f"{layout}: successful writes per grant (floor 2)", f"{layout}.per_grant.writes_ok"),
+        Row(f"{layout}: writes per grant (floor 2; 4 with a claim)", f"{layout}.per_grant.writes"),
         Row(f"{layout}: GETs per grant", f"{layout}.per_grant.reads"),
         Row(
             f"{layout}: CPU busy, ours (whole machine)",
@@ -53,7 +58,7 @@ def _rows(layout: str) -> tuple[Row, ...]:
         ),
         Row(f"{layout}: window close → all 32 stopped", f"{layout}.cleanup_s"),
         Row(f"{layout}: holders left behind after that", f"{layout}.holders_left"),
-        Row(f"{layout}: waiters left behind after that", f"{layout}.waiters_left"),
+        Row(f"{layout}: claims left behind after that", f"{layout}.claims_left"),
     )
 
 
@@ -111,10 +116,15 @@ class Contention(Scenario):
             m.add(f"{layout}.server_cpu_ms_per_grant", grants.server_cpu_s / per * 1000, "ms")
             m.add(f"{layout}.client_cpu_ms_per_grant", grants.clients_cpu_s / per * 1000, "ms")
             m.add_counts(f"{layout}.per_grant", request_counts(Counter(), grants.stats), per)
+            refused = grants.server.get("requests.409", 0) + grants.server.get("requests.422", 0)
+            m.add(f"{layout}.refused_per_grant", refused / per, "refusals")
             m.add(f"{layout}.cleanup_s", grants.cleanup_s, "s")
             left = (await creator.store.get(SEMAPHORE, creator.namespace, name)).status
             m.add(f"{layout}.holders_left", len(left.get("holders") or {}), "entries")
-            m.add(f"{layout}.waiters_left", len(left.get("waiters") or {}), "entries")
+            claims = await creator.store.list(
+                CLAIM, creator.namespace, field_selector=target_selector(SEMAPHORE, name)
+            )
+            m.add(f"{layout}.claims_left", len(claims.items), "claims")
         return m
 
 

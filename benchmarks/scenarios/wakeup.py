@@ -1,11 +1,12 @@
 """Scenario 5: wake-up latency, release → the next waiter running.
 
 Two clients (own HTTP sessions and watches, as two processes would have) take turns on a
-one-permit Semaphore: one holds, the other is queued (the harness waits until the queue
-shows it), then the holder releases and the waiter's ``acquire()`` returns. The latency is
-from the call to ``release()`` to the waiter's code running after ``acquire()``.
-The floor: one write by the releaser, seen through the waiter's watch — measured in the
-same repeat on the same object as the baseline.
+one-permit Semaphore: one holds, the other is queued (the harness waits until the queue —
+the semaphore's claims — shows it), then the holder releases and the waiter's
+``acquire()`` returns. The latency is from the call to ``release()`` to the waiter's code
+running after ``acquire()``: the release, seen through the waiter's watch, then the
+waiter's own granting write (in v2 only a waiter writes its grant). The floor: one write
+seen through the other's watch, measured in the same repeat on the same object.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any, ClassVar, final
 import anyio
 
 from konductor_sdk import Client
-from konductor_sdk._kernel.objects import SEMAPHORE, KObject, ResourceKind
+from konductor_sdk._kernel.claims import target_selector
+from konductor_sdk._kernel.objects import CLAIM, SEMAPHORE, KObject, ResourceKind
 
 from .._baselines import watch_latencies
 from .._harness import Context, Scenario
@@ -38,8 +40,17 @@ async def wait_until(client: Client, predicate: Callable[[KObject | None], bool]
             await changed.wait()
 
 
-def queue_length(obj: KObject | None) -> int:
-    return 0 if obj is None else len(obj.status.get("waiters") or {})
+async def wait_queued(client: Client) -> None:
+    """Until the semaphore's queue (its claims, in ``client``'s watch) is not empty."""
+    async with client._watching(
+        CLAIM, client.namespace, field_selector=target_selector(SEMAPHORE, NAME)
+    ) as watch:
+        with anyio.fail_after(10):
+            while True:
+                changed = watch.next_any_change()
+                if any(not c.deleting for c in watch.objects()):
+                    return
+                await changed.wait()
 
 
 @final
@@ -80,7 +91,7 @@ class Wakeup(Scenario):
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(wait_turn, waiter)
-                await wait_until(self.clients[holder], lambda obj: queue_length(obj) >= 1)
+                await wait_queued(self.clients[holder])
                 released_at = time.perf_counter()
                 await permit.release()
             samples.append((running_at - released_at) * 1000)

@@ -1,69 +1,84 @@
-"""The client side of the semaphore family: waiting, holding, releasing.
+"""The client side of the semaphore family: acquiring, holding, releasing, admin.
 
-:class:`Semaphore`, :class:`Mutex` and :class:`RWMutex` are thin fronts over one
-:class:`Pool`, which runs the pure state functions of :mod:`._semaphore_state` through the
-group-commit writer of :mod:`._semaphore_commit` and the shared watch.
+:class:`~konductor_sdk.Semaphore`, :class:`~konductor_sdk.Mutex` and
+:class:`~konductor_sdk.RWMutex` are thin fronts over one :class:`SemaphoreObject` each; all
+fronts of one client on one object share its
+:class:`~konductor_sdk._engines.semaphore_grants.GrantCoordinator`.
 
-*Waiting.* A waiter renews its queue entry and sleeps on the shared watch. Every write
-promotes every waiter that fits (see ``plan``), so most waiters never write again after
-queueing; only a waiter that the plan names (promotable, or the head needing burst or
-preemption) writes, so a release does not start a herd of writes.
+**Acquiring.** Uncontended (nobody queued, the request fits), one JSON patch grants it: no
+claim. Otherwise the waiter creates its ``Claim`` (its place in the queue) and sleeps on
+its own event until the coordinator wrote its grant. After any grant, the waiter checks its
+session: a grant that came back after the session's deadline is given back, and the waiter
+queues again under a fresh session (docs/design.md, "Sessions"). The claim is deleted once
+granted; its place is no longer needed.
 
-*Deadlines.* A holder gives up at ``t + ttl - margin`` where ``t`` is the send time of a
-write known to have preceded the grant: the waiter's last renewal (grants by others) or
-its own granting write (burst grants are only ever self-granted, so their bound is exact).
+**Holding.** Nothing renews a permit: it lives as long as its session, which the client
+renews once per ``ttl/3`` for everything it holds.
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
-from typing import Any, final
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Final, final
 
 import anyio
 
-from konductor_sdk._engines.permit import Permit
-from konductor_sdk._engines.semaphore_commit import (
-    CLEANUP_SECONDS,
-    Committer,
-    Op,
-    check_int,
-    check_ttl,
-    committer,
+from konductor_sdk._engines.permit import CLEANUP_SECONDS, Permit
+from konductor_sdk._engines.semaphore_grants import GrantCoordinator, coordinator
+from konductor_sdk._engines.semaphore_holdings import expire_at
+from konductor_sdk._engines.semaphore_waiter import (
+    REJECTED,
+    RESTART,
+    Granted,
+    Outcome,
+    Waiter,
+    claim_name,
+    spawn_quietly,
 )
 from konductor_sdk._kernel.cas import ensure_exists
+from konductor_sdk._kernel.claims import create_claim, delete_claim, order_key, target_selector
 from konductor_sdk._kernel.client import Client, default_client
-from konductor_sdk._kernel.clock import rfc3339
-from konductor_sdk._kernel.entries import Renewal, new_entry
 from konductor_sdk._kernel.errors import (
     APIError,
     ConfigurationError,
+    InvalidObjectError,
     KonductorError,
     NotFoundError,
     PermitLost,
     WouldBlock,
 )
-from konductor_sdk._kernel.objects import KObject
-from konductor_sdk._kernel.telemetry import span
-from konductor_sdk._kernel.watch import KindWatch
-from konductor_sdk._machines import semaphore as state
+from konductor_sdk._kernel.objects import CLAIM, KObject
+from konductor_sdk._kernel.retry import backoff
+from konductor_sdk._kernel.sessions import Session, safety_margin, sessions_of
+from konductor_sdk._kernel.validate import check_priority, check_ttl
+from konductor_sdk._machines import semaphore_plan as planning
+from konductor_sdk._machines.semaphore import LockKind, check_fits, grants
 
 log = logging.getLogger("konductor_sdk.semaphore")
-# What a best-effort cleanup may meet: the server's errors, and a client already closed.
-CLEANUP_ERRORS = (APIError, KonductorError, RuntimeError)
+# What a best-effort clean-up may meet: the server's errors, and a client already closed.
+CLEANUP_ERRORS: Final = (APIError, KonductorError, RuntimeError)
 
-__all__ = ["Permit", "Pool", "check_int", "check_ttl"]
+__all__ = ["CLEANUP_ERRORS", "Permit", "SemaphoreObject"]
 
 
 @final
-class Pool:
-    """Acquire/hold/release against one object of a semaphore-family kind."""
+class SemaphoreObject:
+    """One Semaphore, Mutex or RWMutex object as this client uses it.
+
+    Args:
+        kind: which of the three (``SEMAPHORE_KIND``...).
+        ttl: the default session TTL of this object's acquisitions (0: pod-bound).
+        create_spec: the spec to create the object with if it is missing (``None``: it
+            must exist).
+    """
 
     def __init__(
         self,
-        flavor: state.Flavor,
+        kind: LockKind,
         name: str,
         *,
         namespace: str | None,
@@ -71,15 +86,14 @@ class Pool:
         ttl: int,
         create_spec: Mapping[str, Any] | None,
     ) -> None:
-        self.flavor = flavor
+        self.kind = kind
         self.name = name
         self._namespace = namespace
         self._client = client
         self.ttl = ttl
         self.create_spec = create_spec
-        self.spec_seen: Mapping[str, Any] = create_spec or {}
         self.stats: dict[str, int] = dict.fromkeys(
-            ("acquired", "released", "waited", "would_block", "lost", "preempted"), 0
+            ("acquired", "released", "waited", "would_block"), 0
         )
         self.waiting = 0
 
@@ -93,6 +107,9 @@ class Pool:
     def namespace(self) -> str:
         return self._namespace or (self._client.namespace if self._client else "")
 
+    def describe(self) -> str:
+        return f"{self.kind.kind.kind} {self._namespace or '(default)'}/{self.name}"
+
     async def connect(self) -> Client:
         client = self.client
         await client.connect()
@@ -100,86 +117,113 @@ class Pool:
             self._namespace = client.namespace
         return client
 
-    def committer(self) -> Committer:
-        return committer(self.client, self.flavor, self.namespace, self.name)
+    def coordinator(self) -> GrantCoordinator:
+        return coordinator(self.client, self.kind, self.namespace, self.name)
 
-    def known_committer(self) -> Committer | None:
-        """The committer if this pool has been used (no client is created for it)."""
+    def known_coordinator(self) -> GrantCoordinator | None:
+        """The coordinator if this object has been used (creates no client)."""
         if self._client is None or not self._namespace:
             return None
-        return self.committer()
+        return self.coordinator()
+
+    def check_args(self, priority: object, ttl: object) -> int:
+        """Validate per-acquisition arguments; returns the effective TTL."""
+        check_priority(priority)
+        return self.ttl if ttl is None else check_ttl(ttl, allow_zero=True)
+
+    # -- the object ----------------------------------------------------------------------
 
     async def read(self, *, fresh: bool = False) -> KObject:
         client = await self.connect()
-        watch = client.cached_watch(self.flavor.kind, self.namespace)
+        watch = client.cached_watch(self.kind.kind, self.namespace)
         obj = watch.get(self.name, self.namespace) if watch is not None and not fresh else None
         if obj is None:
-            obj = await client.store.get(self.flavor.kind, self.namespace, self.name)
+            obj = await client.store.get(self.kind.kind, self.namespace, self.name)
             if watch is not None:
                 watch.observe(obj)
-        self.spec_seen = obj.spec
         return obj
 
-    async def ensure(self, entry: Mapping[str, Any] | None = None) -> KObject:
+    async def ensure(self, request: Mapping[str, Any] | None = None) -> KObject:
         """The object, created with ``create_spec`` if missing (when one was given).
 
-        With ``entry``, first check that it could ever fit (against the existing spec, or
-        the one we would create) and raise :class:`ConfigurationError` before any write.
+        With ``request``, first check that it could ever fit (against the existing spec,
+        or the one we would create) and raise :class:`ConfigurationError` before any write.
         """
         try:
             obj = await self.read()
         except NotFoundError:
             if self.create_spec is None:
                 raise
-            if entry is not None:
-                state.check_fits(self.flavor, self.create_spec, entry, self.describe())
+            if request is not None:
+                check_fits(self.kind, self.create_spec, request, self.describe())
             obj = await ensure_exists(
-                self.client, self.flavor.kind, self.namespace, self.name, self.create_spec
+                self.client, self.kind.kind, self.namespace, self.name, self.create_spec
             )
-            self.spec_seen = obj.spec
-        if entry is not None:
-            state.check_fits(self.flavor, obj.spec, entry, self.describe())
+        if request is not None:
+            check_fits(self.kind, obj.spec, request, self.describe())
         return obj
 
     async def create(self, spec: Mapping[str, Any]) -> KObject:
-        """Create the object with ``spec``.
-
-        Raises:
-            AlreadyExistsError: it exists already.
-        """
+        """Create the object with ``spec``. Raises ``AlreadyExistsError`` if it exists."""
         client = await self.connect()
         metadata = {"name": self.name, "namespace": self.namespace}
-        obj = await client.store.create(
-            self.flavor.kind, self.namespace, {"metadata": metadata, "spec": dict(spec)}
+        return await client.store.create(
+            self.kind.kind, self.namespace, {"metadata": metadata, "spec": dict(spec)}
         )
-        self.spec_seen = obj.spec
-        return obj
 
     async def delete(self) -> None:
         client = await self.connect()
-        await client.store.delete(self.flavor.kind, self.namespace, self.name)
+        await client.store.delete(self.kind.kind, self.namespace, self.name)
 
     async def patch_spec(self, spec: Mapping[str, Any]) -> KObject:
-        """Merge ``spec`` into the object's spec, then write the settled status, so that
-        waiters that now fit are granted at once (they would also do it themselves on
-        seeing the change; this saves them the round trip)."""
+        """Merge ``spec`` into the object's spec. Waiters that now fit see it on their
+        watch and write their grants themselves."""
         client = await self.connect()
         obj = await client.store.patch(
-            self.flavor.kind, self.namespace, self.name, {"spec": dict(spec)}
+            self.kind.kind, self.namespace, self.name, {"spec": dict(spec)}
         )
-        watch = client.cached_watch(self.flavor.kind, self.namespace)
+        watch = client.cached_watch(self.kind.kind, self.namespace)
         if watch is not None:
             watch.observe(obj)
-        return await self.settle()
+        return obj
 
-    async def remove(self, key: str, *, token: int | None = None) -> KObject:
-        """Remove ``key`` from holders (if ``token`` matches) and waiters."""
+    async def claims(self) -> list[KObject]:
+        """The queue (this object's claims) in service order, read fresh."""
+        client = await self.connect()
+        listed = await client.store.list(
+            CLAIM, self.namespace, field_selector=target_selector(self.kind.kind, self.name)
+        )
+        return sorted((c for c in listed.items if not c.deleting), key=order_key)
 
-        def op(obj: KObject, status: state.Status) -> None:
-            state.release_in_place(status, key, token)
-
-        with self.span("release", key=key, token=token):
-            return await self.committer().submit(op)
+    async def force_release(self, who: str) -> tuple[str, ...]:
+        """Remove the grants ``who`` names: a key (``slot#token``), a first slot, a holder
+        id or a session name. Returns their keys. Removing another user's grant needs the
+        ``override`` verb (the admission policy checks)."""
+        for attempt in range(1, 4):
+            obj = await self.read(fresh=True)
+            found = [
+                g
+                for g in grants(obj.status)
+                if who in (f"{g.slot}#{g.token}", str(g.slot), g.holder, g.session)
+            ]
+            if not found:
+                return ()
+            ops = [op for g in found for op in planning.release_patch(g.slot, g.token)]
+            try:
+                await self.client.store.patch(
+                    self.kind.kind,
+                    self.namespace,
+                    self.name,
+                    ops,
+                    patch_type="json",
+                    subresource="status",
+                )
+            except InvalidObjectError:
+                if attempt == 3:
+                    raise
+                continue  # one of them was released meanwhile: judge again
+            return tuple(f"{g.slot}#{g.token}" for g in found)
+        return ()  # pragma: no cover - the loop returns or raises
 
     # -- acquiring -----------------------------------------------------------------------
 
@@ -192,391 +236,254 @@ class Pool:
         ttl: int | None,
         allow_burst: bool,
         nowait: bool,
-        background: bool,
     ) -> Permit:
-        """Queue, wait for the grant, and return the permit (see ``Semaphore.acquire``)."""
+        """Wait for the grant and return the permit (see ``Semaphore.acquire``)."""
         ttl = self.check_args(priority, ttl)
-        entry_fields = {**fields, "priority": priority, "preemptible": bool(preemptible)}
-        if allow_burst:
-            entry_fields["allowBurst"] = True
         client = await self.connect()
         if ttl == 0 and client.identity.pod is None:
             raise ConfigurationError(
                 "ttl=0 ('until released or the pod ends') needs a pod identity "
                 "(POD_NAME/POD_NAMESPACE); use a ttl in seconds outside a pod"
             )
-        watch = await client.watch(self.flavor.kind, self.namespace)
-        await self.ensure(entry_fields)
-        keys: list[str] = [client.identity.new_key()]
-        tally = [0]  # write attempts, for telemetry
-        start = client.clock.monotonic()
-        with self.span(
-            "acquire", weight=fields.get("weight"), priority=priority, nowait=nowait
-        ) as sp:
-            try:
-                permit = await self._acquire(client, watch, keys, ttl, entry_fields, nowait, tally)
-            except WouldBlock:
-                self.stats["would_block"] += 1
-                raise  # nothing was written: the failed try ran on a copy
-            except BaseException:
-                # Leave the queue, or give back a grant we will never use: shielded, since
-                # a cancelled caller must not leave an entry behind.
-                with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
-                    await self._remove_all(keys)
-                raise
-            waited = client.clock.monotonic() - start
-            sp.set_attribute("konductor.token", permit.token)
-            sp.set_attribute("konductor.attempts", tally[0])
-            sp.set_attribute("konductor.wait_seconds", waited)
+        wanted = {**fields, **({"allowBurst": True} if allow_burst else {})}
+        # The shared watch first: every later read of the object comes from its cache.
+        await client.watch(self.kind.kind, self.namespace)
+        await self.ensure(wanted)
+        # The session first: a user who may not take part at all learns it from this
+        # write (ForbiddenError), not from a watch of the claims that never syncs.
+        sessions = sessions_of(client)
+        session = await sessions.get(ttl)
+        await client.whoami()  # a grant records its writer; ask before the first one
+        coord = self.coordinator()
+        await coord.start()
+        entry: dict[str, Any] = {"holder": client.identity.holder}
+        if priority:
+            entry["priority"] = priority
+        if preemptible:
+            entry["preemptible"] = True
+        if "mode" in fields:
+            entry["mode"] = fields["mode"]
+        claim_spec = {
+            **wanted,
+            "priority": priority,
+            "preemptible": bool(preemptible),
+            "ttlSeconds": ttl,
+        }
+        direct = True  # the uncontended fast path: no claim, one write
+        while True:
+            claim: KObject | None = None
+            outcome: Outcome = REJECTED
+            if direct:
+                request = planning.Request(
+                    id=f"direct-{secrets.token_hex(6)}",
+                    priority=priority,
+                    preemptible=bool(preemptible),
+                    allow_burst=allow_burst,
+                    fields=wanted,
+                )
+                outcome = await self._wait(coord, Waiter(request, session, True, entry))
+                if outcome == REJECTED:
+                    if nowait:
+                        self.stats["would_block"] += 1
+                        raise WouldBlock(
+                            f"{self.describe()}: not granted at once (not enough free units, "
+                            "or others are queued)"
+                        )
+                    direct = False
+            if not direct:
+                claim, request = await self._queue(coord, session, claim_spec)
+                self.stats["waited"] += 1
+                self.waiting += 1
+                try:
+                    outcome = await self._wait(coord, Waiter(request, session, False, entry))
+                except BaseException:
+                    with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
+                        await self._drop(claim)
+                    raise
+                finally:
+                    self.waiting -= 1
+            if outcome == RESTART:
+                # Our session ended while we waited: the place is forfeit.
+                if claim is not None:
+                    self._drop_later(claim)
+                session = await sessions.get(ttl)
+                continue
+            if isinstance(outcome, BaseException):
+                if claim is not None:
+                    self._drop_later(claim)
+                raise outcome
+            assert isinstance(outcome, Granted)
+            if session.lost:
+                # Granted, but the write came back after the session's deadline: nothing
+                # may be done under it (docs/design.md, 13.1). Give it back, start over.
+                await coord.holdings.give_back(outcome)
+                if claim is not None:
+                    self._drop_later(claim)
+                session = await sessions.get(ttl)
+                continue
+            return self._hand_out(coord, outcome, session, fields, claim)
+
+    async def _queue(
+        self, coord: GrantCoordinator, session: Session, spec: Mapping[str, Any]
+    ) -> tuple[KObject, planning.Request]:
+        """Create our claim (a name chosen here, so a cancelled create can be undone).
+
+        Returns a slim handle (name, uid: what deleting it needs) and its request: the
+        watch cache holds the full object, a thousand waiters need not hold another.
+        """
+        client = coord.client
+        name = claim_name(self.name)
+        try:
+            async with coord.creating:  # bounded: a crowd queues without a crowd of requests
+                created = await create_claim(
+                    client, session, self.kind.kind, self.name, spec, claim_name=name
+                )
+        except BaseException:
+            with (
+                anyio.move_on_after(CLEANUP_SECONDS, shield=True),
+                contextlib.suppress(*CLEANUP_ERRORS),
+            ):
+                await client.store.delete(CLAIM, self.namespace, name)
+            raise
+        md = created.metadata
+        slim = KObject({"metadata": {k: md[k] for k in ("name", "namespace", "uid") if k in md}})
+        return slim, planning.Request.of_claim(created)
+
+    async def _wait(self, coord: GrantCoordinator, waiter: Waiter) -> Outcome:
+        """Hand ``waiter`` to the coordinator and sleep until it is decided."""
+        coord.add(waiter)
+        try:
+            # No timer per waiter: the session's renewer marks it lost at its deadline,
+            # and its loss callback restarts every waiter of it (GrantCoordinator._hook).
+            await waiter.event.wait()
+        except BaseException:
+            waiter.abandoned = True
+            coord.remove(waiter)
+            with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
+                if isinstance(waiter.outcome, Granted):
+                    await coord.holdings.give_back(waiter.outcome)
+                with contextlib.suppress(*CLEANUP_ERRORS):
+                    await coord.withdraw(waiter)
+            raise
+        coord.remove(waiter)
+        assert waiter.outcome is not None
+        if waiter.asked and not isinstance(waiter.outcome, Granted):
+            self._later(coord.withdraw, waiter)
+        return waiter.outcome
+
+    def _hand_out(
+        self,
+        coord: GrantCoordinator,
+        granted: Granted,
+        session: Session,
+        fields: Mapping[str, Any],
+        claim: KObject | None,
+    ) -> Permit:
+        client = self.client
+        obj = coord.current()
+        resource = coord.resource(obj) if obj is not None else f"{self.describe()}@?"
+        deadline = None
+        if granted.burst and granted.ttl_seconds:
+            # Bounded from the moment we sent the write: an observer sees it only later.
+            ttl = granted.ttl_seconds
+            deadline = granted.sent + ttl - safety_margin(ttl)
+        permit = Permit(
+            resource=resource,
+            slot=granted.slot,
+            weight=granted.weight,
+            token=granted.token,
+            mode=fields.get("mode"),
+            burst=granted.burst,
+            session=session,
+            clock=client.clock,
+            release=self._release,
+            granted_rv=int(granted.resource_version or 0),
+            deadline=deadline,
+            ttl_seconds=granted.ttl_seconds,
+        )
+        session.holds += 1
+
+        def done() -> None:
+            session.holds -= 1
+            coord.holdings.forget(permit)
+
+        permit.when_done(done)
+        coord.holdings.adopt(permit)
+        if claim is not None:
+            permit.claim = claim.name
+            self._drop_later(claim)
+        if deadline is not None:
+            self._later(expire_at, client, permit)
         self.stats["acquired"] += 1
-        if background:
-            client.spawn(self.keepalive, permit, None)
         return permit
 
-    async def _remove_all(self, keys: list[str]) -> None:
-        def op(obj: KObject, status: state.Status) -> None:
-            for key in keys:
-                state.release_in_place(status, key)
-
+    async def _release(self, permit: Permit) -> None:
+        """The release of one grant: a JSON patch that tests its token (never conflicts)."""
         try:
-            await self.committer().submit(op)
-        except NotFoundError:
-            pass  # deleted, entries and all
-        except CLEANUP_ERRORS as exc:
-            log.warning(
-                "could not leave %s/%s (entry will expire): %s", self.namespace, self.name, exc
-            )
-
-    @contextmanager
-    def span(self, op: str, **attributes: Any) -> Iterator[Any]:
-        """An OpenTelemetry span ``konductor.semaphore.<op>`` about this object."""
-        with span(
-            f"semaphore.{op}",
-            kind=self.flavor.kind.kind,
-            namespace=self.namespace,
-            **attributes,
-        ) as sp:
-            sp.set_attribute("konductor.name", self.name)
-            yield sp
-
-    def check_args(self, priority: object, ttl: object) -> int:
-        """Validate per-acquisition arguments; returns the effective TTL."""
-        check_int(priority, "priority", state.PRIORITY_MIN, state.PRIORITY_MAX)
-        return self.ttl if ttl is None else check_ttl(ttl)
-
-    def describe(self) -> str:
-        return f"{self.flavor.kind.kind} {self._namespace or '(default)'}/{self.name}"
-
-    def _request_op(self, key: str, entry: Mapping[str, Any], nowait: bool, drop: str = "") -> Op:
-        what = self.describe()
-
-        def op(obj: KObject, status: state.Status) -> None:
-            now = rfc3339(self.client.clock.now())
-            # Ops raise before changing anything: a batch keeps the others' changes.
-            state.check_fits(self.flavor, obj.spec, entry, what)
-            if not nowait:
-                if drop:
-                    state.release_in_place(status, drop)
-                state.request_in_place(
-                    self.flavor, obj.spec, status, key, entry, now=now, nowait=False, what=what
-                )
-                return
-            # A failed try must leave no trace (no queue entry, no preemption request).
-            trial = copy.deepcopy(status)
-            state.request_in_place(
-                self.flavor, obj.spec, trial, key, entry, now=now, nowait=True, what=what
-            )
-            status.clear()
-            status.update(trial)
-
-        return op
-
-    async def _acquire(
-        self,
-        client: Client,
-        watch: KindWatch,
-        keys: list[str],
-        ttl: int,
-        fields: Mapping[str, Any],
-        nowait: bool,
-        tally: list[int],
-    ) -> Permit:
-        committer = self.committer()
-        entry = new_entry(client, ttl, **fields)
-        sent_at = [client.clock.monotonic()]  # replaced by the write's own send time
-        obj = await committer.submit(
-            self._request_op(keys[-1], entry, nowait), tally=tally, sent=sent_at
-        )
-        sent = sent_at[0]
-        self.spec_seen = obj.spec
-        holders = obj.status.get("holders") or {}
-        if keys[-1] in holders:
-            return Permit(self, keys[-1], holders[keys[-1]], sent)
-        self.stats["waited"] += 1
-        self.waiting += 1
-        try:
-            with self.span("wait"):
-                while True:
-                    waiter = (obj.status.get("waiters") or {}).get(keys[-1])
-                    ticket = int(waiter["ticket"]) if waiter else 0
-                    renewal = Renewal(
-                        client=client,
-                        kind=self.flavor.kind,
-                        namespace=self.namespace,
-                        name=self.name,
-                        path=("status", "waiters", keys[-1]),
-                        expect={"holder": entry["holder"], "ticket": ticket},
-                        ttl_seconds=ttl,
-                        last_ok_sent=sent,
-                    )
-                    granted = await self._wait(watch, keys[-1], renewal, sent, tally)
-                    if granted is not None:
-                        return granted
-                    # Our queue entry could not be renewed or was reaped: decide on fresh
-                    # state, then queue again at the back (our place is forfeit).
-                    obj = await self.read(fresh=True)
-                    held = (obj.status.get("holders") or {}).get(keys[-1])
-                    if held is not None and not held.get("burst"):
-                        return Permit(self, keys[-1], held, renewal.last_ok_sent)
-                    keys.append(client.identity.new_key())
-                    entry = new_entry(client, ttl, **fields)
-                    sent_at = [client.clock.monotonic()]
-                    obj = await committer.submit(
-                        self._request_op(keys[-1], entry, False, drop=keys[-2]),
-                        tally=tally,
-                        sent=sent_at,
-                    )
-                    sent = sent_at[0]
-                    holders = obj.status.get("holders") or {}
-                    if keys[-1] in holders:
-                        return Permit(self, keys[-1], holders[keys[-1]], sent)
+            # Our own plans skip the claim from now on; other processes until its deletion
+            # (already on its way) reaches them.
+            if permit.claim is not None:
+                self.coordinator().finished_claims.add(permit.claim)
+            await self.coordinator().holdings.release(permit.slot, permit.token)
+            self.stats["released"] += 1
         finally:
-            self.waiting -= 1
+            permit.done()
 
-    async def _wait(
-        self, watch: KindWatch, key: str, renewal: Renewal, enqueued: float, tally: list[int]
-    ) -> Permit | None:
-        """Wait (renewing the queue entry) until granted; ``None`` if the entry was lost."""
-        granted: Permit | None = None
-        error: Exception | None = None
-        async with anyio.create_task_group() as tg:
-            with anyio.CancelScope() as scope:
-                if renewal.ttl_seconds > 0:
-                    tg.start_soon(renewal.run, lambda reason: scope.cancel())
-                try:
-                    granted = await self._wait_loop(watch, key, renewal, enqueued, tally)
-                except Exception as exc:  # raised below, not wrapped in an ExceptionGroup
-                    error = exc
-            tg.cancel_scope.cancel()
-        if error is not None:
-            raise error
-        return granted
+    async def _drop(self, claim: KObject) -> None:
+        """Delete our claim, retrying briefly (a leftover one blocks the queue until our
+        session ends)."""
+        coord = self.known_coordinator()
+        if coord is not None and claim.name not in coord.waiters:
+            coord.finished_claims.add(claim.name)
+        for attempt in range(1, 6):
+            try:
+                await delete_claim(self.client, claim)
+                return
+            except APIError as exc:
+                if attempt == 5 or exc.status not in (0, 429, 500, 502, 503, 504):
+                    log.warning("could not delete claim %s: %s", claim.name, exc)
+                    return
+                await anyio.sleep(backoff(attempt, base=0.1, cap=1.0))
+            except RuntimeError:
+                return  # the client is closed: the operator deletes it with the session
 
-    async def _wait_loop(
-        self, watch: KindWatch, key: str, renewal: Renewal, enqueued: float, tally: list[int]
-    ) -> Permit | None:
-        committer = self.committer()
-        while True:
-            changed = watch.next_change(self.name, self.namespace)
-            obj = watch.get(self.name, self.namespace)
-            if obj is None:
-                raise NotFoundError(
-                    f"{self.flavor.kind.kind} {self.namespace}/{self.name} was deleted "
-                    "while waiting",
-                    status=404,
-                )
-            self.spec_seen = obj.spec
-            st = obj.status
-            held = (st.get("holders") or {}).get(key)
-            if held is not None:
-                # Granted by someone else's write (never a burst grant) or, defensively,
-                # by one of ours whose result we did not see: the enqueue is a safe base.
-                base = renewal.last_ok_sent if not held.get("burst") else enqueued
-                return Permit(self, key, held, base)
-            if key not in (st.get("waiters") or {}):
-                return None
-            if committer.plan(obj).needs_write_by(key):
-                # Replaced by the send time of the write, if one is made; a burst grant we
-                # see without having made a write would predate it, so the enqueue is the
-                # (conservative) fallback.
-                sent_at = [enqueued]
+    def _drop_later(self, claim: KObject) -> None:
+        self._later(self._drop, claim)
 
-                def op(o: KObject, status: state.Status) -> None:
-                    if key in (status.get("waiters") or {}):
-                        state.self_grant_in_place(
-                            self.flavor,
-                            o.spec,
-                            status,
-                            key,
-                            now=rfc3339(self.client.clock.now()),
-                        )
-
-                written = await committer.submit(op, tally=tally, sent=sent_at)
-                watch.observe(written)  # a conflict's re-read may be newer than the cache
-                held = (written.status.get("holders") or {}).get(key)
-                if held is not None:
-                    base = sent_at[0] if held.get("burst") else renewal.last_ok_sent
-                    return Permit(self, key, held, base)
-                if written.resource_version != obj.resource_version:
-                    continue
-            await changed.wait()
+    def _later(self, func: Any, *args: Any) -> bool:
+        """Run ``func(*args)`` in the client's background; ``False`` if it is closing."""
+        return spawn_quietly(self.client, func, *args)
 
     # -- holding -------------------------------------------------------------------------
 
-    async def keepalive(self, permit: Permit, interrupt: Callable[[str], None] | None) -> None:
-        """Renew ``permit`` and watch its entry until released or lost.
-
-        On loss (deadline passed without a renewal, entry removed, object deleted) the
-        permit is marked lost, ``interrupt`` is called (the ``async with`` form cancels its
-        body there), and the entry is given back if it is still ours. A preemption request
-        sets ``permit.preempt_requested``, calls ``interrupt`` and stops renewing, so even
-        a holder that ignores the request yields within one TTL.
-        """
-        if permit.released:
-            return
-        try:
-            await self._keep(permit, interrupt)
-        except anyio.get_cancelled_exc_class():
-            if not permit.released:
-                # The client is closing under a holder: nobody renews the entry any more,
-                # so the holder must stop trusting it now, not when someone reaps it.
-                permit._mark_lost("the client was closed while holding")
-                if interrupt is not None:
-                    interrupt("the client was closed while holding")
-            raise
-        except Exception as exc:
-            # Runs in the client's task group: an error here must not take the client's
-            # watches down with it. Without its keeper the permit cannot be trusted.
-            log.exception("%r: keeper failed", permit)
-            permit._mark_lost(f"keeper failed: {exc!r}")
-            if interrupt is not None:
-                interrupt(f"keeper failed: {exc!r}")
-        if permit.lost and not permit.released:
-            try:
-                await permit.release()
-            except NotFoundError:
-                pass  # the object is gone, and the entry with it
-            except CLEANUP_ERRORS as exc:
-                log.warning("%r: could not give back the lost entry: %s", permit, exc)
-
-    async def _keep(self, permit: Permit, interrupt: Callable[[str], None] | None) -> None:
-        async with anyio.create_task_group() as tg:
-            permit._keep_scope = tg.cancel_scope
-            renew_scope = anyio.CancelScope()
-
-            def lost(reason: str) -> None:
-                permit._mark_lost(reason)
-                if interrupt is not None:
-                    interrupt(reason)
-                tg.cancel_scope.cancel()
-
-            def preempted() -> None:
-                self.stats["preempted"] += 1
-                permit.preempt_requested.set()
-                if interrupt is not None:
-                    interrupt("preempted by a higher-priority waiter")
-                renew_scope.cancel()
-                if permit.renewal is not None:
-                    tg.start_soon(self._expire_at, permit, permit.renewal.deadline, lost)
-
-            if permit.renewal is not None and permit.burst:
-                tg.start_soon(self._expire_at, permit, permit.renewal.deadline, lost)
-            elif permit.renewal is not None:
-                tg.start_soon(self._renew, permit.renewal, renew_scope, lost)
-            tg.start_soon(self._watch_entry, permit, lost, preempted)
-
-    async def _renew(
-        self, renewal: Renewal, scope: anyio.CancelScope, lost: Callable[[str], None]
-    ) -> None:
-        with scope:
-            await renewal.run(lost)
-
-    async def _expire_at(
-        self, permit: Permit, deadline: float, lost: Callable[[str], None]
-    ) -> None:
-        clock = self.client.clock
-        # Sleep in slices: the clock may be a test's FakeClock that jumps.
-        while (left := deadline - clock.monotonic()) > 0:  # noqa: ASYNC110 - see above
-            await anyio.sleep(min(left, 0.5))
-        why = "burst grant reached its time bound" if permit.burst else "preempted; not renewed"
-        lost(f"{why} ({permit.ttl_seconds}s)")
-
-    async def _watch_entry(
-        self, permit: Permit, lost: Callable[[str], None], preempted: Callable[[], None]
-    ) -> None:
-        try:
-            watch = await self.client.watch(self.flavor.kind, self.namespace)
-            await self._follow_entry(watch, permit, lost, preempted)
-        except APIError as exc:
-            # The shared watch failed (forbidden, or the server unreachable past the
-            # client's retry budget): a removal could no longer be seen, so stop trusting.
-            lost(f"cannot watch the object any more: {exc}")
-
-    async def _follow_entry(
-        self,
-        watch: KindWatch,
-        permit: Permit,
-        lost: Callable[[str], None],
-        preempted: Callable[[], None],
-    ) -> None:
-        while True:
-            changed = watch.next_change(self.name, self.namespace)
-            obj = watch.get(self.name, self.namespace)
-            if obj is None:
-                lost("the object was deleted")
-                return
-            entry = (obj.status.get("holders") or {}).get(permit.key)
-            if entry is None or int(entry.get("token", -1)) != permit.token:
-                lost("the entry was removed (reaped after its TTL, or force-released)")
-                return
-            if entry.get("preemptRequested") and not permit.preempt_requested.is_set():
-                preempted()
-            await changed.wait()
-
     @asynccontextmanager
     async def hold(self, **kwargs: Any) -> AsyncIterator[Permit]:
-        """``async with``: acquire, keep alive, release; the body is cancelled if the
-        permit ends (or is preempted) while held, and :class:`PermitLost` raised on exit."""
-        permit = await self.acquire(**kwargs, background=False)
+        """``async with``: acquire, hold, release; the body is cancelled if the permit ends
+        (or is preempted) while held, and :class:`PermitLost` is raised on exit."""
+        permit = await self.acquire(**kwargs)
         reasons: list[str] = []
         # A cancel scope, not a task group, around the body: a task group would wrap the
-        # body's own exceptions in an ExceptionGroup. The keeper runs in the client's task
-        # group and is stopped by release() below, so it still ends with this block.
+        # body's own exceptions in an ExceptionGroup.
         with anyio.CancelScope() as body:
 
             def interrupt(reason: str) -> None:
                 reasons.append(reason)
                 body.cancel()
 
-            self.client.spawn(self.keepalive, permit, interrupt)
+            permit.on_end(interrupt)
             try:
                 yield permit
             finally:
+                if permit.lost and not reasons:
+                    reasons.append(permit.lost_reason or "lost")
                 try:
                     await permit.release()
-                except NotFoundError:
-                    pass  # deleted: the loss is reported below
                 except CLEANUP_ERRORS as exc:
-                    log.warning("%r: release failed, the entry will expire: %s", permit, exc)
-        if permit.lost or body.cancelled_caught:
-            why = permit.lost_reason or (reasons[0] if reasons else "lost")
+                    log.warning(
+                        "%r: release failed, the grant ends with its session: %s", permit, exc
+                    )
+        if reasons:
             raise PermitLost(
-                f"{self.flavor.kind.kind} {self.namespace}/{self.name}: permit "
-                f"{permit.key!r} (token {permit.token}) ended while held: {why}"
+                f"{self.describe()}: permit {permit.key!r} (token {permit.token}) ended "
+                f"while held: {reasons[0]}"
             )
-
-    async def force_release(self, who: str) -> tuple[str, ...]:
-        """Remove holders by key or holder id (admin); returns the removed keys."""
-        await self.connect()
-        removed: list[tuple[str, ...]] = []
-
-        def op(obj: KObject, status: state.Status) -> None:
-            removed[:] = [state.force_release_in_place(status, who)]
-
-        await self.committer().submit(op)
-        return removed[0] if removed else ()
-
-    async def settle(self) -> KObject:
-        """Write the settled state now (after a spec change: wakes waiters at once)."""
-        await self.connect()
-        return await self.committer().submit(lambda obj, status: None)

@@ -102,6 +102,7 @@ class Client:
         self._close_hooks: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._selected: dict[_SelectedKey, _Selected] = {}
         self._username: str | None = None
+        self._whoami_lock: anyio.Lock | None = None
         self._extensions: dict[type, object] = {}
         """Per-client state of kernel services (sessions...), keyed by their class."""
 
@@ -199,14 +200,21 @@ class Client:
         that it is the requesting user, so a client cannot claim to be someone else.
         """
         if self._username is None:
-            await self.connect()
-            review = await self.store.create(
-                SELF_SUBJECT_REVIEW, None, {"metadata": {}, "spec": {}}
-            )
-            user = (review.status.get("userInfo") or {}).get("username")
-            if not user:
-                raise APIError("the API server did not say who this client is (SelfSubjectReview)")
-            self._username = str(user)
+            # One review for every task asking at once (a thousand first acquires).
+            if self._whoami_lock is None:
+                self._whoami_lock = anyio.Lock()
+            async with self._whoami_lock:
+                if self._username is None:
+                    await self.connect()
+                    review = await self.store.create(
+                        SELF_SUBJECT_REVIEW, None, {"metadata": {}, "spec": {}}
+                    )
+                    user = (review.status.get("userInfo") or {}).get("username")
+                    if not user:
+                        raise APIError(
+                            "the API server did not say who this client is (SelfSubjectReview)"
+                        )
+                    self._username = str(user)
         return self._username
 
     def _add_close_hook(self, hook: Callable[[], Coroutine[Any, Any, None]]) -> None:

@@ -257,8 +257,12 @@ class Sessions:
             await self._delete(session)
 
     async def _delete(self, session: Session) -> None:
-        # Gone already, or failing: then the operator deletes it after its ttl.
-        with anyio.move_on_after(CLOSE_SECONDS, shield=True), contextlib.suppress(APIError):
+        # Gone already, or failing (or the event loop is shutting down, as at interpreter
+        # exit): then the operator deletes it after its ttl.
+        with (
+            anyio.move_on_after(CLOSE_SECONDS, shield=True),
+            contextlib.suppress(APIError, RuntimeError),
+        ):
             await self._client.store.delete(
                 SESSION, session.namespace, session.name, uid=session.uid
             )

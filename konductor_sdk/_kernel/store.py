@@ -143,7 +143,8 @@ class KubeStore:
 
     Attributes:
         stats: request counters by verb, plus ``watch_opened``, ``conflict``,
-            ``watch_event``. Tests and benchmarks assert on them.
+            ``watch_event``, ``watch_bytes`` (received on watch streams). Tests and
+            benchmarks assert on them.
     """
 
     def __init__(self, api_client: ApiClient, *, read_retries: int = 5) -> None:
@@ -423,6 +424,7 @@ class KubeStore:
                         raise APIError(f"WATCH {path}: {self._no_answer(exc)}") from exc
                     if not line:
                         return
+                    self.stats["watch_bytes"] += len(line)
                     if not line.strip():
                         continue
                     event = json.loads(line)

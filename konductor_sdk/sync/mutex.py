@@ -4,12 +4,13 @@ Mutex: a cluster-wide lock, the one-permit member of the semaphore family.
 
 ::
 
-    with Mutex("db-migrate") as permit:          # created if missing; renewed while held
+    with Mutex("db-migrate") as permit:          # created if missing
         migrate(fencing_token=permit.token)
 
 It has its own kind (``Mutex``, short name ``mtx``) so ``kubectl get mutexes`` shows who
-holds what, and the same machinery as :class:`~konductor_sdk.Semaphore`: priority queue,
-preemption, TTL with renewal, fencing tokens. It is not re-entrant (see ``docs/semaphore.md``).
+holds what, and the same machinery as :class:`~konductor_sdk.Semaphore`: a queue of
+claims, priority, preemption, a session for liveness, fencing tokens. It is not
+re-entrant (see ``docs/semaphore.md``).
 
 Written from the public async API by ``python -m konductor_sdk.sync._generate``; how
 the blocking calls behave: :mod:`konductor_sdk.sync`.
@@ -41,8 +42,9 @@ class Mutex(_context.NotReentrant, _context.BlockingContext, _twin.Twin[_mutex.M
         name: the object's name (DNS subdomain).
         namespace: default: the client's namespace.
         client: default: :func:`~konductor_sdk.default_client`.
-        ttl: seconds the holder may go without renewal (renewed every ``ttl/3``);
-            0: held until released or the pod ends (only in a pod).
+        ttl: seconds of the session the lock lives with: if this process stops renewing
+            it for that long, the lock is reaped. 0: held until released or the pod ends
+            (only in a pod).
 
     Raises:
         ConfigurationError: an argument is out of range (nothing is written).
@@ -68,7 +70,7 @@ class Mutex(_context.NotReentrant, _context.BlockingContext, _twin.Twin[_mutex.M
     def hold(
         self, *, priority: int = 0, preemptible: bool = False, ttl: int | None = None
     ) -> AbstractContextManager[Permit]:
-        """``with mutex.hold(...) as permit``: lock, renew while held, unlock.
+        """``with mutex.hold(...) as permit``: lock, hold, unlock.
 
         The body is cancelled and :class:`~konductor_sdk.PermitLost` raised on exit if the
         lock ends while held (or is preempted). Arguments as for ``Semaphore.hold``.
@@ -87,7 +89,7 @@ class Mutex(_context.NotReentrant, _context.BlockingContext, _twin.Twin[_mutex.M
     def acquire(
         self, *, priority: int = 0, preemptible: bool = False, ttl: int | None = None
     ) -> Permit:
-        """Wait for the lock; renewed in the background until ``permit.release()``.
+        """Wait for the lock; held until ``permit.release()`` (or its session ends).
 
         Raises:
             ConfigurationError: bad arguments.
@@ -142,14 +144,17 @@ class Mutex(_context.NotReentrant, _context.BlockingContext, _twin.Twin[_mutex.M
         return _portal.run(self._async.status)
 
     def force_release(self, who: str) -> tuple[str, ...]:
-        """Remove holders by acquisition key or holder id; returns the removed keys."""
+        """Remove grants by key (``slot#token``), first slot, holder id or session name;
+        returns the removed keys.
+        """
         return _portal.run(self._async.force_release, who)
 
     def changes(self) -> Iterator[SemaphoreStatus]:
-        """The status now and after every change, from the shared watch (see
+        """The status now and after every change, from the shared watches (see
         :meth:`konductor_sdk.Semaphore.changes`).
         """
         return _twin.BlockingIterator(_portal.call(self._async.changes), _twin.same)
 
     def statistics(self) -> SemaphoreStatistics:
+        """Counters of this process's use of the lock (no I/O)."""
         return _portal.call(self._async.statistics)

@@ -10,8 +10,9 @@ RWMutex: shared readers or one exclusive writer, cluster-wide.
     with rw.write():           # alone
         ...
 
-Stored as an ``RWMutex`` object and run by the semaphore machinery with a limit of
-``spec.maxReaders`` units: a reader takes one unit, a writer all of them. **Writer
+Stored as an ``RWMutex`` object and run by the semaphore machinery with
+``spec.maxReaders`` slots: a reader takes one slot, a writer all of them, and the API
+server refuses overlapping grants, so a writer is always alone. **Writer
 preference**: the queue is strictly ordered, so a waiting writer blocks every reader that
 arrives after it (readers cannot starve a writer), while readers that queued before the
 writer are served first (a stream of writers cannot starve them either). Priorities and
@@ -49,11 +50,12 @@ class RWMutex(_context.NotReentrant, _twin.Twin[_rwmutex.RWMutex]):
     Args:
         name: the object's name (DNS subdomain).
         max_readers: ``spec.maxReaders`` to create the object with if it does not exist
-            (1..2048, default 1024); an existing object keeps its own.
+            (1..4096, default 1024); an existing object keeps its own.
         namespace: default: the client's namespace.
         client: default: :func:`~konductor_sdk.default_client`.
-        ttl: seconds a holder may go without renewal (renewed every ``ttl/3``);
-            0: held until released or the pod ends (only in a pod).
+        ttl: seconds of the session the lock lives with: if this process stops renewing
+            it for that long, the lock is reaped. 0: held until released or the pod ends
+            (only in a pod).
 
     Raises:
         ConfigurationError: an argument is out of range (nothing is written).
@@ -119,7 +121,7 @@ class RWMutex(_context.NotReentrant, _twin.Twin[_rwmutex.RWMutex]):
     def acquire(
         self, mode: Mode, *, priority: int = 0, preemptible: bool = False, ttl: int | None = None
     ) -> Permit:
-        """Wait for the lock in ``mode``; renewed in the background until released.
+        """Wait for the lock in ``mode``; held until released (or its session ends).
 
         Raises:
             ConfigurationError: bad arguments.
@@ -174,14 +176,17 @@ class RWMutex(_context.NotReentrant, _twin.Twin[_rwmutex.RWMutex]):
         return _portal.run(self._async.status)
 
     def force_release(self, who: str) -> tuple[str, ...]:
-        """Remove holders by acquisition key or holder id; returns the removed keys."""
+        """Remove grants by key (``slot#token``), first slot, holder id or session name;
+        returns the removed keys.
+        """
         return _portal.run(self._async.force_release, who)
 
     def changes(self) -> Iterator[SemaphoreStatus]:
-        """The status now and after every change, from the shared watch (see
+        """The status now and after every change, from the shared watches (see
         :meth:`konductor_sdk.Semaphore.changes`).
         """
         return _twin.BlockingIterator(_portal.call(self._async.changes), _twin.same)
 
     def statistics(self) -> SemaphoreStatistics:
+        """Counters of this process's use of the lock (no I/O)."""
         return _portal.call(self._async.statistics)

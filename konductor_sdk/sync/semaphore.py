@@ -5,17 +5,16 @@ Semaphore: weighted permits shared by every process of a cluster.
 ::
 
     sem = Semaphore("gpu-pool", permits=4)       # created with permits=4 if missing
-    with sem as permit:                          # one unit; renewed while held
-        train(fencing_token=permit.token)
+    with sem as permit:                          # one unit, for the block
+        fence.admit(permit.fencing)              # per-slot fencing downstream
     with sem.hold(weight=2, priority=5):         # two units, served before priority < 5
         ...
     permit = sem.acquire_nowait()                # WouldBlock instead of waiting
     permit.release()
 
-Safety never depends on the operator: grants are compare-and-swap writes that keep the sum
-of held weights within ``spec.permits`` (``+ spec.burst`` only for time-bounded burst
-grants). The full semantics (fairness, preemption, burst, TTL, re-entrancy) are in
-``docs/semaphore.md``.
+Safety never depends on the operator: grants are conditional writes the API server checks
+(the limit, non-overlapping slots, the fencing counter). Semantics (fairness, preemption,
+burst, sessions, fencing) are in ``docs/semaphore.md``.
 
 Written from the public async API by ``python -m konductor_sdk.sync._generate``; how
 the blocking calls behave: :mod:`konductor_sdk.sync`.
@@ -23,12 +22,12 @@ the blocking calls behave: :mod:`konductor_sdk.sync`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import final
 
+from konductor_sdk import FencingToken
 from konductor_sdk import semaphore as _semaphore
-from konductor_sdk._kernel.entries import Renewal
 from konductor_sdk.semaphore import HolderInfo as HolderInfo
 from konductor_sdk.semaphore import SemaphoreStatistics as SemaphoreStatistics
 from konductor_sdk.semaphore import SemaphoreStatus as SemaphoreStatus
@@ -50,27 +49,38 @@ __all__ = [
 
 @final
 class Permit(_twin.Twin[_semaphore.Permit]):
-    """A grant held by this process: what :meth:`Semaphore.acquire` returns.
+    """A grant held by this process: what ``Semaphore.acquire()`` returns.
 
     Attributes:
-        key: the acquisition key (the map key under ``status.holders``).
-        token: the fencing token: strictly increasing per object across all grants;
-            pass it to downstream systems so they can reject stale holders.
-        weight: units held.
-        burst: granted from burst capacity (lasts at most ``ttl_seconds``, not renewed).
-        ttl_seconds: the entry's TTL (0: until released or the pod ends).
+        key: ``"<first slot>#<token>"``: names exactly this grant (``force_release``,
+            ``koncli ... release``).
+        slot: the first slot; :attr:`slots` are all of them.
+        token: the fencing token: strictly increasing per object across all grants.
+        fencing: what to present to a fenced resource (:class:`~konductor_sdk.Fence`):
+            the object, the slots and the token.
+        weight: units held. ``mode``: ``"read"``/``"write"`` for an RWMutex.
+        burst: granted from burst capacity (lasts at most ``ttl_seconds``).
+        ttl_seconds: the session's TTL (0: held until released or the pod ends), or the
+            time bound of a burst grant.
+        session: the name of the Session this grant lives and dies with.
         preempt_requested: set when a higher-priority waiter asked this holder to yield.
     """
 
     @property
-    def key(self) -> str:
-        return self._async.key
+    def slot(self) -> int:
+        return self._async.slot
+
+    slots = _twin.attribute(_semaphore.Permit, lambda a: a.slots)
 
     @property
     def token(self) -> int:
         return self._async.token
 
-    weight = _twin.attribute(_semaphore.Permit, lambda a: a.weight)
+    key = _twin.attribute(_semaphore.Permit, lambda a: a.key)
+
+    @property
+    def weight(self) -> int:
+        return self._async.weight
 
     @property
     def mode(self) -> str | None:
@@ -81,20 +91,37 @@ class Permit(_twin.Twin[_semaphore.Permit]):
         return self._async.burst
 
     @property
-    def ttl_seconds(self) -> int:
-        return self._async.ttl_seconds
+    def fencing(self) -> FencingToken:
+        return self._async.fencing
+
+    session = _twin.attribute(_semaphore.Permit, lambda a: a.session)
+
+    ttl_seconds = _twin.attribute(_semaphore.Permit, lambda a: a.ttl_seconds)
 
     @property
     def preempt_requested(self) -> Event:
         return _twin.Event(self._async.preempt_requested)
 
     @property
-    def renewal(self) -> Renewal | None:
-        return self._async.renewal
+    def granted_rv(self) -> int:
+        return self._async.granted_rv
+
+    @property
+    def claim(self) -> str | None:
+        return self._async.claim
+
+    @property
+    def deadline(self) -> float | None:
+        """Monotonic time (client clock) after which the grant must not be trusted: its
+        session's deadline, or its own bound if earlier; ``None`` for a pod-bound grant.
+        """
+        return self._async.deadline
 
     @property
     def lost(self) -> bool:
-        """True once the permit ended while held (TTL, reaped, removed, preempted-and-expired)."""
+        """True once the grant ended while held: its session or own deadline passed (read
+        from the clock now), it was removed from the object, or the object was deleted.
+        """
         return self._async.lost
 
     @property
@@ -102,26 +129,44 @@ class Permit(_twin.Twin[_semaphore.Permit]):
         return self._async.lost_reason
 
     @property
-    def deadline(self) -> float | None:
-        """Monotonic time (client clock) after which the permit counts as lost if not renewed."""
-        return self._async.deadline
+    def released(self) -> bool:
+        """True once :meth:`release` was called (or the ``with`` block ended)."""
+        return self._async.released
 
     def wait_lost(self) -> str:
         """Wait until the permit is lost; returns the reason."""
         return _portal.run(self._async.wait_lost)
 
+    def on_end(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(reason)`` once if the grant is lost, or a preemption request
+        arrives, while held (the ``with`` form cancels its body there).
+        """
+        _portal.call(self._async.on_end, listener)
+
+    def mark_lost(self, reason: str) -> None:
+        _portal.call(self._async.mark_lost, reason)
+
+    def mark_preempted(self) -> None:
+        _portal.call(self._async.mark_preempted)
+
+    def set_deadline(self, deadline: float) -> None:
+        """Bound the grant in time (a holder yielding to preemption)."""
+        _portal.call(self._async.set_deadline, deadline)
+
+    def when_done(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once, when the grant is released or found removed."""
+        _portal.call(self._async.when_done, callback)
+
+    def done(self) -> None:
+        _portal.call(self._async.done)
+
     def release(self) -> None:
         """Give the units back (idempotent; shielded from cancellation, bounded in time).
 
         Raises:
-            APIError: the server could not be told; the entry expires by its TTL.
+            APIError: the server could not be told; the grant ends with its session.
         """
         _portal.run(self._async.release)
-
-    @property
-    def released(self) -> bool:
-        """True once :meth:`release` was called (or the ``with`` block ended)."""
-        return self._async.released
 
 
 @final
@@ -137,9 +182,9 @@ class Semaphore(_context.BlockingContext, _twin.Twin[_semaphore.Semaphore]):
         burst_seconds: ``spec.burstSeconds`` when creating: the longest a burst grant lasts.
         namespace: default: the client's namespace.
         client: default: :func:`~konductor_sdk.default_client`.
-        ttl: seconds a holder or waiter may go without renewal before it can be reaped
-            (renewed every ``ttl/3`` while held); 0: held until released or the pod ends
-            (only in a pod).
+        ttl: seconds of the session a grant lives with: if this process stops renewing its
+            session (it died, froze, lost the network) for that long, its grants are reaped.
+            0: held until released or the pod ends (only in a pod).
 
     Raises:
         ConfigurationError: an argument is out of range (nothing is written).
@@ -190,20 +235,19 @@ class Semaphore(_context.BlockingContext, _twin.Twin[_semaphore.Semaphore]):
         ttl: int | None = None,
         burst: bool = False,
     ) -> AbstractContextManager[Permit]:
-        """``with sem.hold(...) as permit``: acquire, renew while held, release.
+        """``with sem.hold(...) as permit``: acquire, hold, release.
 
-        If the permit ends while held (renewal impossible before its TTL, removed by an
-        admin, object deleted) or a higher-priority waiter preempts it, the body is
-        cancelled and :class:`~konductor_sdk.PermitLost` is raised on exit.
+        If the permit ends while held (its session ended, it was force-released or
+        reaped, the object was deleted) or a higher-priority waiter preempts it, the body
+        is cancelled and :class:`~konductor_sdk.PermitLost` is raised on exit.
 
         Args:
-            weight: units to take, 1..limit.
+            weight: units to take, 1..limit (adjacent slots).
             priority: higher is served first, in [-1000000, 1000000].
             preemptible: a waiter of higher priority may ask this holder to yield.
-            ttl: entry TTL in seconds (default: the semaphore's).
+            ttl: the session TTL for this acquisition (default: the semaphore's).
             burst: accept a burst grant (``spec.burst`` units beyond the limit, lasting
-                at most ``min(ttl, spec.burstSeconds)``, not renewable) when the limit is
-                full.
+                at most ``min(ttl, spec.burstSeconds)``) when the limit is full.
 
         Raises:
             ConfigurationError: bad arguments, or a weight that can never fit.
@@ -229,8 +273,8 @@ class Semaphore(_context.BlockingContext, _twin.Twin[_semaphore.Semaphore]):
         ttl: int | None = None,
         burst: bool = False,
     ) -> Permit:
-        """Wait for ``weight`` units; the permit is renewed in the client's background
-        until :meth:`Permit.release`. Loss is reported on ``permit.lost``/``wait_lost()``.
+        """Wait for ``weight`` units; held until :meth:`Permit.release` (or until the
+        session ends: loss is reported on ``permit.lost``/``wait_lost()``).
 
         Arguments as for :meth:`hold`. Cancelling the call leaves the queue, and releases
         a permit granted just before the cancellation.
@@ -260,10 +304,11 @@ class Semaphore(_context.BlockingContext, _twin.Twin[_semaphore.Semaphore]):
         ttl: int | None = None,
         burst: bool = False,
     ) -> Permit:
-        """Like :meth:`acquire`, but only if the grant can be made at once.
+        """Like :meth:`acquire`, but only if the grant can be made at once (nothing is
+        written otherwise).
 
         Raises:
-            WouldBlock: not enough free units, or earlier/higher waiters are queued.
+            WouldBlock: not enough free units, or others are queued.
         """
         return Permit._wrap(
             _portal.run(
@@ -298,7 +343,7 @@ class Semaphore(_context.BlockingContext, _twin.Twin[_semaphore.Semaphore]):
         _portal.run(self._async.delete)
 
     def status(self) -> SemaphoreStatus:
-        """A fresh snapshot from the server."""
+        """A fresh snapshot from the server (the object and its queue)."""
         return _portal.run(self._async.status)
 
     def set_permits(
@@ -306,7 +351,7 @@ class Semaphore(_context.BlockingContext, _twin.Twin[_semaphore.Semaphore]):
     ) -> SemaphoreStatus:
         """Change ``spec.permits`` (and optionally the burst settings).
 
-        Waiters that now fit are granted at once (this call writes the settled status).
+        Waiters that now fit see the change on their watch and are granted at once.
         Lowering the limit revokes nothing: it only stops new grants until enough units
         are released.
         """
@@ -315,24 +360,26 @@ class Semaphore(_context.BlockingContext, _twin.Twin[_semaphore.Semaphore]):
         )
 
     def force_release(self, who: str) -> tuple[str, ...]:
-        """Remove grants by acquisition key or holder id (admin/CLI); returns the keys.
+        """Remove grants by key (``slot#token``), first slot, holder id or session name
+        (admin/CLI); returns the removed keys.
 
         The affected holders see their permits lost (their ``with`` body is
-        cancelled). Use it for holders you know are dead; the operator does the same
-        automatically after their TTL or when their pod ends.
+        cancelled). Removing another user's grant needs the ``override`` verb. The
+        operator does the same automatically when a holder's session ends.
         """
         return _portal.run(self._async.force_release, who)
 
     def changes(self) -> Iterator[SemaphoreStatus]:
         """``for status in sem.changes():`` the status now and after every change
-        (grants, releases, queueing), from the client's shared watch; a consumer that is
+        (grants, releases, queueing), from the client's shared watches; a consumer that is
         busy sees the latest state, not every intermediate one.
 
         Raises:
             NotFoundError: the object does not exist, or was deleted.
-            APIError: the watch failed (``ForbiddenError``, ``UnreachableError``).
+            APIError: a watch failed (``ForbiddenError``, ``UnreachableError``).
         """
         return _twin.BlockingIterator(_portal.call(self._async.changes), _twin.same)
 
     def statistics(self) -> SemaphoreStatistics:
+        """Counters of this process's use of the object (no I/O)."""
         return _portal.call(self._async.statistics)

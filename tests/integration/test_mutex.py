@@ -1,5 +1,5 @@
-"""Mutex and RWMutex on the real server: exclusion proven from server state, fencing,
-re-entrancy, readers sharing, writer preference."""
+"""Mutex and RWMutex on the real server: exclusion proven from every stored version,
+fencing, re-entrancy, readers sharing, writer preference (one queue of claims)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ import pytest
 
 from konductor_sdk import Client, WouldBlock
 from konductor_sdk._kernel.objects import MUTEX, RWMUTEX, KObject, ResourceKind
+from konductor_sdk.fencing import Fence
 from konductor_sdk.mutex import Mutex
 from konductor_sdk.rwmutex import RWMutex
+from tests.integration._semaphore_helpers import Observer, claim_holders, until_queued
+from tests.integration._semaphore_helpers import until as until_object
 
 pytestmark = pytest.mark.anyio
 MakeClient = Callable[..., Client]
@@ -22,63 +25,53 @@ MakeClient = Callable[..., Client]
 async def until(
     client: Client, kind: ResourceKind, name: str, pred: Callable[[KObject], bool]
 ) -> KObject:
-    watch = await client.watch(kind, client.namespace)
-    with anyio.fail_after(60):
-        while True:
-            changed = watch.next_change(name)
-            obj = watch.get(name)
-            if obj is not None and pred(obj):
-                return obj
-            await changed.wait()
+    return await until_object(client, name, pred, kind=kind)
 
 
-def ids(obj: KObject, field: str = "holders") -> set[str]:
-    return {e["holder"] for e in (obj.status.get(field) or {}).values()}
+def ids(obj: KObject) -> set[str]:
+    return {e["holder"] for e in (obj.status.get("holders") or {}).values()}
+
+
+async def queued(client: Client, kind: ResourceKind, name: str, holders: list[str]) -> None:
+    """Until exactly ``holders`` are queued (in this order) for the lock."""
+    await until_queued(client, name, lambda claims: claim_holders(claims) == holders, kind=kind)
 
 
 async def test_mutex_excludes_across_clients_and_fences(
     client: Client, make_client: MakeClient
 ) -> None:
-    # Server-side: a raw watch sees every version; never two holders at once.
     obj = await Mutex("lock", client=client).create()
     start = await client.store.get(MUTEX, client.namespace, "lock")
     assert obj.limit == 1
-    most: list[int] = [0]
-    versions: list[int] = [0]
-
-    async def check() -> None:
-        async for event in client.store.watch(
-            MUTEX, client.namespace, resource_version=start.resource_version
-        ):
-            versions[0] += 1
-            most[0] = max(most[0], len(event.object.status.get("holders") or {}))
-
-    # Downstream: a store that rejects writes carrying a token lower than one it has seen.
-    highest = [0]
-    rejected: list[int] = []
+    observer = Observer(client, "lock", kind=MUTEX)
+    fence = Fence()  # downstream: refuses a token older than one it accepted
+    inside: list[int] = []
+    most = [0]
 
     async def worker(i: int) -> None:
         mutex = Mutex("lock", client=make_client(f"m{i}"))
         for _ in range(4):
             async with mutex as permit:
-                if permit.token < highest[0]:
-                    rejected.append(permit.token)
-                highest[0] = permit.token
+                fence.admit(permit.fencing)
+                inside.append(permit.token)
+                most[0] = max(most[0], len(inside))
                 await anyio.lowlevel.checkpoint()
+                inside.remove(permit.token)
 
-    with anyio.fail_after(60):
+    with anyio.fail_after(120):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(check)
+            await tg.start(observer.run, start.resource_version)
             async with anyio.create_task_group() as workers:
                 for i in range(8):
                     workers.start_soon(worker, i)
             final = await until(client, MUTEX, "lock", lambda o: not o.status.get("holders"))
             tg.cancel_scope.cancel()
+    assert observer.violations == []
+    assert observer.most_units == 1
     assert most[0] == 1
-    assert rejected == []
     assert final.status["fencingToken"] == 32
-    assert final.status["phase"] == "Unlocked"
-    assert versions[0] >= 64  # a grant and a release per cycle, each seen
+    assert (await Mutex("lock", client=client).status()).phase == "Unlocked"
+    assert len(observer.grants) == 32
 
 
 async def test_mutex_status_nowait_and_reentrancy(client: Client, make_client: MakeClient) -> None:
@@ -95,8 +88,7 @@ async def test_mutex_status_nowait_and_reentrancy(client: Client, make_client: M
             await other.acquire_nowait()
         status = await mutex.status()
         assert (status.phase, status.in_use, status.limit) == ("Locked", 1, 1)
-        obj = await client.store.get(MUTEX, client.namespace, "m")
-        assert obj.status["currentHolder"] == client.identity.holder
+        assert [h.holder for h in status.holders] == [client.identity.holder]
         assert await other.locked()
         got: list[int] = []
 
@@ -106,7 +98,7 @@ async def test_mutex_status_nowait_and_reentrancy(client: Client, make_client: M
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(take)
-            await until(client, MUTEX, "m", lambda o: ids(o, "waiters") == {"other"})
+            await queued(client, MUTEX, "m", ["other"])
             await permit.release()
     assert got == [permit.token + 1]
     assert not await mutex.locked()
@@ -119,7 +111,7 @@ async def test_mutex_status_nowait_and_reentrancy(client: Client, make_client: M
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(second)
-        await until(client, MUTEX, "m", lambda o: len(o.status.get("waiters") or {}) == 1)
+        await until_queued(client, "m", lambda claims: len(claims) == 1, kind=MUTEX)
         await first.release()
 
 
@@ -128,8 +120,9 @@ async def test_rwmutex_readers_share_and_a_waiting_writer_blocks_later_readers(
 ) -> None:
     rw = RWMutex("cfg", client=client, max_readers=8)
     readers = [await RWMutex("cfg", client=make_client(f"r{i}")).acquire("read") for i in range(3)]
-    obj = await client.store.get(RWMUTEX, client.namespace, "cfg")
-    assert (obj.status["phase"], obj.status["readers"]) == ("Reading", 3)
+    status = await rw.status()
+    assert (status.phase, status.in_use) == ("Reading", 3)
+    assert sorted(h.slot for h in status.holders) == [0, 1, 2]
     order: list[str] = []
 
     async def take(holder: str, mode: Any) -> None:
@@ -139,9 +132,9 @@ async def test_rwmutex_readers_share_and_a_waiting_writer_blocks_later_readers(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(take, "writer", "write")
-        await until(client, RWMUTEX, "cfg", lambda o: ids(o, "waiters") == {"writer"})
+        await queued(client, RWMUTEX, "cfg", ["writer"])
         tg.start_soon(take, "late-reader", "read")
-        await until(client, RWMUTEX, "cfg", lambda o: "late-reader" in ids(o, "waiters"))
+        await queued(client, RWMUTEX, "cfg", ["writer", "late-reader"])
         # Readers hold the lock, yet the late reader is not let in ahead of the writer.
         assert ids(await client.store.get(RWMUTEX, client.namespace, "cfg")) == {"r0", "r1", "r2"}
         with pytest.raises(WouldBlock):
@@ -159,9 +152,10 @@ async def test_rwmutex_writer_excludes_and_reentrancy(client: Client) -> None:
         assert w.mode == "write"
         with pytest.raises(RuntimeError, match="not re-entrant"):
             await rw.acquire("read")
-        obj = await client.store.get(RWMUTEX, client.namespace, "x")
-        assert (obj.status["phase"], obj.status["writer"]) == ("Writing", client.identity.holder)
-        assert obj.status["inUse"] == obj.spec["maxReaders"] == 1024
+        status = await rw.status()
+        assert (status.phase, status.in_use, status.limit) == ("Writing", 1024, 1024)
+        assert w.slots == tuple(range(1024))
+        assert w.fencing.slots == w.slots
     async with rw.read() as r:
         assert r.mode == "read"
         assert r.token == w.token + 1

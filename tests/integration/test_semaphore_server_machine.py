@@ -1,8 +1,10 @@
-"""Hypothesis state machine on the real server: acquire (nowait and waiting), release,
-renew, reap (as the operator does), limit changes, against a model of the queue.
+"""Hypothesis state machine on the real server: acquire (nowait, uncontended, queued),
+release, force-release (as the operator reaps), limit changes, against a model of the
+queue and the slots.
 
 Runs through the blocking facade (the machine is synchronous), one step at a time, and
-compares the model with a fresh read of the object after every step.
+compares the model with a fresh read of the object after every step: the same grants on
+the same slots with the same tokens.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from hypothesis.stateful import (
 )
 
 from konductor_sdk import Client, Identity, WouldBlock
-from konductor_sdk._kernel.objects import SEMAPHORE
+from konductor_sdk._kernel.claims import order_key, target_selector
+from konductor_sdk._kernel.objects import CLAIM, SEMAPHORE
 from konductor_sdk.sync import _portal
 from konductor_sdk.sync.semaphore import Permit, Semaphore
+from tests.integration._semaphore_helpers import fitting_prefix
 
 pytestmark = pytest.mark.anyio
 _names = itertools.count()
@@ -39,29 +43,10 @@ _names = itertools.count()
 
 @attrs.define
 class Req:
-    key: str
+    claim: str
     weight: int
     priority: int
-    ticket: int
-
-
-class Model:
-    def __init__(self, permits: int) -> None:
-        self.permits = permits
-        self.queue: list[Req] = []
-        self.held: dict[str, int] = {}
-
-    def settle(self) -> list[str]:
-        granted = []
-        for r in sorted(self.queue, key=lambda r: (-r.priority, r.ticket)):
-            if r.weight > self.permits:
-                continue
-            if sum(self.held.values()) + r.weight > self.permits:
-                break
-            self.queue.remove(r)
-            self.held[r.key] = r.weight
-            granted.append(r.key)
-        return granted
+    rv: int
 
 
 class ServerMachine(RuleBasedStateMachine):
@@ -73,121 +58,121 @@ class ServerMachine(RuleBasedStateMachine):
         self.name = f"m{next(_names)}"
         self.sem = Semaphore(self.name, permits=permits, client=self.client, ttl=30)
         self.sem.create()
-        self.model = Model(permits)
-        self.ticket = 0
-        self.pending: dict[str, Future[Any]] = {}  # waiter key -> future of its acquire
+        self.limit = permits
+        self.queue: list[Req] = []
+        self.held: dict[str, tuple[int, int]] = {}  # permit key -> (slot, weight)
+        self.pending: dict[str, Future[Any]] = {}  # claim -> future of its acquire
         self.permits: dict[str, Permit] = {}
         self.max_token = 0
+        self.seen_claims: set[str] = set()
 
     def _obj(self) -> Any:
         return _portal.run(self.client.store.get, SEMAPHORE, self.client.namespace, self.name)
 
-    def _collect(self, keys: list[str]) -> None:
-        """The model granted ``keys``: their waiting acquires must now complete."""
-        for key in keys:
-            if key in self.pending:
-                permit = self.pending.pop(key).result(timeout=60)
-                self.permits[key] = Permit._wrap(permit)
+    def _ordered(self) -> list[Req]:
+        return sorted(self.queue, key=lambda r: (-r.priority, r.rv))
+
+    def _grant(self, key: str, permit: Permit, slot: int | None = None) -> None:
+        assert permit.token > self.max_token
+        self.max_token = permit.token
+        first = permit.slot
+        if slot is not None:
+            assert first == slot, (permit, slot)
+        self.held[key] = (first, permit.weight)
+        self.permits[key] = permit
+
+    def _settle(self) -> None:
+        """Grant what the model says fits; those acquires must now complete."""
+        order = [(r.claim, r.weight) for r in self._ordered()]
+        for claim, slot in fitting_prefix(self.limit, self.held, order):
+            permit = Permit._wrap(self.pending.pop(claim).result(timeout=60))
+            self.queue = [r for r in self.queue if r.claim != claim]
+            self._grant(permit.key, permit, slot)
 
     @rule(target=holders_, weight=hs.integers(1, 3), priority=hs.integers(0, 2))
     def acquire_nowait(self, weight: int, priority: int) -> str:
-        trial = Model(self.model.permits)
-        trial.queue = list(self.model.queue)
-        trial.held = dict(self.model.held)
-        trial.queue.append(Req("new", weight, priority, self.ticket))
-        expect = "new" in trial.settle()
-        if weight > self.model.permits:
+        if weight > self.limit:
             return "nothing"
+        fits = fitting_prefix(self.limit, self.held, [("new", weight)])
+        expect = not self.queue and bool(fits)
         try:
             permit = self.sem.acquire_nowait(weight=weight, priority=priority)
         except WouldBlock:
             assert not expect
             return "nothing"
         assert expect
-        self.ticket += 1
-        self.model.held[permit.key] = weight
-        self.permits[permit.key] = permit
-        assert permit.token > self.max_token
-        self.max_token = permit.token
+        self._grant(permit.key, permit, fits[0][1])
         return permit.key
 
     @rule(target=holders_, weight=hs.integers(1, 3), priority=hs.integers(0, 2))
-    def acquire_waiting(self, weight: int, priority: int) -> str:
-        if weight > self.model.permits:
+    def acquire(self, weight: int, priority: int) -> str:
+        if weight > self.limit:
             return "nothing"
-        before = self._obj()
-        known = set(before.status.get("waiters") or {}) | set(before.status.get("holders") or {})
+        fits = fitting_prefix(self.limit, self.held, [("new", weight)])
+        direct = not self.queue and bool(fits)
         future = _portal.portal().start_task_soon(
             lambda: self.sem._async.acquire(weight=weight, priority=priority)
         )
-        key = _portal.run(self._new_key, known)
-        self.pending[key] = future
-        self.model.queue.append(Req(key, weight, priority, self.ticket))
-        self.ticket += 1
-        self._collect(self.model.settle())
-        return key
+        if direct:  # uncontended: granted at once, no claim
+            permit = Permit._wrap(future.result(timeout=60))
+            self._grant(permit.key, permit, fits[0][1])
+            return permit.key
+        claim = _portal.run(self._new_claim, set(self.seen_claims))
+        self.seen_claims.add(claim.name)
+        self.pending[claim.name] = future
+        self.queue.append(Req(claim.name, weight, priority, order_key(claim)[1]))
+        self._settle()
+        return claim.name
 
-    async def _new_key(self, known: set[str]) -> str:
-        """Wait (on the watch) for the one entry that is not in ``known``."""
-        watch = await self.client.watch(SEMAPHORE, self.client.namespace)
+    async def _new_claim(self, known: set[str]) -> Any:
+        """Wait for the one claim of this semaphore not seen before (a granted claim may
+        still be listed for a moment: its deletion is asynchronous)."""
+        selector = target_selector(SEMAPHORE, self.name)
         with anyio.fail_after(60):
             while True:
-                changed = watch.next_change(self.name)
-                st = watch.get(self.name).status  # type: ignore[union-attr]
-                new = (set(st.get("waiters") or {}) | set(st.get("holders") or {})) - known
+                listed = await self.client.store.list(
+                    CLAIM, self.client.namespace, field_selector=selector
+                )
+                new = [c for c in listed.items if c.name not in known]
                 if new:
-                    (key,) = new
-                    return str(key)
-                await changed.wait()
+                    (claim,) = new
+                    return claim
+                await anyio.sleep(0.05)
 
     @rule(key=consumes(holders_))
     def release(self, key: str) -> None:
         permit = self.permits.pop(key, None)
         if permit is None:
-            return  # still waiting (or never granted): released when the test ends
+            return  # still waiting (or never granted): cancelled when the test ends
         permit.release()
-        del self.model.held[key]
-        self._collect(self.model.settle())
+        del self.held[key]
+        self._settle()
 
     @rule(key=consumes(holders_))
     def reap(self, key: str) -> None:
-        # What the operator does to an expired holder: remove it, settle.
-        if key not in self.model.held:
+        # What the operator does when a holder's session ends: remove its grant.
+        if key not in self.held:
             return
         assert self.sem.force_release(key) == (key,)
-        del self.model.held[key]
+        del self.held[key]
         self.permits.pop(key)
-        self._collect(self.model.settle())
-
-    @rule(key=holders_)
-    def renew(self, key: str) -> None:
-        permit = self.permits.get(key)
-        if permit is None or permit.renewal is None:
-            return
-        before = self._obj().status["holders"][key]["renewCount"]
-        _portal.run(permit.renewal.renew_once)
-        assert self._obj().status["holders"][key]["renewCount"] >= before + 1
+        self._settle()
 
     @rule(permits=hs.integers(1, 5))
     def set_limit(self, permits: int) -> None:
         self.sem.set_permits(permits)
-        self.model.permits = permits
-        self._collect(self.model.settle())
+        self.limit = permits
+        self._settle()
 
     @invariant()
     def server_matches_model(self) -> None:
-        if not hasattr(self, "model"):
+        if not hasattr(self, "held"):
             return
         obj = self._obj()
         holders = obj.status.get("holders") or {}
-        assert set(holders) == set(self.model.held)
-        assert set(obj.status.get("waiters") or {}) == {r.key for r in self.model.queue}
-        tokens = sorted(int(e["token"]) for e in holders.values())
-        if tokens:
-            assert tokens[-1] <= obj.status["fencingToken"]
-        for key, e in holders.items():
-            if key in self.permits:
-                assert int(e["token"]) == self.permits[key].token
+        assert {f"{k}#{e['token']}" for k, e in holders.items()} == set(self.held)
+        if holders:
+            assert max(int(e["token"]) for e in holders.values()) <= obj.status["fencingToken"]
 
     def teardown(self) -> None:
         if hasattr(self, "sem"):

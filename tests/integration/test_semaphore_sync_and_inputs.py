@@ -15,7 +15,7 @@ import anyio.to_thread
 import pytest
 
 from konductor_sdk import Client, ConfigurationError, Identity, PermitLost, WouldBlock, sync
-from konductor_sdk._kernel.objects import MUTEX, RWMUTEX, SEMAPHORE
+from konductor_sdk._kernel.objects import CLAIM, MUTEX, RWMUTEX, SEMAPHORE, SESSION
 from konductor_sdk.mutex import Mutex
 from konductor_sdk.rwmutex import RWMutex
 from konductor_sdk.semaphore import Semaphore
@@ -112,16 +112,24 @@ def _calls(client: Client) -> list[tuple[str, Callable[[], Awaitable[Any]], str]
         return Semaphore("ok", client=client, **kwargs)
 
     return [
-        ("permits=0", lambda: sem(permits=0).acquire(), "permits must be an int in [1, "),
+        ("permits=0", lambda: sem(permits=0).acquire(), "permits must be a whole number in [1, "),
         ("permits<0", lambda: sem(permits=-2).acquire(), "permits"),
         ("permits=True", lambda: sem(permits=True).acquire(), "permits"),
         ("permits huge", lambda: sem(permits=10**7).acquire(), "permits"),
         ("burst<0", lambda: sem(permits=1, burst=-1).acquire(), "burst must be"),
         ("burst_seconds=0", lambda: sem(permits=1, burst_seconds=0).acquire(), "burst_seconds"),
-        ("ttl<0", lambda: sem(permits=1, ttl=-1).acquire(), "ttl must be an int in [1, 86400]"),
+        (
+            "ttl<0",
+            lambda: sem(permits=1, ttl=-1).acquire(),
+            "ttl must be whole seconds in [1, 86400]",
+        ),
         ("ttl float", lambda: sem(permits=1, ttl=1.5).acquire(), "ttl"),
         ("ttl huge", lambda: sem(permits=1).acquire(ttl=86_401), "ttl"),
-        ("weight=0", lambda: sem(permits=2).acquire(weight=0), "weight must be an int in [1, "),
+        (
+            "weight=0",
+            lambda: sem(permits=2).acquire(weight=0),
+            "weight must be a whole number in [1, ",
+        ),
         ("weight<0", lambda: sem(permits=2).acquire(weight=-1), "weight"),
         ("weight>limit", lambda: sem(permits=2).acquire(weight=3), "weight must be <= 2"),
         ("weight>limit nowait", lambda: sem(permits=2).acquire_nowait(weight=3), "<= 2"),
@@ -144,8 +152,8 @@ async def test_bad_inputs_are_rejected_before_any_write(client: Client) -> None:
         with pytest.raises(ConfigurationError) as info:
             await call()
         assert fragment in str(info.value), (label, str(info.value))
-        # Nothing was created: not the object, not an entry.
-        for kind in (SEMAPHORE, MUTEX, RWMUTEX):
+        # Nothing was created: not the object, not a claim, not a session.
+        for kind in (SEMAPHORE, MUTEX, RWMUTEX, CLAIM, SESSION):
             listed = await client.store.list(kind, client.namespace)
             assert listed.items == (), label
 

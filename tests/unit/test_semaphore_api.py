@@ -1,20 +1,19 @@
-"""The public surface without a server: argument checks, reprs, statistics, and the
-group-commit writer against an in-memory store."""
+"""The public surface without a server: argument checks, reprs, statistics, and a
+permit's loss computed from the clock on access."""
 
 from __future__ import annotations
 
-import copy
-from collections import Counter
-from collections.abc import Mapping
 from typing import Any
 
 import anyio
 import pytest
 
-from konductor_sdk import Client, ConfigurationError, ConflictError, Identity, NotFoundError
-from konductor_sdk._engines.semaphore_commit import committer
-from konductor_sdk._kernel.objects import KObject, ResourceKind
-from konductor_sdk._machines import semaphore as st
+from konductor_sdk import Client, ConfigurationError, Identity
+from konductor_sdk._engines.permit import Permit
+from konductor_sdk._kernel.clock import FakeClock
+from konductor_sdk._kernel.objects import KObject
+from konductor_sdk._kernel.sessions import Session, safety_margin
+from konductor_sdk.fencing import Fence, FencedOut
 from konductor_sdk.mutex import Mutex
 from konductor_sdk.rwmutex import RWMutex
 from konductor_sdk.semaphore import Semaphore
@@ -26,18 +25,27 @@ from konductor_sdk.sync import semaphore as sync
     [
         (lambda: Semaphore("x", permits=0), "permits"),
         (lambda: Semaphore("x", permits=2.5), "permits"),  # type: ignore[arg-type]
+        (lambda: Semaphore("x", permits=True), "permits"),
+        (lambda: Semaphore("x", permits=1_000_001), "permits"),
         (lambda: Semaphore("x", burst=-1), "burst"),
         (lambda: Semaphore("x", burst_seconds=86_401), "burst_seconds"),
         (lambda: Semaphore("x", ttl=0.5), "ttl"),  # type: ignore[arg-type]
         (lambda: Semaphore("x", ttl=True), "ttl"),
+        (lambda: Semaphore("x", ttl=-1), "ttl"),
         (lambda: Semaphore("UPPER"), "name"),
+        (lambda: Semaphore(""), "name"),
         (lambda: Semaphore("x", namespace="a" * 64), "namespace"),
+        (lambda: Semaphore("x", namespace="a.b"), "namespace"),
         (lambda: Semaphore("x").hold(weight=0), "weight"),
+        (lambda: Semaphore("x").hold(weight=2_000_001), "weight"),
         (lambda: Semaphore("x").hold(priority=2_000_000), "priority"),
+        (lambda: Semaphore("x").hold(priority=1.5), "priority"),  # type: ignore[arg-type]
         (lambda: Semaphore("x").hold(ttl=-1), "ttl"),
+        (lambda: Semaphore("x").hold(ttl=86_401), "ttl"),
         (lambda: Mutex("x", ttl=100_000), "ttl"),
         (lambda: Mutex("x").hold(priority="high"), "priority"),  # type: ignore[arg-type]
-        (lambda: RWMutex("x", max_readers=2049), "max_readers"),
+        (lambda: RWMutex("x", max_readers=4097), "max_readers"),
+        (lambda: RWMutex("x", max_readers=0), "max_readers"),
         (lambda: RWMutex("x").read(ttl=-3), "ttl"),
         (lambda: sync.Semaphore("x").hold(weight=-1), "weight"),
     ],
@@ -47,6 +55,11 @@ def test_bad_arguments_fail_at_once_naming_the_field(make: Any, field: str) -> N
         make()
 
 
+def test_whole_number_floats_are_accepted_like_everywhere() -> None:
+    sem = Semaphore("x", permits=3.0, ttl=5.0)  # type: ignore[arg-type]
+    assert repr(sem) == "<Semaphore (default)/x permits=3>"
+
+
 def test_reprs_and_statistics_without_any_io() -> None:
     sem = Semaphore("gpu", permits=4, namespace="ml")
     assert repr(sem) == "<Semaphore ml/gpu permits=4>"
@@ -54,117 +67,97 @@ def test_reprs_and_statistics_without_any_io() -> None:
     assert repr(Mutex("m", namespace="ml")) == "<Mutex ml/m>"
     assert repr(RWMutex("r", namespace="ml")) == "<RWMutex ml/r>"
     stats = sem.statistics()
-    assert (stats.acquired, stats.writes, stats.waiting) == (0, 0, 0)
+    assert (stats.acquired, stats.writes, stats.waiting, stats.lost) == (0, 0, 0, 0)
     with pytest.raises(AttributeError):
         stats.acquired = 1  # type: ignore[misc]
 
 
-class MemoryStore:
-    """Just enough of the Store protocol for one object, with optimistic concurrency."""
+def session(client: Client, ttl: int, sent: float) -> Session:
+    obj = KObject({"metadata": {"name": "sess-1", "uid": "u1"}})
+    return Session(client, obj, ttl, sent)
 
-    def __init__(self, spec: Mapping[str, Any]) -> None:
-        self.stats: Counter[str] = Counter()
-        self.obj: dict[str, Any] = {
-            "metadata": {"name": "s", "namespace": "ns", "resourceVersion": "1", "generation": 1},
-            "spec": dict(spec),
-            "status": {},
-        }
-        self.gate: anyio.Event | None = None
 
-    async def get(self, kind: ResourceKind, namespace: str | None, name: str) -> KObject:
-        if name != "s":
-            raise NotFoundError("no such object", status=404)
-        self.stats["get"] += 1
-        return KObject(copy.deepcopy(self.obj))
+def permit(client: Client, sess: Session, **kw: Any) -> Permit:
+    released: list[int] = []
 
-    async def replace(
-        self, kind: ResourceKind, body: Mapping[str, Any], *, subresource: str | None = None
-    ) -> KObject:
-        self.stats["put"] += 1
-        if self.gate is not None:
-            await self.gate.wait()
-        if body["metadata"]["resourceVersion"] != self.obj["metadata"]["resourceVersion"]:
-            self.stats["conflict"] += 1
-            raise ConflictError("stale", status=409)
-        self.obj["status"] = copy.deepcopy(body["status"])
-        rv = int(self.obj["metadata"]["resourceVersion"]) + 1
-        self.obj["metadata"]["resourceVersion"] = str(rv)
-        return KObject(copy.deepcopy(self.obj))
+    async def release(p: Permit) -> None:
+        released.append(p.token)
+
+    defaults: dict[str, Any] = {
+        "resource": "Semaphore/ns/x@uid",
+        "slot": 2,
+        "weight": 2,
+        "token": 9,
+        "mode": None,
+        "burst": False,
+    }
+    return Permit(
+        **{**defaults, **kw}, session=sess, clock=client.clock, release=release, granted_rv=3
+    )
 
 
 @pytest.mark.anyio
-async def test_group_commit_batches_everything_queued_during_a_write() -> None:
-    store = MemoryStore({"permits": 2})
-    client = Client(store=store, namespace="ns", identity=Identity("me"))  # type: ignore[arg-type]
-    await client.connect()
-    writer = committer(client, st.SEMAPHORE_FLAVOR, "ns", "s")
-    entry = {"holder": "me", "ttlSeconds": 30, "renewCount": 0, "weight": 1, "priority": 0}
-    results: dict[str, KObject] = {}
-
-    def request(key: str) -> Any:
-        def op(obj: KObject, status: st.Status) -> None:
-            st.request_in_place(
-                st.SEMAPHORE_FLAVOR, obj.spec, status, key, entry, now=None, nowait=False, what="s"
-            )
-
-        return op
-
-    async def submit(key: str) -> None:
-        results[key] = await writer.submit(request(key))
-
-    store.gate = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(submit, "first")
-        await anyio.wait_all_tasks_blocked()  # the first write is in flight...
-        for i in range(20):
-            tg.start_soon(submit, f"k{i}")  # ...and these queue behind it
-        await anyio.wait_all_tasks_blocked()
-        store.gate.set()
-        store.gate = None
-    assert store.stats["put"] == 2  # one write for the first, one for the other twenty
-    assert store.stats["conflict"] == 0
-    final = store.obj["status"]
-    assert set(final["holders"]) == {"first", "k0"}
-    assert [k for k, _ in st.queue(final)] == [f"k{i}" for i in range(1, 20)]
-    assert results["k19"].resource_version == "3"
-    assert writer.writes == 2
-    await client.aclose()
+async def test_a_permit_is_lost_the_instant_its_session_deadline_passes() -> None:
+    clock = FakeClock()
+    client = Client(namespace="ns", identity=Identity("me"), clock=clock)
+    sess = session(client, 10, clock.monotonic())
+    p = permit(client, sess)
+    assert (p.key, p.slots, p.session, p.ttl_seconds) == ("2#9", (2, 3), "sess-1", 10)
+    assert p.fencing.slots == (2, 3)
+    assert p.fencing.value == 9
+    assert p.deadline == clock.monotonic() + 10 - safety_margin(10)
+    heard: list[str] = []
+    p.on_end(heard.append)
+    assert not p.lost
+    clock.advance(10 - safety_margin(10))
+    assert p.lost  # read from the clock: no task had to notice
+    assert "session" in (p.lost_reason or "")
+    assert heard == [p.lost_reason]
+    with anyio.fail_after(1):
+        assert await p.wait_lost() == p.lost_reason
 
 
 @pytest.mark.anyio
-async def test_an_op_that_raises_does_not_spoil_the_batch() -> None:
-    store = MemoryStore({"permits": 1})
-    client = Client(store=store, namespace="ns", identity=Identity("me"))  # type: ignore[arg-type]
-    await client.connect()
-    writer = committer(client, st.SEMAPHORE_FLAVOR, "ns", "s")
-    good = {"holder": "me", "ttlSeconds": 30, "renewCount": 0, "weight": 1}
-    too_big = {**good, "weight": 5}
+async def test_a_burst_permit_ends_at_its_own_bound_and_release_is_idempotent() -> None:
+    clock = FakeClock()
+    client = Client(namespace="ns", identity=Identity("me"), clock=clock)
+    sess = session(client, 30, clock.monotonic())
+    p = permit(client, sess, burst=True, deadline=clock.monotonic() + 2, ttl_seconds=2)
+    assert p.deadline == clock.monotonic() + 2
+    clock.advance(2)
+    assert p.lost
+    assert "time bound" in (p.lost_reason or "")
+    await p.release()
+    await p.release()
+    assert p.released
 
-    def request(key: str, entry: Mapping[str, Any]) -> Any:
-        def op(obj: KObject, status: st.Status) -> None:
-            st.request_in_place(
-                st.SEMAPHORE_FLAVOR, obj.spec, status, key, entry, now=None, nowait=False, what="s"
-            )
 
-        return op
+@pytest.mark.anyio
+async def test_released_permits_are_not_lost_and_preemption_is_signalled_once() -> None:
+    clock = FakeClock()
+    client = Client(namespace="ns", identity=Identity("me"), clock=clock)
+    sess = session(client, 10, clock.monotonic())
+    p = permit(client, sess)
+    heard: list[str] = []
+    p.on_end(heard.append)
+    p.mark_preempted()
+    p.mark_preempted()
+    assert p.preempt_requested.is_set()
+    assert heard == ["preempted by a higher-priority waiter"]
+    await p.release()
+    clock.advance(100)
+    assert not p.lost  # given back before its session ended: not lost
 
-    errors: list[BaseException] = []
 
-    async def bad() -> None:
-        try:
-            await writer.submit(request("bad", too_big))
-        except ConfigurationError as exc:
-            errors.append(exc)
+def test_per_slot_fencing_accepts_concurrent_holders_and_refuses_stale_ones() -> None:
+    from konductor_sdk.fencing import FencingToken
 
-    store.gate = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(writer.submit, request("a", good))
-        await anyio.wait_all_tasks_blocked()
-        tg.start_soon(bad)
-        tg.start_soon(writer.submit, request("b", good))
-        await anyio.wait_all_tasks_blocked()
-        store.gate.set()
-    assert len(errors) == 1
-    assert set(store.obj["status"]["holders"]) == {"a"}
-    assert set(store.obj["status"]["waiters"]) == {"b"}
-    await client.aclose()
+    fence = Fence()
+    r = "Semaphore/ns/pool@uid"
+    a, b, c = FencingToken(r, (0,), 1), FencingToken(r, (1,), 2), FencingToken(r, (2,), 3)
+    for t in (a, b, c, a, c, b):  # three valid holders at once, any interleaving
+        fence.admit(t)
+    fence.admit(FencingToken(r, (0,), 4))  # slot 0 granted again
+    with pytest.raises(FencedOut):
+        fence.admit(a)  # the old holder of slot 0 is stale now
+    fence.admit(b)  # the others are not

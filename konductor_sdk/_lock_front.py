@@ -1,10 +1,9 @@
-"""What the primitives' front classes share: naming, connecting and the admin methods.
+"""The lock-shaped front of the semaphore family, shared by Mutex and RWMutex.
 
-* :class:`LockFront`: :class:`~konductor_sdk.Mutex` and :class:`~konductor_sdk.RWMutex`, a
-  :class:`~konductor_sdk._semaphore_engine.Pool` behind a lock-shaped front that refuses
-  re-entry (:class:`Owners`); ``create``/``delete``/``status``/``force_release``/``statistics``.
-
-(The front of one-object primitives, ``ObjectFront``, is in :mod:`konductor_sdk._object_front`.)
+A :class:`LockFront` is one :class:`~konductor_sdk._engines.semaphore.SemaphoreObject`
+behind a front that refuses re-entry by the task already holding it
+(:class:`ReentryGuard`), plus the admin methods (``create``, ``delete``, ``status``,
+``force_release``, ``statistics``).
 """
 
 from __future__ import annotations
@@ -16,23 +15,25 @@ from typing import Any
 
 import anyio
 
-from konductor_sdk._engines.semaphore import Permit, Pool, check_ttl
+from konductor_sdk._engines.semaphore import Permit, SemaphoreObject
 from konductor_sdk._kernel.client import Client
 from konductor_sdk._kernel.names import check_object_name
-from konductor_sdk._machines import semaphore as state
+from konductor_sdk._kernel.validate import check_ttl
+from konductor_sdk._machines.semaphore import LockKind
 from konductor_sdk.semaphore import (
     SemaphoreStatistics,
     SemaphoreStatus,
     changes_of,
     check_namespace,
+    read_status,
     statistics_of,
     status_of,
 )
 
-__all__ = ["LockFront", "Owners"]
+__all__ = ["LockFront", "ReentryGuard"]
 
 
-class Owners:
+class ReentryGuard:
     """Which tasks of this process hold a lock through one front object.
 
     A task that acquires a lock it already holds would wait for itself forever; like
@@ -90,14 +91,14 @@ class Owners:
 
 
 class LockFront:
-    """A lock of the semaphore family: its pool, its owners and its admin methods.
+    """A lock of the semaphore family: its object, its re-entry guard, its admin methods.
 
     Args:
-        flavor: the kind's flavor (``state.MUTEX_FLAVOR``, ``state.RWMUTEX_FLAVOR``).
+        kind: ``MUTEX_KIND`` or ``RWMUTEX_KIND``.
         name: the object's name (DNS subdomain).
         namespace: default: the client's namespace.
         client: default: :func:`~konductor_sdk.default_client`.
-        ttl: seconds a holder may go without renewal.
+        ttl: the session TTL of its grants (0: until released or the pod ends).
         create_spec: the spec to create the object with if it does not exist.
 
     Raises:
@@ -106,7 +107,7 @@ class LockFront:
 
     def __init__(
         self,
-        flavor: state.Flavor,
+        kind: LockKind,
         name: str,
         *,
         namespace: str | None,
@@ -116,69 +117,69 @@ class LockFront:
     ) -> None:
         check_object_name(name)
         check_namespace(namespace)
-        self._pool = Pool(
-            flavor,
+        self._object = SemaphoreObject(
+            kind,
             name,
             namespace=namespace,
             client=client,
-            ttl=check_ttl(ttl),
+            ttl=check_ttl(ttl, allow_zero=True),
             create_spec=create_spec,
         )
-        self._owners = Owners(self)
+        self._guard = ReentryGuard(self)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._pool.namespace or '(default)'}/{self.name}>"
+        return f"<{type(self).__name__} {self._object.namespace or '(default)'}/{self.name}>"
 
     @property
     def name(self) -> str:
-        return self._pool.name
+        return self._object.name
 
     @property
     def namespace(self) -> str | None:
-        return self._pool.namespace or None
+        return self._object.namespace or None
 
     def _request(
         self, fields: dict[str, Any], priority: int, preemptible: bool, ttl: int | None
     ) -> dict[str, Any]:
-        """The pool's keyword arguments for one acquisition (validated: no I/O if bad)."""
-        self._pool.check_args(priority, ttl)
+        """The engine's keyword arguments for one acquisition (validated: no I/O if bad)."""
+        self._object.check_args(priority, ttl)
         return {
             "fields": fields,
             "priority": priority,
-            "preemptible": preemptible,
+            "preemptible": bool(preemptible),
             "ttl": ttl,
             "allow_burst": False,
         }
 
     def _hold(self, request: dict[str, Any]) -> AbstractAsyncContextManager[Permit]:
-        return self._owners.hold(self._pool.hold(**request, nowait=False))
+        return self._guard.hold(self._object.hold(**request, nowait=False))
 
     async def _acquire(self, request: dict[str, Any], *, nowait: bool) -> Permit:
-        return await self._owners.acquire(
-            partial(self._pool.acquire, **request, nowait=nowait, background=True)
-        )
+        return await self._guard.acquire(partial(self._object.acquire, **request, nowait=nowait))
 
     async def create(self) -> SemaphoreStatus:
         """Create the object. Raises ``AlreadyExistsError`` if it exists."""
-        spec = self._pool.create_spec or {}
-        return status_of(self._pool, await self._pool.create(spec))
+        spec = self._object.create_spec or {}
+        return status_of(self._object, await self._object.create(spec), [])
 
     async def delete(self) -> None:
         """Delete the object; holders' locks are lost, waiters fail."""
-        await self._pool.delete()
+        await self._object.delete()
 
     async def status(self) -> SemaphoreStatus:
         """A fresh snapshot (an RWMutex's holders carry ``mode``)."""
-        return status_of(self._pool, await self._pool.read(fresh=True))
+        return await read_status(self._object)
 
     async def force_release(self, who: str) -> tuple[str, ...]:
-        """Remove holders by acquisition key or holder id; returns the removed keys."""
-        return await self._pool.force_release(who)
+        """Remove grants by key (``slot#token``), first slot, holder id or session name;
+        returns the removed keys."""
+        return await self._object.force_release(who)
 
     def changes(self) -> AsyncIterator[SemaphoreStatus]:
-        """The status now and after every change, from the shared watch (see
+        """The status now and after every change, from the shared watches (see
         :meth:`konductor_sdk.Semaphore.changes`)."""
-        return changes_of(self._pool)
+        return changes_of(self._object)
 
     def statistics(self) -> SemaphoreStatistics:
-        return statistics_of(self._pool)
+        """Counters of this process's use of the lock (no I/O)."""
+        return statistics_of(self._object)
