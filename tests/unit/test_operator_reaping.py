@@ -84,32 +84,31 @@ def test_iter_entries_skips_malformed_maps_and_entries() -> None:
 
 
 def test_apply_removals_removes_only_unchanged_entries_and_normalizes() -> None:
-    before = status(a=holder("a", 1), b=holder("b", 2))
+    # v2 grants are keyed by their first slot (docs/semaphore.md).
+    before = status(**{"0": holder("a", 1), "1": holder("b", 2)})
     frozen = copy.deepcopy(before)
-    judged_a = expired_removal(("holders", "a"), before["holders"]["a"], 5.0)
-    judged_b = expired_removal(("holders", "b"), before["holders"]["b"], 5.0)
+    judged_a = expired_removal(("holders", "0"), before["holders"]["0"], 5.0)
+    judged_b = expired_removal(("holders", "1"), before["holders"]["1"], 5.0)
     # b renewed after it was judged: its removal must not apply.
     fresh = copy.deepcopy(before)
-    fresh["holders"]["b"]["renewCount"] = 1
+    fresh["holders"]["1"]["renewCount"] = 1
     after, applied = apply_removals(SEM_RULES, SPEC, fresh, [judged_a, judged_b])
     assert applied == (judged_a,)
-    assert set(after["holders"]) == {"b"}
+    assert set(after["holders"]) == {"1"}
     assert after["inUse"] == 1
     assert after["available"] == 1
     assert before == frozen, "the input (a shared cache object) was modified"
 
 
-def test_apply_removals_promotes_waiters_through_normalize() -> None:
-    st_ = status(a=holder("a", 1), b=holder("b", 2))
-    st_["waiters"] = {"w": {**holder("w", 0), "ticket": 0}}
-    del st_["waiters"]["w"]["token"]
-    st_ = SEM_RULES.normalize(SPEC, st_)
-    assert "w" in st_["waiters"]
+def test_apply_removals_never_writes_a_grant() -> None:
+    # Grants are written by their waiters alone (v2): the operator frees units, it never
+    # hands them out, so a removal leaves the other grants exactly as they were.
+    st_ = status(**{"0": holder("a", 1), "1": holder("b", 2)})
     after, _ = apply_removals(
-        SEM_RULES, SPEC, st_, [expired_removal(("holders", "a"), st_["holders"]["a"], 1.0)]
+        SEM_RULES, SPEC, st_, [expired_removal(("holders", "0"), st_["holders"]["0"], 1.0)]
     )
-    assert "w" in after["holders"]
-    assert after["holders"]["w"]["token"] == 10
+    assert after["holders"] == {"1": st_["holders"]["1"]}
+    assert after["fencingToken"] == st_["fencingToken"]
 
 
 def test_apply_removals_of_a_replaced_entry_is_a_noop() -> None:
