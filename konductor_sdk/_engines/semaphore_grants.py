@@ -119,6 +119,7 @@ class GrantCoordinator:
                 self._watch = watch
                 self.holdings.watch = watch
                 watch.add_listener(self._on_object)
+                watch.add_failure_listener(self._on_watch_failed)
         while self._queue is None:
             self._ensure_running()
             ready = self._ready
@@ -185,6 +186,13 @@ class GrantCoordinator:
             return
         self._wake.set()
         self.holdings.on_object(etype, obj)
+
+    def _on_watch_failed(self, exc: APIError) -> None:
+        # The next start() watches anew (the client replaces a failed shared watch).
+        self._watch = None
+        self.holdings.watch = None
+        self.holdings.watch_failed(f"cannot watch the object any more: {exc}")
+        self._wake.set()
 
     def _on_claim(self, etype: str, obj: KObject) -> None:
         if etype == "DELETED":

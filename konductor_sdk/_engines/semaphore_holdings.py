@@ -81,6 +81,13 @@ class Holdings:
                 self.stats["lost"] += 1
                 spawn_quietly(self.client, permit.release)
 
+    def watch_failed(self, reason: str) -> None:
+        """The shared watch failed: a removal or a takeover could no longer be seen, so no
+        permit can be trusted any more; give them back (in the background)."""
+        for permit in list(self.permits.values()):
+            self._end(permit, reason)
+            spawn_quietly(self.client, permit.release)
+
     def on_object(self, etype: str, obj: KObject) -> None:
         """Judge every permit on a new version of the object (or its deletion)."""
         if not self.permits:

@@ -69,6 +69,7 @@ class KindWatch:
         self._events: dict[tuple[str, str], anyio.Event] = {}
         self._any_change = anyio.Event()
         self._listeners: list[Listener] = []
+        self._failure_listeners: list[Callable[[APIError], None]] = []
         self.synced = anyio.Event()
         self.resource_version = ""
         self.relists = 0
@@ -158,6 +159,18 @@ class KindWatch:
             event.set()
         self._events.clear()
         self._any_change.set()
+        for listener in list(self._failure_listeners):
+            try:
+                listener(exc)
+            except Exception:  # one broken listener must not keep the others uninformed
+                log.exception("watch failure listener failed")
+
+    def add_failure_listener(self, listener: Callable[[APIError], None]) -> Callable[[], None]:
+        """Call ``listener(error)`` once if the watch fails (:attr:`failed`); returns the
+        remover. For those who follow objects through listeners rather than events: a
+        failed watch delivers no more changes, so what they judge from it is stale."""
+        self._failure_listeners.append(listener)
+        return lambda: self._failure_listeners.remove(listener)
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(event_type, obj)`` on every change; returns the remover.

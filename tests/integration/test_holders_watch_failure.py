@@ -16,13 +16,18 @@ from konductor_sdk._kernel.objects import LEASE, MUTEX, ResourceKind
 pytestmark = pytest.mark.anyio
 
 
-async def fail_watch(client: Client, kind: ResourceKind, namespace: str, name: str) -> None:
-    """Fail the client's shared watch of ``kind`` once the holder's keeper follows ``name``
-    on it (a keeper that starts later would get a new, healthy watch)."""
+async def fail_watch(
+    client: Client, kind: ResourceKind, namespace: str, name: str, *, listened: bool = False
+) -> None:
+    """Fail the client's shared watch of ``kind`` once the holder follows ``name`` on it (a
+    holder that starts later would get a new, healthy watch). ``listened``: the holder
+    follows through a listener registered before its grant, not through ``name``'s event."""
     watch = client.cached_watch(kind, namespace)
     assert watch is not None
     with anyio.fail_after(30):
-        while (namespace, name) not in watch._events:
+        while (
+            not (listened and watch._failure_listeners) and (namespace, name) not in watch._events
+        ):
             await anyio.lowlevel.checkpoint()
     watch._fail(UnreachableError("the API server went away (test)", budget=0))
 
@@ -31,7 +36,7 @@ async def test_a_mutex_holder_is_told_and_the_client_goes_on(
     client: Client, namespace: str
 ) -> None:
     permit = await Mutex("m", client=client).acquire(ttl=30)
-    await fail_watch(client, MUTEX, namespace, "m")
+    await fail_watch(client, MUTEX, namespace, "m", listened=True)
     with anyio.fail_after(30):
         reason = await permit.wait_lost()
     assert reason.startswith("cannot watch the object any more: the API server went away")
