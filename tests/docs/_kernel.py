@@ -52,7 +52,6 @@ def main() -> None:
         request = json.loads(request_line)
         marker = f"----- {request['filename']}:{request['line']} -----"
         print(marker, flush=True)
-        print(marker, file=sys.stderr, flush=True)
         try:
             source = "\n" * (request["line"] - 1) + request["code"]
             code = compile(

@@ -155,27 +155,27 @@ class Document:
 def _parse_directive(path: str, number: int, lines: list[str]) -> Directive:
     first = _DIRECTIVE.match(lines[0])
     assert first is not None
-    rest = first.group("rest")
-    body_lines = lines[1:]
-    if "-->" in rest:
-        rest, tail = rest.split("-->", 1)
-        if tail.strip() or body_lines:
-            raise MarkdownError(f"{path}:{number}: text after the end of a directive")
-    else:
-        last = body_lines.pop() if body_lines else ""
-        if last.strip() != "-->":
-            raise MarkdownError(f"{path}:{number}: a multi-line directive ends with a '-->' line")
+    texts = [first.group("rest"), *lines[1:]]
+    if "-->" not in texts[-1]:
+        raise MarkdownError(f"{path}:{number}: the directive is never closed with '-->'")
+    texts[-1], tail = texts[-1].split("-->", 1)
+    if tail.strip():
+        raise MarkdownError(f"{path}:{number}: text after the end of a directive")
     try:
-        words = shlex.split(rest)
-    except ValueError as error:
-        raise MarkdownError(f"{path}:{number}: cannot split the directive: {error}") from None
-    if not words:
-        raise MarkdownError(f"{path}:{number}: a directive needs a name")
-    name, *arguments = words
+        name = shlex.split(texts[0])[0]
+    except (ValueError, IndexError):
+        raise MarkdownError(f"{path}:{number}: a directive starts with its name") from None
     spec = DIRECTIVES.get(name)
     if spec is None:
         known = ", ".join(sorted(DIRECTIVES))
         raise MarkdownError(f"{path}:{number}: unknown directive {name!r} (known: {known})")
+    # A directive with a body has its arguments on the first line; any other may spread
+    # its arguments over several lines.
+    head, body = (texts[0], "\n".join(texts[1:])) if spec.body else (" ".join(texts), "")
+    try:
+        _, *arguments = shlex.split(head)
+    except ValueError as error:
+        raise MarkdownError(f"{path}:{number}: cannot split the directive: {error}") from None
     args: dict[str, str] = {}
     for argument in arguments:
         key, equals, value = argument.partition("=")
@@ -190,9 +190,6 @@ def _parse_directive(path: str, number: int, lines: list[str]) -> Directive:
         raise MarkdownError(
             f"{path}:{number}: {name}: unknown {sorted(unknown)}, missing {sorted(missing)}"
         )
-    body = "\n".join(body_lines)
-    if body.strip() and not spec.body:
-        raise MarkdownError(f"{path}:{number}: {name} takes no body")
     return Directive(name, args, _dedent(body), number)
 
 

@@ -269,10 +269,13 @@ def _pytest_documents() -> list[str]:
 def test_document(path: str, control_plane: ClusterHandle, tmp_path: Path) -> None:
     _skip_if_pending(path)
     document = _document(path)
+    kinds, invalid = [], None
     try:
         kinds = [(block, classify(block)) for block in document.blocks]
     except MarkdownError as error:
-        pytest.fail(str(error), pytrace=False)
+        invalid = str(error)
+    if invalid:
+        pytest.fail(invalid, pytrace=False)
     runnable = [(block, kind) for block, kind in kinds if kind in ("python", "shell")]
     tools = _tools(document, tmp_path)
     namespace = _namespace(control_plane, path)
@@ -400,17 +403,29 @@ def test_data_block(path: str, line: int, control_plane: ClusterHandle, data_nam
         if kind == "include"
         else [_expand(apply_replacements(block, block.text), env)]
     )
-    for text in texts:
-        if block.lang in ("yaml", "yml"):
-            _check_manifests(text, block, Api(control_plane.kubeconfig_path), data_namespace)
-        elif block.lang == "json":
-            json.loads(text)
-        elif block.lang == "toml":
-            tomllib.loads(text)
-        elif kind == "include" and block.lang in PYTHON:
-            included = {p for p in block.includes if p.startswith("examples/")}
-            assert included, f"{block.where}: includes Python that no test runs"
-        # Other included files (a Dockerfile) are only required to exist.
+    failure = None
+    try:
+        for text in texts:
+            _check_data(block, kind, text, control_plane, data_namespace)
+    except (AssertionError, ValueError, yaml.YAMLError, tomllib.TOMLDecodeError) as error:
+        failure = f"{block.where}: {error}"
+    if failure:
+        pytest.fail(failure, pytrace=False)
+
+
+def _check_data(
+    block: Block, kind: str, text: str, control_plane: ClusterHandle, namespace: str
+) -> None:
+    if block.lang in ("yaml", "yml"):
+        _check_manifests(text, block, Api(control_plane.kubeconfig_path), namespace)
+    elif block.lang == "json":
+        json.loads(text)
+    elif block.lang == "toml":
+        tomllib.loads(text)
+    elif kind == "include" and block.lang in PYTHON:
+        # tests/docs/test_examples.py runs every examples/*.py (and checks it does).
+        assert all(p.startswith("examples/") for p in block.includes), "Python no test runs"
+    # Other included files (a Dockerfile) are only required to exist.
 
 
 @pytest.mark.parametrize("path", DOCUMENTS)
