@@ -75,8 +75,10 @@ DIRECTIVES: Final[Mapping[str, DirectiveSpec]] = {
     "covered-by": DirectiveSpec(
         required=frozenset({"for", "test"}), repeatable=True, languages=SHELL
     ),
-    "until": DirectiveSpec(required=frozenset({"text"}), languages=SHELL),
-    "exit": DirectiveSpec(required=frozenset({"code"}), languages=SHELL),
+    "until": DirectiveSpec(
+        required=frozenset({"text"}), optional=frozenset({"for"}), languages=SHELL
+    ),
+    "exit": DirectiveSpec(required=frozenset({"code"}), optional=frozenset({"for"}), languages=SHELL),
     "expect-output": DirectiveSpec(optional=frozenset({"ignore"}), languages=SHELL),
     "schema": DirectiveSpec(required=frozenset({"kind"}), languages=YAML),
     "output": DirectiveSpec(languages=TEXT),

@@ -10,7 +10,7 @@ without a cluster (``test_docs.py::test_blocks_follow_the_rules``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +32,8 @@ class Command:
     output: tuple[str, ...]  # the documented output lines that follow it
     run: str | None  # None: not run here (covered by another test)
     covered_by: str | None = None
+    until: str | None = None  # interrupt it (SIGINT) once its output shows this
+    exit: int = 0  # the exit status it must end with
 
 
 def normalize(command: str) -> str:
@@ -99,6 +101,17 @@ def commands(block: Block) -> list[Command]:
             run, covered = None, matching[0].args["test"]
             check_covered_by(block, covered, matching[0].args["for"])
         result.append(Command(number, documented, tuple(output), run, covered))
+    for name in ("until", "exit"):
+        directive = block.get(name)
+        if directive is None:
+            continue
+        prefix = normalize(directive.args.get("for", ""))
+        chosen = [c for c in result if c.documented.startswith(prefix)] if prefix else result[-1:]
+        if len(chosen) != 1:
+            raise MarkdownError(f"{block.path}:{directive.line}: {name} must select one command")
+        index = result.index(chosen[0])
+        value = directive.args["text"] if name == "until" else int(directive.args["code"])
+        result[index] = replace(result[index], **{name: value})
     for directive in substitutes:
         if id(directive) not in used:
             raise MarkdownError(

@@ -40,6 +40,7 @@ from _plan import (
     classify,
     commands,
     missing_output,
+    normalize,
     setups,
     timeout,
 )
@@ -213,28 +214,18 @@ class _Run:
         return self.shell(block, seconds)
 
     def shell(self, block: Block, seconds: float) -> str | None:
-        until = block.get("until")
-        exit_directive = block.get("exit")
         expect = block.get("expect-output")
-        documented = commands(block)
-        for index, command in enumerate(documented):
+        for command in commands(block):
             if command.run is None:
                 continue  # covered by command.covered_by (checked when planning)
-            last = index == len(documented) - 1
-            status, output = run_command(
-                command.run,
-                self.environment,
-                seconds,
-                until=until.args["text"] if until is not None and last else None,
-            )
-            expected = int(exit_directive.args["code"]) if exit_directive and last else 0
+            status, output = run_command(command.run, self.environment, seconds, command.until)
             where = f"{block.path}:{command.line}"
             shown = f"$ {command.documented}"
-            if command.run != apply_replacements(block, command.documented):
-                shown += f"\n  (stand-in: $ {command.run})"
-            if status != expected:
+            if normalize(command.run) != normalize(apply_replacements(block, command.documented)):
+                shown += f"\n  (stand-in: $ {' '.join(command.run.split())})"
+            if status != command.exit:
                 bound = f"no exit within {seconds:g} s" if status is None else f"exit {status}"
-                return f"{where}: {bound}, expected {expected}\n  {shown}\n{_tail(output)}"
+                return f"{where}: {bound}, expected {command.exit}\n  {shown}\n{_tail(output)}"
             if expect is not None:
                 missing = missing_output(command.output, output, expect.args.get("ignore"))
                 if missing:
