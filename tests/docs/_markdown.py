@@ -163,10 +163,10 @@ def _parse_directive(path: str, number: int, lines: list[str]) -> Directive:
     texts[-1], tail = texts[-1].split("-->", 1)
     if tail.strip():
         raise MarkdownError(f"{path}:{number}: text after the end of a directive")
-    try:
-        name = shlex.split(texts[0])[0]
-    except (ValueError, IndexError):
-        raise MarkdownError(f"{path}:{number}: a directive starts with its name") from None
+    words = texts[0].split()
+    if not words:
+        raise MarkdownError(f"{path}:{number}: a directive starts with its name")
+    name = words[0]
     spec = DIRECTIVES.get(name)
     if spec is None:
         known = ", ".join(sorted(DIRECTIVES))

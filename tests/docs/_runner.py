@@ -173,10 +173,15 @@ class Kernel:
 
 
 def run_command(
-    command: str, environment: DocEnvironment, timeout: float, until: str | None = None
+    command: str,
+    environment: DocEnvironment,
+    timeout: float,
+    until: str | None = None,
+    documented: str | None = None,
 ) -> tuple[int | None, str]:
     """Run ``command`` with bash in the document's environment; (exit status, output).
 
+    ``documented`` (for a stand-in) is in its environment as ``DOCTEST_COMMAND``.
     With ``until``, the command is a long-running one: once its output shows that text it
     gets SIGINT (Ctrl-C, to its whole process group, as a terminal sends it). The status
     is None if the time bound ran out first (the process group is then killed).
@@ -186,7 +191,7 @@ def run_command(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env=environment.env,
+        env=environment.env | ({"DOCTEST_COMMAND": documented} if documented else {}),
         cwd=REPO,
         start_new_session=True,
     )

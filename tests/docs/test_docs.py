@@ -218,7 +218,9 @@ class _Run:
         for command in commands(block):
             if command.run is None:
                 continue  # covered by command.covered_by (checked when planning)
-            status, output = run_command(command.run, self.environment, seconds, command.until)
+            status, output = run_command(
+                command.run, self.environment, seconds, command.until, command.documented
+            )
             where = f"{block.path}:{command.line}"
             shown = f"$ {command.documented}"
             if normalize(command.run) != normalize(apply_replacements(block, command.documented)):
