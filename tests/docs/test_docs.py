@@ -26,6 +26,7 @@ import string
 import subprocess
 import sys
 import textwrap
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -280,7 +281,9 @@ def test_document(path: str, control_plane: ClusterHandle, tmp_path: Path) -> No
     try:
         with _operator(environment, wanted.args.get("args", "") if wanted else None):
             for block, kind in runnable:
+                started = time.monotonic()
                 failed = run.block(block, kind)
+                print(f"{block.where}: {kind} block, {time.monotonic() - started:.1f} s")
                 known = block.get("known-bug")
                 if known is None:
                     if failed:
