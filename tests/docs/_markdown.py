@@ -32,8 +32,8 @@ __all__ = [
     "DIRECTIVES",
     "Block",
     "Directive",
-    "Document",
     "DirectiveSpec",
+    "Document",
     "MarkdownError",
     "parse",
     "parse_file",
@@ -78,7 +78,9 @@ DIRECTIVES: Final[Mapping[str, DirectiveSpec]] = {
     "until": DirectiveSpec(
         required=frozenset({"text"}), optional=frozenset({"for"}), languages=SHELL
     ),
-    "exit": DirectiveSpec(required=frozenset({"code"}), optional=frozenset({"for"}), languages=SHELL),
+    "exit": DirectiveSpec(
+        required=frozenset({"code"}), optional=frozenset({"for"}), languages=SHELL
+    ),
     "expect-output": DirectiveSpec(optional=frozenset({"ignore"}), languages=SHELL),
     "schema": DirectiveSpec(required=frozenset({"kind"}), languages=YAML),
     "output": DirectiveSpec(languages=TEXT),

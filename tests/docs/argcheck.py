@@ -1,5 +1,6 @@
-"""``python tests/docs/argcheck.py [MODULE ARGS...]``: run ``python -m MODULE ARGS...`` up to
-the point where it would start its work, and stop there.
+"""``python tests/docs/argcheck.py [-m MODULE | SCRIPT] [ARGS...]``: run ``python -m MODULE
+ARGS...`` (or ``python SCRIPT ARGS...``) up to the point where it would start its work, and
+stop there.
 
 For the stand-ins of long-running commands in the docs (a benchmark of fifteen minutes):
 the documented arguments go through the program's own parsing and checks, and the command
@@ -7,8 +8,8 @@ must get as far as ``anyio.run`` (its event loop), which is replaced by a stub. 
 0 only if that point was reached; a usage error exits as the program would (2).
 
 Without arguments, the command is the documented one the doc tests pass in
-``DOCTEST_COMMAND`` (``python -m MODULE ARGS...``, a trailing ``# comment`` ignored), so a
-stand-in checks exactly what the document shows.
+``DOCTEST_COMMAND`` (``python ...``, a trailing ``# comment`` ignored), so a stand-in checks
+exactly what the document shows.
 """
 
 from __future__ import annotations
@@ -33,20 +34,26 @@ def main() -> int:
     words = sys.argv[1:]
     if not words:
         words = shlex.split(os.environ["DOCTEST_COMMAND"], comments=True)
-        if words[:2] != ["python", "-m"]:
-            print(f"not a `python -m` command: {words}", file=sys.stderr)
+        if words[:1] != ["python"]:
+            print(f"not a `python` command: {words}", file=sys.stderr)
             return 2
-        words = words[2:]
-    module, *argv = words
-    sys.argv = [module, *argv]
-    sys.path[0] = os.getcwd()  # as for `python -m`
+        words = words[1:]
     anyio.run = _stop  # type: ignore[assignment]
     try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        if words[0] == "-m":
+            _, module, *argv = words
+            sys.argv = [module, *argv]
+            sys.path[0] = os.getcwd()  # as for `python -m`
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            script, *argv = words
+            sys.argv = [script, *argv]
+            sys.path[0] = os.path.dirname(os.path.abspath(script))  # as for `python SCRIPT`
+            runpy.run_path(script, run_name="__main__")
     except _Reached:
-        print(f"python -m {' '.join(sys.argv)}: arguments accepted; not run")
+        print(f"python {shlex.join(words)}: arguments accepted; not run")
         return 0
-    print(f"python -m {module}: ended without starting its work", file=sys.stderr)
+    print(f"python {shlex.join(words)}: ended without starting its work", file=sys.stderr)
     return 1
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = __file__.rsplit("/", 1)[0]
     for item in items:

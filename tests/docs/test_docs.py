@@ -252,11 +252,44 @@ class _Run:
 
 
 def _runnable_documents() -> list[str]:
-    return [p for p in DOCUMENTS if _kinds(p) & {"python", "shell", "invalid"}]
+    """The documents with Python or shell blocks, those with the most blocks first (under
+    xdist, the longest runs start first)."""
+    found = [p for p in DOCUMENTS if _kinds(p) & {"python", "shell", "invalid"}]
+    return sorted(found, key=lambda path: -_cost(path))
+
+
+def _cost(path: str) -> int:
+    document = _load(path)
+    if isinstance(document, MarkdownError):
+        return 0
+    return sum(_classify(block) in ("python", "shell") for block in document.blocks)
 
 
 def _pytest_documents() -> list[str]:
     return [p for p in DOCUMENTS if "pytest" in _kinds(p)]
+
+
+@pytest.mark.parametrize("path", _pytest_documents())
+def test_pytest_blocks(path: str, tmp_path: Path) -> None:
+    """Blocks marked ``pytest`` are test modules: pytest runs them, in one run per document,
+    with a control plane of its own, as a reader's project would."""
+    _skip_if_pending(path)
+    document = _document(path)
+    written = _write_pytest_blocks(document, tmp_path / "pytest")
+    blocks = [b for b in document.blocks if _classify(b) == "pytest"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"],
+        cwd=tmp_path / "pytest",
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=sum(timeout(b, "pytest") for b in blocks),
+        check=False,
+    )
+    where = ", ".join(b.where for b in blocks)
+    assert done.returncode == 0, f"{where}:\n{done.stdout}{done.stderr}"
+    assert " passed" in done.stdout, done.stdout
+    assert len(written) == len(blocks)
 
 
 @pytest.mark.parametrize("path", _runnable_documents())
@@ -296,7 +329,7 @@ def test_document(path: str, control_plane: ClusterHandle, tmp_path: Path) -> No
                         f"({known.args['reason']}): remove the directive"
                     )
                 elif "match" in known.args and not re.search(known.args["match"], failed):
-                    failures.append(f"{block.where}: fails differently than the known bug:\n{failed}")
+                    failures.append(f"{block.where}: fails other than the known bug:\n{failed}")
     finally:
         closed = run.close()
         _delete_namespace(control_plane, namespace)
@@ -312,29 +345,6 @@ def _operator(
     if args is None:
         return contextlib.nullcontext()
     return operator(environment, shlex.split(args))
-
-
-@pytest.mark.parametrize("path", _pytest_documents())
-def test_pytest_blocks(path: str, tmp_path: Path) -> None:
-    """Blocks marked ``pytest`` are test modules: pytest runs them, in one run per document,
-    with a control plane of its own, as a reader's project would."""
-    _skip_if_pending(path)
-    document = _document(path)
-    written = _write_pytest_blocks(document, tmp_path / "pytest")
-    blocks = [b for b in document.blocks if _classify(b) == "pytest"]
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"],
-        cwd=tmp_path / "pytest",
-        env=clean_environment(),
-        capture_output=True,
-        text=True,
-        timeout=sum(timeout(b, "pytest") for b in blocks),
-        check=False,
-    )
-    where = ", ".join(b.where for b in blocks)
-    assert done.returncode == 0, f"{where}:\n{done.stdout}{done.stderr}"
-    assert f" passed" in done.stdout, done.stdout
-    assert len(written) == len(blocks)
 
 
 @pytest.fixture(scope="session")
@@ -383,7 +393,9 @@ def _check_manifests(text: str, block: Block, api: Api, namespace: str) -> None:
 
 
 @pytest.mark.parametrize(("path", "line"), list(_data_blocks()))
-def test_data_block(path: str, line: int, control_plane: ClusterHandle, data_namespace: str) -> None:
+def test_data_block(
+    path: str, line: int, control_plane: ClusterHandle, data_namespace: str
+) -> None:
     """A YAML, JSON or TOML block parses; a manifest passes a server-side dry run; a status
     layout names only fields of its kind's schema; an included file exists."""
     _skip_if_pending(path)
