@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from _markdown import PYTHON, SHELL, TEXT, YAML, Block, Document, MarkdownError
+from _markdown import PYTHON, SHELL, TEXT, YAML, Block, MarkdownError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -166,14 +166,6 @@ def timeout(block: Block, kind: str) -> float:
     if directive is not None:
         return float(directive.args["seconds"])
     return DEFAULT_TIMEOUT.get(kind, 60.0)
-
-
-def runnable(document: Document) -> bool:
-    return any(classify(block) in ("python", "shell") for block in document.blocks)
-
-
-def has_pytest_blocks(document: Document) -> bool:
-    return any(classify(block) == "pytest" for block in document.blocks)
 
 
 def output_pattern(line: str, ignore: str | None = None) -> re.Pattern[str]:

@@ -7,7 +7,7 @@ that annotate a block when it needs them, are in ``tests/docs/README.md``.
 * ``test_document``: one per document with Python or shell blocks. They run in document
   order in one environment (``_runner.DocEnvironment``: a fresh namespace, the admin
   kubeconfig); the Python blocks in one kernel process, like a notebook (``_kernel.py``).
-* ``test_pytest_blocks``: blocks marked ``pytest`` are test modules, run by pytest.
+  Blocks marked ``pytest`` are test modules: pytest runs them meanwhile, in the background.
 * ``test_data_block``: one per YAML/JSON/TOML/output block: parsed, manifests dry-run on
   the server, status layouts checked against the CRD schema.
 * ``test_blocks_follow_the_rules``, ``test_plain_skips_are_the_known_few``: without a
@@ -254,42 +254,58 @@ class _Run:
 def _runnable_documents() -> list[str]:
     """The documents with Python or shell blocks, those with the most blocks first (under
     xdist, the longest runs start first)."""
-    found = [p for p in DOCUMENTS if _kinds(p) & {"python", "shell", "invalid"}]
-    return sorted(found, key=lambda path: -_cost(path))
+    found = [p for p in DOCUMENTS if _kinds(p) & {"python", "shell", "pytest", "invalid"}]
+    return sorted(found, key=lambda path: -document_cost(path))
 
 
-def _cost(path: str) -> int:
+def document_cost(path: str) -> int:
     document = _load(path)
     if isinstance(document, MarkdownError):
         return 0
-    return sum(_classify(block) in ("python", "shell") for block in document.blocks)
+    return sum(_classify(b) in ("python", "shell", "pytest") for b in document.blocks)
 
 
-def _pytest_documents() -> list[str]:
-    return [p for p in DOCUMENTS if "pytest" in _kinds(p)]
+class _PytestBlocks:
+    """A document's ``pytest`` blocks, run by pytest in the background while its other
+    blocks run (in one run, in a directory of their own, with a control plane of their
+    own, as a reader's project would run them)."""
 
+    def __init__(self, document: Document, directory: Path) -> None:
+        self.blocks = [b for b in document.blocks if _classify(b) == "pytest"]
+        self.directory = directory
+        _write_pytest_blocks(document, directory)
+        self.proc: subprocess.Popen[str] | None = None
+        if self.blocks:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"],
+                cwd=directory,
+                env=clean_environment(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
 
-@pytest.mark.parametrize("path", _pytest_documents())
-def test_pytest_blocks(path: str, tmp_path: Path) -> None:
-    """Blocks marked ``pytest`` are test modules: pytest runs them, in one run per document,
-    with a control plane of its own, as a reader's project would."""
-    _skip_if_pending(path)
-    document = _document(path)
-    written = _write_pytest_blocks(document, tmp_path / "pytest")
-    blocks = [b for b in document.blocks if _classify(b) == "pytest"]
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"],
-        cwd=tmp_path / "pytest",
-        env=clean_environment(),
-        capture_output=True,
-        text=True,
-        timeout=sum(timeout(b, "pytest") for b in blocks),
-        check=False,
-    )
-    where = ", ".join(b.where for b in blocks)
-    assert done.returncode == 0, f"{where}:\n{done.stdout}{done.stderr}"
-    assert " passed" in done.stdout, done.stdout
-    assert len(written) == len(blocks)
+    def result(self) -> str | None:
+        """None if they passed, or why not (waits for them, within their time bounds)."""
+        if self.proc is None:
+            return None
+        where = ", ".join(b.where for b in self.blocks)
+        try:
+            output, _ = self.proc.communicate(
+                timeout=sum(timeout(b, "pytest") for b in self.blocks)
+            )
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            output, _ = self.proc.communicate()
+            return f"{where}: pytest blocks did not finish in time:\n{_tail(output)}"
+        if self.proc.returncode != 0 or " passed" not in output:
+            return f"{where}: pytest blocks failed (exit {self.proc.returncode}):\n{_tail(output)}"
+        return None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
 
 
 @pytest.mark.parametrize("path", _runnable_documents())
@@ -307,7 +323,7 @@ def test_document(path: str, control_plane: ClusterHandle, tmp_path: Path) -> No
     tools = _tools(document, tmp_path)
     namespace = _namespace(control_plane, path)
     environment = DocEnvironment.create(tmp_path, control_plane.kubeconfig_path, namespace, tools)
-    _write_pytest_blocks(document, tmp_path / "pytest")
+    pytest_blocks = _PytestBlocks(document, tmp_path / "pytest")
     failures: list[str] = []
     run = _Run(document, environment)
     wanted = document.get("operator")
@@ -330,7 +346,10 @@ def test_document(path: str, control_plane: ClusterHandle, tmp_path: Path) -> No
                     )
                 elif "match" in known.args and not re.search(known.args["match"], failed):
                     failures.append(f"{block.where}: fails other than the known bug:\n{failed}")
+        if not failures and (failed := pytest_blocks.result()):
+            failures.append(failed)
     finally:
+        pytest_blocks.stop()
         closed = run.close()
         _delete_namespace(control_plane, namespace)
     if closed and not failures:
