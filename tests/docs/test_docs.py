@@ -419,6 +419,8 @@ def test_data_block(
     layout names only fields of its kind's schema; an included file exists."""
     _skip_if_pending(path)
     block = _block(path, line)
+    if _classify(block) == "invalid":
+        test_blocks_follow_the_rules(path)  # fails, saying which rule
     kind = classify(block)
     if kind == "skip":
         pytest.skip(block.get("skip").args["reason"])  # type: ignore[union-attr]
