@@ -10,6 +10,8 @@ without a cluster (``test_docs.py::test_blocks_follow_the_rules``).
 from __future__ import annotations
 
 import re
+import string
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -64,9 +66,14 @@ def _logical_lines(block: Block) -> list[tuple[int, str, bool]]:
     return out
 
 
-def apply_replacements(block: Block, text: str) -> str:
+def apply_replacements(block: Block, text: str, env: Mapping[str, str] | None = None) -> str:
+    """``text`` with the block's ``replace`` directives applied; with ``env``, ``$VARS`` in
+    the new text are expanded (for Python and YAML; a shell expands them itself)."""
     for directive in block.all("replace"):
-        text = text.replace(directive.args["old"], directive.args["new"])
+        new = directive.args["new"]
+        if env is not None:
+            new = string.Template(new).safe_substitute(env)
+        text = text.replace(directive.args["old"], new)
     return text
 
 

@@ -22,7 +22,6 @@ import re
 import secrets
 import shlex
 import shutil
-import string
 import subprocess
 import sys
 import textwrap
@@ -136,10 +135,6 @@ def _delete_namespace(control_plane: ClusterHandle, name: str) -> None:
     control_plane.rest().request("DELETE", f"/api/v1/namespaces/{name}")
 
 
-def _expand(text: str, env: dict[str, str]) -> str:
-    return string.Template(text).safe_substitute(env)
-
-
 def _tools(document: Document, directory: Path) -> Path | None:
     """A directory with the programs the document's commands need that are not on PATH
     (``helm``, built from its Go module like the chart tests build it)."""
@@ -184,7 +179,6 @@ class _Run:
     def python(self, block: Block, code: str, line: int, seconds: float) -> str | None:
         if self.kernel is None:
             self.kernel = Kernel(self.environment)
-        code = _expand(code, self.environment.env) if block.all("replace") else code
         outcome = self.kernel.run(code, block.path, line, seconds)
         if outcome.ok:
             return None
@@ -207,7 +201,7 @@ class _Run:
             if failed:
                 return f"{self.document.path}:{line}: the setup of {block.where} failed\n{failed}"
         if kind == "python":
-            code = apply_replacements(block, block.text)
+            code = apply_replacements(block, block.text, self.environment.env)
             failed = self.python(block, code, block.first_line, seconds)
             if failed:
                 return f"{block.where}: python block failed\n{_numbered(block)}\n{failed}"
@@ -226,6 +220,8 @@ class _Run:
             shown = f"$ {command.documented}"
             if normalize(command.run) != normalize(apply_replacements(block, command.documented)):
                 shown += f"\n  (stand-in: $ {' '.join(command.run.split())})"
+            if command.until is not None and command.until not in output:
+                return f"{where}: never printed {command.until!r}\n  {shown}\n{_tail(output)}"
             if status != command.exit:
                 bound = f"no exit within {seconds:g} s" if status is None else f"exit {status}"
                 return f"{where}: {bound}, expected {command.exit}\n  {shown}\n{_tail(output)}"
@@ -430,7 +426,7 @@ def test_data_block(
     texts = (
         [(REPO / p).read_text() for p in block.includes]
         if kind == "include"
-        else [_expand(apply_replacements(block, block.text), env)]
+        else [apply_replacements(block, block.text, env)]
     )
     failure = None
     try:
