@@ -138,11 +138,10 @@ def _delete_namespace(control_plane: ClusterHandle, name: str) -> None:
 def _tools(document: Document, directory: Path) -> Path | None:
     """A directory with the programs the document's commands need that are not on PATH
     (``helm``, built from its Go module like the chart tests build it)."""
+    shell = [block for block in document.blocks if _classify(block) == "shell"]
     needed = " ".join(
-        command.run or ""
-        for block in document.blocks
-        if _classify(block) == "shell"
-        for command in commands(block)
+        [command.run or "" for block in shell for command in commands(block)]
+        + [code for block in document.blocks for lang, code, _ in setups(block) if lang == "bash"]
     )
     if re.search(r"\bkubectl\b", needed) and shutil.which("kubectl") is None:
         pytest.skip("kubectl (with its built-in kustomize) is not installed")
@@ -156,16 +155,13 @@ def _tools(document: Document, directory: Path) -> Path | None:
     return tools
 
 
-def _write_pytest_blocks(document: Document, directory: Path) -> list[Path]:
+def _write_pytest_blocks(document: Document, directory: Path) -> None:
     """The document's ``pytest`` blocks as test modules under ``directory``."""
     directory.mkdir(exist_ok=True)
-    written = []
     for block in document.blocks:
         if _classify(block) == "pytest":
             path = directory / f"test_{Path(document.path).stem}_l{block.line}.py"
             path.write_text(block.text)
-            written.append(path)
-    return written
 
 
 class _Run:
