@@ -67,10 +67,10 @@ async def serve(args: argparse.Namespace) -> None:
             on_stopped_leading=lambda: log.info("not leading"),
             on_new_leader=lambda identity: log.info("the leader is %s", identity),
         )
-        await run_until_signalled(elector)
+        await run_until_signalled(elector, args.run_for)
 
 
-async def run_until_signalled(elector: LeaderElector) -> None:
+async def run_until_signalled(elector: LeaderElector, run_for: float | None = None) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as tg:
 
@@ -81,7 +81,10 @@ async def run_until_signalled(elector: LeaderElector) -> None:
                     return
 
             tg.start_soon(shut_down_on_signal)
-            await elector.run()
+            with anyio.move_on_after(run_for):  # None: until a signal
+                await elector.run()
+            log.info("ran for %s s: stepping down", run_for)
+            tg.cancel_scope.cancel()
 
 
 def main() -> None:
@@ -91,6 +94,7 @@ def main() -> None:
     parser.add_argument("--lease-duration", type=int, default=15, help="seconds")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between ticks")
     parser.add_argument("--coordination", action="store_true", help="use coordination.k8s.io")
+    parser.add_argument("--run-for", type=float, default=None, help="seconds, then step down")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     anyio.run(serve, args)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -413,31 +412,6 @@ def test_isolated_control_plane_is_private_and_repaired_between_tests(tmp_path: 
     )
     assert outcome.returncode == 0, outcome.stdout + outcome.stderr
     assert "2 passed" in outcome.stdout
-
-
-def _fault_injection_examples() -> list[str]:
-    text = (REPO / "docs" / "testing.md").read_text()
-    section = text.split("\n## Fault injection\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
-
-
-def test_fault_injection_docs_examples_run(tmp_path: Path) -> None:
-    examples = _fault_injection_examples()
-    assert len(examples) >= 3
-    for number, code in enumerate(examples):
-        if "def test_" in code:  # a pytest example: run it as a test file of its own
-            path = tmp_path / f"test_example_{number}.py"
-            path.write_text(code)
-            command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(path)]
-            command += ["-p", "no:xdist"]
-        else:
-            path = tmp_path / f"example_{number}.py"
-            path.write_text(code)
-            command = [sys.executable, str(path)]
-        done = subprocess.run(
-            command, cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False
-        )
-        assert done.returncode == 0, f"example {number}:\n{code}\n{done.stdout}{done.stderr}"
 
 
 def test_a_failed_restart_reports_the_log_tail(isolated_control_plane: LocalControlPlane) -> None:
