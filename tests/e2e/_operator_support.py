@@ -15,14 +15,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import anyio
 import attrs
 from prometheus_client.parser import text_string_to_metric_families
 
-from konductor_sdk import Client
+from konductor_sdk import Client, Permit
 from konductor_sdk._kernel.objects import EVENT, KObject, ResourceKind
 from konductor_sdk.testing._process import free_port
 
@@ -180,3 +180,21 @@ async def wait_for_event(
             ):
                 return event
         await changed.wait()
+
+
+def holds(obj: KObject | None, permit: Permit) -> bool:
+    """Whether ``obj`` still has ``permit``'s grant: the entry under its first slot, with its
+    fencing token (a later grant of the same slot has another token)."""
+    if obj is None:
+        return False
+    holders = obj.status.get("holders")
+    entry = holders.get(str(permit.slot)) if isinstance(holders, Mapping) else None
+    return isinstance(entry, Mapping) and entry.get("token") == permit.token
+
+
+def logged(op: OperatorProcess, text: str) -> bool:
+    """Whether the operator's log has a line containing ``text``."""
+    try:
+        return text in op.log_path.read_text()
+    except OSError:
+        return False

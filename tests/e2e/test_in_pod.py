@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,10 @@ import anyio
 import attrs
 import pytest
 import yaml
-from _operator_support import FAST_ELECTION, OperatorProcess, await_until, watch_until
+from _operator_support import FAST_ELECTION, OperatorProcess, await_until, logged, watch_until
 
-from konductor_sdk import Client
-from konductor_sdk._kernel.objects import LEASE, SEMAPHORE
+from konductor_sdk import Client, NotFoundError
+from konductor_sdk._kernel.objects import LEASE, SEMAPHORE, SESSION
 from konductor_sdk.testing import ClusterHandle
 from konductor_sdk.testing._cluster import PodFiles
 from konductor_sdk.testing._process import free_port
@@ -247,9 +248,15 @@ async def test_permits_of_deleted_pods_are_released_by_the_operator(
                 lambda o: o is not None and bool(o.status.get("holders")),
             )
             assert sem is not None
-            ((worker_key, entry),) = sem.status["holders"].items()
+            ((worker_slot, entry),) = sem.status["holders"].items()
             assert entry["holder"] == f"worker-0:{worker.uid}"
-            assert entry["pod"] == {"name": "worker-0", "namespace": ns, "uid": worker.uid}
+            # The grant lives as long as its session, and the session as long as its pod.
+            worker_session = await admin.store.get(SESSION, ns, entry["session"])
+            assert worker_session.spec["pod"] == {
+                "name": "worker-0",
+                "namespace": ns,
+                "uid": worker.uid,
+            }
             # Its credentials are the ServiceAccount's: konductor-user, nothing more.
             assert "HELD" in await read_until(worker_log, "HELD", processes[0])
 
@@ -262,10 +269,14 @@ async def test_permits_of_deleted_pods_are_released_by_the_operator(
                 check=False,
             )
             assert done.returncode == 0, done.stdout + done.stderr
-            init_key = json.loads(done.stdout.decode())["key"]
+            init_slot = json.loads(done.stdout.decode())["key"].split("#")[0]
             sem = await admin.store.get(SEMAPHORE, ns, "gpu")
-            assert set(sem.status["holders"]) == {worker_key, init_key}
-            assert sem.status["holders"][init_key]["pod"]["uid"] == init.uid
+            assert set(sem.status["holders"]) == {worker_slot, init_slot}
+            init_session = await admin.store.get(
+                SESSION, ns, sem.status["holders"][init_slot]["session"]
+            )
+            assert init_session.spec["pod"]["uid"] == init.uid
+            assert init_session.spec["ttlSeconds"] == 0  # --for-pod: no TTL, only the pod
             # A worker's token may not do what konductor-user does not grant.
             forbidden = await anyio.run_process(
                 init.command([*koncli, "list", "-n", "kube-system"]),
@@ -290,8 +301,8 @@ async def test_permits_of_deleted_pods_are_released_by_the_operator(
             await anyio.to_thread.run_sync(lambda: wait_ready(op))
             # Both pods exist: nothing is reaped.
             assert set((await admin.store.get(SEMAPHORE, ns, "gpu")).status["holders"]) == {
-                worker_key,
-                init_key,
+                worker_slot,
+                init_slot,
             }
 
             cluster.delete_pod("worker-0")
@@ -306,17 +317,24 @@ async def test_permits_of_deleted_pods_are_released_by_the_operator(
                 )
             assert released is not None
             assert released.status.get("inUse", 0) == 0
-            # Removed by the operator, for the pods' deletion (its counter moves just
+            # Removed by the operator: it ended both sessions for their pods' deletion
+            # (the worker's 600 s TTL was far from over) and deleted them, as its own
+            # ServiceAccount, then reaped the grants naming them (its counter moves just
             # after the write that the watch above may already have delivered).
+            for session in (worker_session, init_session):
+                with pytest.raises(NotFoundError):
+                    await admin.store.get(SESSION, ns, session.name)
+                line = f"session {ns}/{session.name} ended: pod over (PodDeleted)"
+                await await_until(partial(logged, op, line), within=30, what=repr(line), op=op)
             await await_until(
                 lambda: (
                     op.metric(
-                        "konductor_operator_reaped_total", kind="Semaphore", reason="PodDeleted"
+                        "konductor_operator_reaped_total", kind="Semaphore", reason="SessionEnded"
                     )
                     == 2.0
                 ),
                 within=30,
-                what="two PodDeleted reaps counted",
+                what="two SessionEnded reaps counted",
                 op=op,
             )
             # The election Lease was created in the operator's own namespace (its Role).

@@ -14,6 +14,7 @@ import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ import pytest
 from _operator_support import (
     OperatorProcess,
     await_until,
+    holds,
+    logged,
     ready_leader,
     start_operator,
     wait_for_event,
@@ -33,13 +36,13 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from konductor_sdk import Client, Identity, NotFoundError, PodRef
 from konductor_sdk._kernel.cas import update_status
 from konductor_sdk._kernel.clock import parse_rfc3339
-from konductor_sdk._kernel.objects import BARRIER, POD, SEMAPHORE, KObject
+from konductor_sdk._kernel.objects import BARRIER, POD, SEMAPHORE, SESSION, KObject
 from konductor_sdk.semaphore import Semaphore
 from konductor_sdk.testing import ClusterHandle
 
 pytestmark = pytest.mark.anyio
 
-# A holder process: acquire one permit with a 2 s TTL, say so, then wait to be killed.
+# A holder process: acquire one permit under a 2 s session, say so, then wait to be killed.
 HOLDER = """
 import sys, anyio
 from konductor_sdk import Client, Identity
@@ -50,7 +53,7 @@ async def main():
     async with Client(kubeconfig=kubeconfig, namespace=namespace,
                       identity=Identity(holder=holder)) as client:
         permit = await Semaphore(name, permits=1, client=client, ttl=2).acquire()
-        print("held", permit.token, flush=True)
+        print("held", permit.token, permit.slot, permit.session, flush=True)
         await anyio.sleep_forever()
 
 anyio.run(main)
@@ -88,11 +91,19 @@ def reaped(op: OperatorProcess, reason: str, kind: str = "Semaphore") -> float:
     return op.metric("konductor_operator_reaped_total", kind=kind, reason=reason) or 0.0
 
 
+async def session_gone(client: Client, namespace: str, name: str) -> bool:
+    try:
+        await client.store.get(SESSION, namespace, name)
+    except NotFoundError:
+        return True
+    return False
+
+
 async def test_a_killed_holder_is_reaped_after_its_ttl(
     operator: OperatorProcess, op_namespace: str, kubeconfig: Path, admin: Client
 ) -> None:
     name = f"killed-{secrets.token_hex(2)}"
-    before = reaped(operator, "Expired")
+    before = reaped(operator, "SessionEnded")
     child = await anyio.open_process(
         [sys.executable, "-c", HOLDER, str(kubeconfig), op_namespace, name, "doomed"],
         stderr=None,
@@ -101,21 +112,25 @@ async def test_a_killed_holder_is_reaped_after_its_ttl(
         assert child.stdout is not None
         with anyio.fail_after(60):
             line = await BufferedByteReceiveStream(child.stdout).receive_until(b"\n", 256)
-        assert line.startswith(b"held 1")
+        held, token, slot, session = line.decode().split()
+        assert (held, token, slot) == ("held", "1", "0")
     finally:
-        child.kill()  # SIGKILL: no release, no clean-up; only its TTL can end the grant
+        child.kill()  # SIGKILL: no release, no clean-up; only its session's TTL ends it
         await child.wait()
     # A waiter never frees a dead holder's unit itself: this grant needs the operator.
     with anyio.fail_after(30):
         async with Semaphore(name, client=admin, ttl=5).hold() as permit:
             assert permit.token == 2
     with anyio.fail_after(20):
-        reap = await wait_for_event(admin, op_namespace, name, "Reaped", "doomed")
+        reap = await wait_for_event(admin, op_namespace, name, "Reaped", "of doomed")
         await wait_for_event(admin, op_namespace, name, "Granted")
-    assert "not renewed within its ttlSeconds" in reap.raw["message"]
     assert reap.raw["involvedObject"]["kind"] == "Semaphore"
+    assert "holders entry 0 " in reap.raw["message"]
+    # The session ended on the operator's clock and the operator deleted it (its client,
+    # SIGKILLed, could not), then removed the grant naming it.
+    assert await session_gone(admin, op_namespace, session)
     await await_until(
-        lambda: reaped(operator, "Expired") >= before + 1, within=10, what="reap counter"
+        lambda: reaped(operator, "SessionEnded") >= before + 1, within=10, what="reap counter"
     )
 
 
@@ -147,35 +162,31 @@ async def test_a_renewing_holder_is_never_reaped_even_with_a_skewed_clock(
     dead_client = Client(kubeconfig=kubeconfig, namespace=op_namespace, identity=Identity("dead"))
     async with live_client, Semaphore(name, client=live_client, ttl=2).hold() as permit:
         # A positive control on the same object: a holder that stops renewing (its
-        # client goes away without releasing) must be reaped meanwhile.
+        # client goes away without releasing: its session is kept, no longer renewed)
+        # must be reaped meanwhile.
         async with dead_client:
             dead = await Semaphore(name, client=dead_client, ttl=2).acquire()
-        obj = await watch_until(
-            admin,
-            SEMAPHORE,
-            op_namespace,
-            name,
-            lambda o: o is not None and dead.key not in o.status.get("holders", {}),
-        )
-        assert obj is not None
-        written = parse_rfc3339(obj.status["holders"][permit.key]["renewedAt"])
+        with anyio.fail_after(30):
+            await watch_until(
+                admin, SEMAPHORE, op_namespace, name, lambda o: o is not None and not holds(o, dead)
+            )
+        assert await session_gone(admin, op_namespace, dead.session)
+        # The live holder's session records its skewed wall clock...
+        session = await admin.store.get(SESSION, op_namespace, permit.session)
+        written = parse_rfc3339(session.spec["renewedAt"])
         off = (written - dt.datetime.now(dt.UTC)).total_seconds()
         assert abs(off - skew) < 600, "the holder's wall clock really is skewed"
-        # Live through 5 TTLs, counted in its own renewals (3 per TTL).
+        # ...and lives through 5 TTLs, counted in its own renewals (3 per TTL).
         with anyio.fail_after(60):
             await watch_until(
                 admin,
-                SEMAPHORE,
+                SESSION,
                 op_namespace,
-                name,
-                lambda o: (
-                    o is not None
-                    and o.status["holders"].get(permit.key, {}).get("renewCount", 0) >= 15
-                ),
+                permit.session,
+                lambda o: o is not None and int(o.spec.get("renewCount", 0)) >= 15,
             )
         assert not permit.lost
-        obj = await admin.store.get(SEMAPHORE, op_namespace, name)
-        assert permit.key in obj.status["holders"]
+        assert holds(await admin.store.get(SEMAPHORE, op_namespace, name), permit)
 
 
 async def test_deleted_or_failed_pods_have_their_permits_reaped(
@@ -183,7 +194,7 @@ async def test_deleted_or_failed_pods_have_their_permits_reaped(
 ) -> None:
     name = f"podsem-{secrets.token_hex(2)}"
     await Semaphore(name, permits=2, client=admin).create()
-    before = {r: reaped(operator, r) for r in ("PodDeleted", "PodFailed")}
+    before = reaped(operator, "SessionEnded")
     permits = {}
     for pod_name in ("worker-0", "worker-1"):
         pod = await admin.store.create(
@@ -197,7 +208,8 @@ async def test_deleted_or_failed_pods_have_their_permits_reaped(
         identity = Identity.for_pod(PodRef(pod_name, op_namespace, pod.uid))
         client = Client(kubeconfig=kubeconfig, namespace=op_namespace, identity=identity)
         await client.connect()
-        # ttl=0: held until released or the pod ends; only pod lifecycle can reap it.
+        # ttl=0: a session bound to the pod, never renewed and never expiring by time: only
+        # the pod's end can end it (and with it the grant).
         permits[pod_name] = (client, await Semaphore(name, client=client, ttl=0).acquire())
     try:
         started = time.monotonic()
@@ -205,11 +217,7 @@ async def test_deleted_or_failed_pods_have_their_permits_reaped(
         _, gone = permits["worker-0"]
         with anyio.fail_after(20):
             await watch_until(
-                admin,
-                SEMAPHORE,
-                op_namespace,
-                name,
-                lambda o: o is not None and gone.key not in o.status["holders"],
+                admin, SEMAPHORE, op_namespace, name, lambda o: o is not None and not holds(o, gone)
             )
         print(f"pod deletion -> permit reaped in {time.monotonic() - started:.3f}s")
         # No kubelet runs here, so the pod's phase is set the way a kubelet would.
@@ -223,19 +231,28 @@ async def test_deleted_or_failed_pods_have_their_permits_reaped(
                 SEMAPHORE,
                 op_namespace,
                 name,
-                lambda o: o is not None and failed.key not in o.status["holders"],
+                lambda o: o is not None and not holds(o, failed),
             )
         assert obj is not None
         assert obj.status["inUse"] == 0
         with anyio.fail_after(10):
-            await gone.wait_lost()  # the holder learns it at its next renewal attempt
+            await gone.wait_lost()  # the holder's watch shows its grant gone
+        # The operator ended each pod's session for the pod's end, then reaped its grant.
+        for permit, verdict in ((gone, "PodDeleted"), (failed, "PodFailed")):
+            assert await session_gone(admin, op_namespace, permit.session)
+            line = f"session {op_namespace}/{permit.session} ended: pod over ({verdict})"
+            await await_until(partial(logged, operator, line), within=10, what=repr(line))
+        # Both reaps are one aggregated Event (same object, type and reason): its message
+        # is the latest occurrence's, its count both.
+        holder = permits["worker-1"][0].identity.holder
+        assert holder.startswith("worker-1:")
         with anyio.fail_after(20):
-            await wait_for_event(admin, op_namespace, name, "Reaped", "its pod was deleted")
-            await wait_for_event(admin, op_namespace, name, "Reaped", "its pod failed")
+            reap = await wait_for_event(admin, op_namespace, name, "Reaped", f"of {holder}")
+        assert reap.raw["count"] == 2
         await await_until(
-            lambda: all(reaped(operator, r) >= before[r] + 1 for r in before),
+            lambda: reaped(operator, "SessionEnded") >= before + 2,
             within=10,
-            what="reap counters by reason",
+            what="reap counter",
         )
     finally:
         for client, _ in permits.values():

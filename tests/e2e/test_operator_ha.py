@@ -10,12 +10,12 @@ from pathlib import Path
 
 import anyio
 import pytest
-from _operator_support import await_until, ready_leader, start_operator, watch_until
+from _operator_support import await_until, holds, ready_leader, start_operator, watch_until
 
 from konductor_operator import Operator, OperatorConfig, OperatorContext
-from konductor_sdk import Client, Identity
+from konductor_sdk import Client, Identity, NotFoundError
 from konductor_sdk._kernel.cas import update_status
-from konductor_sdk._kernel.objects import LEASE, SEMAPHORE, KObject
+from konductor_sdk._kernel.objects import LEASE, SEMAPHORE, SESSION, KObject
 from konductor_sdk.semaphore import Semaphore
 
 pytestmark = pytest.mark.anyio
@@ -60,9 +60,12 @@ async def test_standby_takes_over_after_the_leader_is_killed_and_keeps_reaping(
                     SEMAPHORE,
                     namespace,
                     name,
-                    lambda o: o is not None and dead.key not in o.status.get("holders", {}),
+                    lambda o: o is not None and not holds(o, dead),
                 )
             assert obj is not None
+            # op-b ended the session on its own clock and deleted it, then reaped the grant.
+            with pytest.raises(NotFoundError):
+                await admin.store.get(SESSION, namespace, dead.session)
             lease = await admin.store.get(LEASE, namespace, "konductor-operator")
             assert lease.status["holder"] == "op-b"
             assert lease.status["fencingToken"] == 2
@@ -70,7 +73,7 @@ async def test_standby_takes_over_after_the_leader_is_killed_and_keeps_reaping(
             lambda: (
                 (
                     standby.metric(
-                        "konductor_operator_reaped_total", kind="Semaphore", reason="Expired"
+                        "konductor_operator_reaped_total", kind="Semaphore", reason="SessionEnded"
                     )
                     or 0
                 )
