@@ -207,6 +207,8 @@ class KubeStore:
         content_type: str = "application/json",
         warnings: MutableSequence[str] | None = None,
     ) -> dict[str, Any]:
+        import aiohttp
+
         attempts = self._read_retries if method == "GET" else 1
         for attempt in range(1, attempts + 1):
             try:
@@ -214,7 +216,14 @@ class KubeStore:
                     method, path, query=query, body=body, content_type=content_type
                 )
                 async with resp:
-                    data = await resp.read()
+                    try:
+                        data = await resp.read()
+                    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                        # A body cut short (a large LIST, the server restarting): no
+                        # answer, like a refused connection, so a GET is retried.
+                        raise APIError(
+                            f"{method} {path}: {self._no_answer(exc)}", status=0
+                        ) from exc
                     status = resp.status
                     if warnings is not None:
                         warnings += _warnings(resp.headers.getall("Warning", []))
