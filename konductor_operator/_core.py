@@ -157,14 +157,14 @@ class CoreController:
             self._on_object(rules, "ADDED", obj)
 
     def _attach_sessions(self, tg: Any, namespace: str | None) -> None:
-        sessions = self.ctx.client.start_watch(SESSION, namespace)
+        # Sessions and claims are cached slim: the operator may watch 100,000 of each.
+        store = self.ctx.client.store
+        sessions = KindWatch(SlimStore(store, _slim_session_object), SESSION, namespace)
         self._session_watches[namespace] = sessions
-        self._removers.append(sessions.add_listener(self._on_session))
-        for obj in sessions.objects():
-            self._on_session("ADDED", obj)
+        sessions.add_listener(self._on_session)
+        tg.start_soon(sessions.run)
         tg.start_soon(self._sessions_synced, sessions)
-        # Claims are cached slim (target, session): the operator may watch 100,000 of them.
-        claims = KindWatch(SlimStore(self.ctx.client.store, _slim_claim_object), CLAIM, namespace)
+        claims = KindWatch(SlimStore(store, _slim_claim_object), CLAIM, namespace)
         self._claim_watches[namespace] = claims
         claims.add_listener(self._on_claim)
         tg.start_soon(claims.run)
@@ -691,11 +691,25 @@ class CoreController:
         return out
 
 
+_SLIM_METADATA: Final = ("name", "namespace", "uid", "resourceVersion", "deletionTimestamp")
+
+
+def _slim_session_object(obj: KObject) -> KObject:
+    """A session as the operator caches it: identity, TTL, renewal count and pod."""
+    md = obj.metadata
+    spec = obj.spec
+    return KObject(
+        {
+            "metadata": {k: md[k] for k in _SLIM_METADATA if k in md},
+            "spec": {k: spec[k] for k in ("ttlSeconds", "renewCount", "pod") if k in spec},
+        }
+    )
+
+
 def _slim_claim_object(obj: KObject) -> KObject:
     """A claim as the operator caches it: identity, target and session only."""
     md = obj.metadata
-    fields = ("name", "namespace", "uid", "resourceVersion", "deletionTimestamp")
-    metadata = {k: md[k] for k in fields if k in md}
+    metadata = {k: md[k] for k in _SLIM_METADATA if k in md}
     spec = obj.spec
     return KObject(
         {"metadata": metadata, "spec": {k: spec[k] for k in ("target", "session") if k in spec}}
