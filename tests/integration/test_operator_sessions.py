@@ -16,9 +16,9 @@ from typing import Any
 import anyio
 import pytest
 
+from konductor_operator import _core
 from konductor_operator._config import OperatorConfig
 from konductor_operator._context import OperatorContext
-from konductor_operator import _core
 from konductor_operator._core import CoreController
 from konductor_operator._events import EventRecorder
 from konductor_operator._metrics import Metrics
