@@ -1,75 +1,84 @@
-"""Operator at scale: N semaphores with M holders each that stop renewing; measure the
-operator's RSS, its CPU while idle, and the expiry lag (TTL end to removal).
+"""Operator at scale on the v2 object model: its RSS and its expiry lag with N participants.
 
 ::
 
-    python benchmarks/operator_scale.py                         # 1,000 x 10, ~3 minutes
-    python benchmarks/operator_scale.py --primitives 10000 --holders 10 --ttl 240
+    python -m benchmarks.operator_scale                      # N = 1,000 (about 2 minutes)
+    python -m benchmarks.operator_scale -n 1000 -n 10000 -n 100000
 
-It starts its own local control plane (or uses ``--kubeconfig``), runs
-``python -m konductor_operator`` as a separate process on one namespace, then:
+For each N it starts a local control plane (or uses ``--kubeconfig``) and runs
+``python -m konductor_operator`` as a separate process on a fresh namespace. A participant
+is one ``Session`` nobody renews (a process that died), plus what names it: a grant in a
+Semaphore's ``status.holders`` (the first ``--holders`` of every ``--per-object``
+participants of a Semaphore) or a queued ``Claim`` on it (the rest). So N = 100,000 with
+100 per object is 1,000 Semaphores, 50,000 grants, 50,000 claims and 100,000 sessions.
 
-1. **load**: creates the semaphores and writes M holder entries into each (one status
-   write per object), recording when each write was sent and acknowledged;
-2. **idle with holders**: once the operator's Event backlog has drained, nothing changes
-   for ``--idle`` seconds (before the first TTL runs out): operator CPU share and RSS;
-3. **expiry**: the entries never renew; a watch in this process records when each one is
-   removed. Lag = removal seen - (commit + ttlSeconds), bounded by using the send time
-   (upper bound) and the acknowledgement (lower bound) for the commit. It includes the
-   operator's watch latency, its queueing and the CAS write, i.e. what a waiter sees;
-4. **idle after expiry**: N empty primitives, nothing changing: CPU share and RSS.
+1. **load**: everything is created with ``--concurrency`` requests in flight.
+   ``--expiring`` participants, picked at random, die: their session's ``ttlSeconds`` is
+   chosen when it is created so that they expire one after the other, at
+   ``--expire-rate`` per second, starting a margin after the estimated end of the load.
+   The others stay for the whole run (a day's TTL), as live participants would;
+2. **loaded**: once the operator's CPU has settled (it has listed and watched everything),
+   its RSS;
+3. **expiry**: a watch in this process records when each session, its claim and its grant
+   disappear. A session's expiry moment is the acknowledgement of its creation (its only
+   renewal) + ``ttlSeconds``, on this machine's monotonic clock, which the operator shares.
+   Lag = the last of those removals - that moment; the session's own deletion is shown
+   apart. It includes the operator's watch latency, queueing and writes: what a waiter of
+   the freed permit sees.
 
-Results go to stdout and ``--out`` (JSON). Not a test: nothing here passes or fails.
+4. **restart**: a second operator process is started on what is left and lists it all at
+   once (what a new leader does): its RSS peak once it has settled.
+
+The peak RSS is the operator's high-water mark over the whole run. Prints a table; the
+figures also go to ``--out`` (JSON). Issue 12's targets at 100,000 participants: RSS <=
+250 MB, expiry lag p99 <= 1 s. Not a test: nothing here passes or fails.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import math
+import random
 import secrets
 import signal
-import statistics
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.abc import Process
 
+from konductor_operator._pods import SlimStore
 from konductor_sdk import Client, Identity
 from konductor_sdk._kernel.cas import update_status
 from konductor_sdk._kernel.clock import SYSTEM_CLOCK, rfc3339
-from konductor_sdk._kernel.objects import NAMESPACE, SEMAPHORE, KObject
+from konductor_sdk._kernel.objects import CLAIM, NAMESPACE, SEMAPHORE, SESSION, KObject
+from konductor_sdk._kernel.watch import KindWatch
 from konductor_sdk._machines.rules import registered
 from konductor_sdk.testing import LocalControlPlane
 from konductor_sdk.testing._process import free_port
 
-TICKS = os.sysconf("SC_CLK_TCK")
+from ._harness import cpu_seconds
+from ._report import percentile
+
+LIVE_TTL = 86_400
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-
-
-def proc_rss_mib(pid: int) -> float:
+def proc_status_mib(pid: int, field: str) -> float:
+    """``VmRSS`` / ``VmHWM`` of ``pid`` in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def proc_hwm_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return math.nan
 
 
 def scrape(port: int, name: str) -> float | None:
+    """The sum of every sample of ``name`` on the operator's ``/metrics``."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
             text = resp.read().decode()
@@ -77,262 +86,394 @@ def scrape(port: int, name: str) -> float | None:
         return None
     total = None
     for line in text.splitlines():
-        if line.startswith(name):
+        if line.startswith(name) and not line.startswith("#"):
             total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
     return total
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+def _slim(obj: KObject) -> KObject:
+    # This process watches 100,000 sessions and claims too: keep only what it reads.
+    md = obj.metadata
+    return KObject({"metadata": {k: md[k] for k in ("name", "namespace") if k in md}})
 
 
-class Recorder:
-    """Watch listener: when each tracked entry disappears (this process's clock)."""
+class Participants:
+    """Who was created when, and when each piece of it was seen gone (watch listeners)."""
 
-    def __init__(self) -> None:
-        self.acked: dict[tuple[str, str], float] = {}  # (object, key) -> write ack time
-        self.sent: dict[tuple[str, str], float] = {}  # (object, key) -> write send time
-        self.removed: dict[tuple[str, str], float] = {}
-        self._pending: dict[str, set[str]] = {}  # object -> keys not yet removed
-        self.loaded = False
-        self.all_removed = anyio.Event()
+    def __init__(self, n: int, per_object: int, holders: int) -> None:
+        self.n = n
+        self.per_object = per_object
+        self.holders = holders
+        self.expiring: set[int] = set()
+        self.acked: dict[int, float] = {}  # participant -> its session's creation ack
+        self.ttl: dict[int, int] = {}
+        self.session_gone: dict[int, float] = {}
+        self.other_gone: dict[int, float] = {}  # its claim or its grant
+        self._slots: dict[str, dict[str, int]] = {}  # semaphore -> slot -> participant
+        self.done = anyio.Event()
 
-    def ack(self, name: str, keys: list[str], sent: float, acked: float) -> None:
-        for key in keys:
-            self.sent[(name, key)] = sent
-            self.acked[(name, key)] = acked
-        self._pending.setdefault(name, set()).update(keys)
+    def object_of(self, i: int) -> tuple[str, int]:
+        """``(semaphore, index among its participants)``."""
+        return f"sem-{i // self.per_object:05d}", i % self.per_object
 
-    def listener(self, etype: str, obj: KObject) -> None:
-        pending = self._pending.get(obj.name)
+    def granted(self, i: int) -> bool:
+        return self.object_of(i)[1] < self.holders
+
+    def expect_grants(self, semaphore: str, slots: dict[str, int]) -> None:
+        self._slots[semaphore] = dict(slots)
+
+    def _check_done(self) -> None:
+        if len(self.session_gone) == len(self.other_gone) == len(self.expiring):
+            self.done.set()
+
+    def on_session(self, etype: str, obj: KObject) -> None:
+        if etype == "DELETED" and obj.name.startswith("p-"):
+            self.session_gone.setdefault(int(obj.name[2:]), time.monotonic())
+            self._check_done()
+
+    def on_claim(self, etype: str, obj: KObject) -> None:
+        if etype == "DELETED" and obj.name.startswith("c-"):
+            self.other_gone.setdefault(int(obj.name[2:]), time.monotonic())
+            self._check_done()
+
+    def on_semaphore(self, etype: str, obj: KObject) -> None:
+        pending = self._slots.get(obj.name)
         if not pending:
             return
         now = time.monotonic()
-        holders = obj.status.get("holders") or {}
-        for key in [k for k in pending if etype == "DELETED" or k not in holders]:
-            pending.discard(key)
-            self.removed[(obj.name, key)] = now
-        if self.loaded and len(self.removed) == len(self.acked):
-            self.all_removed.set()
-
-
-def summary(lags: list[float]) -> dict[str, float | None]:
-    return {
-        "p50": round(percentile(lags, 0.50), 3),
-        "p90": round(percentile(lags, 0.90), 3),
-        "p99": round(percentile(lags, 0.99), 3),
-        "max": round(max(lags), 3) if lags else None,
-        "min": round(min(lags), 3) if lags else None,
-        "mean": round(statistics.fmean(lags), 3) if lags else None,
-    }
-
-
-async def wait_events_drained(port: int, *, until: float) -> None:
-    """Until the operator's Event counter stood still for 3 s (or ``until``)."""
-    last, still = scrape(port, "konductor_operator_events_total"), time.monotonic()
-    while time.monotonic() - still < 3 and time.monotonic() < until:
-        await anyio.sleep(1)
-        now = scrape(port, "konductor_operator_events_total")
-        if now != last:
-            last, still = now, time.monotonic()
-
-
-async def idle_window(pid: int, seconds: float) -> dict[str, float]:
-    """The operator's CPU share and RSS over ``seconds`` during which nothing changes."""
-    cpu0, t0 = proc_cpu_seconds(pid), time.monotonic()
-    await anyio.sleep(seconds)
-    cpu1, t1 = proc_cpu_seconds(pid), time.monotonic()
-    return {
-        "seconds": round(t1 - t0, 1),
-        "cpu_percent": round(100 * (cpu1 - cpu0) / (t1 - t0), 2),
-        "rss_mib": round(proc_rss_mib(pid), 1),
-    }
+        holders = {} if etype == "DELETED" else (obj.status.get("holders") or {})
+        for slot in [s for s in pending if s not in holders]:
+            self.other_gone.setdefault(pending.pop(slot), now)
+        self._check_done()
 
 
 async def load(
-    client: Client, ns: str, n: int, m: int, ttl: int, concurrency: int, rec: Recorder
-) -> float:
-    normalize = registered()["Semaphore"].normalize
-    limiter = anyio.CapacityLimiter(concurrency)
+    client: Client,
+    ns: str,
+    p: Participants,
+    *,
+    expiring: int,
+    expire_rate: float,
+    concurrency: int,
+    rate: float,
+) -> dict[str, float]:
+    """Create every session, semaphore, grant and claim; returns figures of the load."""
+    n = p.n
+    creator = await client.whoami()
+    objects = math.ceil(n / p.per_object)
+    requests = n + objects * 2 + sum(1 for i in range(n) if not p.granted(i))
     started = time.monotonic()
+    # Expiry moments: a random order, --expire-rate a second, after the estimated load.
+    first_expiry = started + requests / rate * 1.5 + 20
+    order = random.Random(12).sample(range(n), min(n, expiring))
+    p.expiring = set(order)
+    expires = {i: first_expiry + rank / expire_rate for rank, i in enumerate(order)}
+    limiter = anyio.CapacityLimiter(concurrency)
+    late = 0
 
-    async def one(i: int) -> None:
-        name = f"sem-{i:05d}"
+    async def session(i: int) -> None:
+        nonlocal late
+        async with limiter:
+            ttl = math.ceil(expires[i] - time.monotonic()) if i in expires else LIVE_TTL
+            if ttl < 10:
+                late += 1
+                ttl = 10
+            body = {
+                "metadata": {"name": f"p-{i:06d}"},
+                "spec": {"holder": f"bench-{i}", "ttlSeconds": ttl, "renewCount": 0},
+            }
+            await client.store.create(SESSION, ns, body)
+            p.acked[i] = time.monotonic()
+            p.ttl[i] = ttl
+
+    async def semaphore(k: int) -> None:
+        name = f"sem-{k:05d}"
+        members = range(k * p.per_object, min(n, (k + 1) * p.per_object))
+        granted = [i for i in members if p.granted(i)]
         async with limiter:
             await client.store.create(
-                SEMAPHORE, ns, {"metadata": {"name": name}, "spec": {"permits": m}}
+                SEMAPHORE, ns, {"metadata": {"name": name}, "spec": {"permits": p.holders}}
             )
-            now = rfc3339(SYSTEM_CLOCK.now())
-            holders = {
-                f"holder-{i}-{j}#{secrets.token_hex(2)}": {
-                    "holder": f"bench-{i}-{j}",
-                    "ttlSeconds": ttl,
-                    "renewCount": 0,
-                    "acquiredAt": now,
-                    "renewedAt": now,
-                    "token": j + 1,
-                    "weight": 1,
-                    "priority": 0,
-                    "preemptible": False,
-                }
-                for j in range(m)
+        now = rfc3339(SYSTEM_CLOCK.now())
+        holders = {
+            str(slot): {
+                "weight": 1,
+                "token": slot + 1,
+                "session": f"p-{i:06d}",
+                "creator": creator,
+                "holder": f"bench-{i}",
+                "grantedAt": now,
             }
+            for slot, i in enumerate(granted)
+        }
+        normalize = registered()["Semaphore"].normalize
 
-            def fill(obj: KObject) -> dict[str, Any]:
-                status = {"holders": holders, "waiters": {}, "fencingToken": m}
-                return normalize(obj.spec, status)
+        def fill(obj: KObject) -> dict[str, Any]:
+            return normalize(obj.spec, {"holders": holders, "fencingToken": len(holders)})
 
-            sent = time.monotonic()
+        p.expect_grants(name, {str(slot): i for slot, i in enumerate(granted)})
+        async with limiter:
             await update_status(client, SEMAPHORE, ns, name, fill)
-            rec.ack(name, list(holders), sent, time.monotonic())
+
+    async def claim(i: int) -> None:
+        target, _ = p.object_of(i)
+        body = {
+            "metadata": {"name": f"c-{i:06d}"},
+            "spec": {
+                "target": {"kind": "Semaphore", "name": target},
+                "session": f"p-{i:06d}",
+                "holder": f"bench-{i}",
+            },
+        }
+        async with limiter:
+            await client.store.create(CLAIM, ns, body)
 
     async with anyio.create_task_group() as tg:
         for i in range(n):
-            tg.start_soon(one, i)
+            tg.start_soon(session, i)
+    sessions_done = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        for k in range(objects):
+            tg.start_soon(semaphore, k)
+        for i in range(n):
+            if not p.granted(i):
+                tg.start_soon(claim, i)
+    seconds = time.monotonic() - started
+    return {
+        "objects": objects,
+        "requests": requests,
+        "load_seconds": round(seconds, 1),
+        "sessions_seconds": round(sessions_done - started, 1),
+        "creates_per_second": round(requests / seconds),
+        "expiry_starts_after_load_seconds": round(first_expiry - time.monotonic(), 1),
+        "sessions_given_the_minimum_ttl": late,
+    }
+
+
+async def leading(op: Process, port: int, log: Path) -> None:
+    while scrape(port, "konductor_operator_leader") != 1.0:
+        if op.returncode is not None:
+            raise RuntimeError(f"operator exited; see {log}")
+        await anyio.sleep(0.2)
+
+
+async def stop(op: Process) -> None:
+    if op.returncode is None:
+        op.send_signal(signal.SIGTERM)
+        with anyio.move_on_after(30):
+            await op.wait()
+
+
+async def settled(pid: int, *, below: float = 0.05, longest: float = 60.0) -> float:
+    """Wait until the operator used less than ``below`` of a core over one second."""
+    started = time.monotonic()
+    while time.monotonic() - started < longest:
+        before = cpu_seconds(pid)
+        await anyio.sleep(1.0)
+        if cpu_seconds(pid) - before < below:
+            break
     return time.monotonic() - started
 
 
-async def main(args: argparse.Namespace) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+def lag_summary(lags: Sequence[float]) -> dict[str, float | None]:
+    return {
+        "p50": round(percentile(lags, 50), 3),
+        "p99": round(percentile(lags, 99), 3),
+        "max": round(max(lags), 3) if lags else None,
     }
-    plane = None
-    if args.kubeconfig is None:
-        plane = LocalControlPlane()
-        await plane.astart()
-        kubeconfig = plane.kubeconfig_path
-    else:
-        kubeconfig = args.kubeconfig
-    ns = f"scale-{secrets.token_hex(3)}"
+
+
+async def run_one(kubeconfig: Path, n: int, args: argparse.Namespace) -> dict[str, Any]:
+    wall = time.monotonic()
+    ns = f"scale-{n}-{secrets.token_hex(3)}"
     port = free_port()
-    log = args.out.with_suffix(".operator.log")
+    log = args.out.with_suffix(f".{n}.operator.log")
+    result: dict[str, Any] = {"participants": n, "expire_rate": args.expire_rate}
+    p = Participants(n, args.per_object, args.holders)
     op = None
     try:
         async with Client(kubeconfig=kubeconfig, namespace=ns, identity=Identity("bench")) as c:
             await c.store.create(NAMESPACE, None, {"metadata": {"name": ns}})
+            command = [
+                sys.executable,
+                "-m",
+                "konductor_operator",
+                *("--kubeconfig", str(kubeconfig), "--namespace", ns),
+                *("--metrics-host", "127.0.0.1", "--metrics-port", str(port)),
+                "--no-leader-elect",
+                *("--workers", str(args.workers), "--log-level", "WARNING"),
+            ]
             with log.open("wb") as out:
-                op = await anyio.open_process(
-                    [
-                        sys.executable,
-                        "-m",
-                        "konductor_operator",
-                        "--kubeconfig",
-                        str(kubeconfig),
-                        "--namespace",
-                        ns,
-                        "--metrics-host",
-                        "127.0.0.1",
-                        "--metrics-port",
-                        str(port),
-                        "--no-leader-elect",
-                        "--workers",
-                        str(args.workers),
-                        "--log-level",
-                        "WARNING",
-                        "--event-rate",
-                        str(args.event_rate),
-                        "--event-burst",
-                        str(args.event_burst),
-                    ],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
+                op = await anyio.open_process(command, stdout=out, stderr=subprocess.STDOUT)
             pid = op.pid
-            while scrape(port, "konductor_operator_leader") != 1.0:
-                if op.returncode is not None:
-                    raise RuntimeError(f"operator exited; see {log}")
-                await anyio.sleep(0.2)
-            result["rss_mib_empty"] = proc_rss_mib(pid)
-            rec = Recorder()
-            watch = await c.watch(SEMAPHORE, ns)
-            watch.add_listener(rec.listener)
-
-            print(f"loading {args.primitives} x {args.holders} (ttl {args.ttl}s)...", flush=True)
-            seconds = await load(
-                c, ns, args.primitives, args.holders, args.ttl, args.concurrency, rec
+            await leading(op, port, log)
+            result["rss_mib_empty"] = round(proc_status_mib(pid, "VmRSS"), 1)
+            watches = []
+            for kind, slim, listener in (
+                (SESSION, True, p.on_session),
+                (CLAIM, True, p.on_claim),
+                (SEMAPHORE, False, p.on_semaphore),
+            ):
+                store = SlimStore(c.store, _slim) if slim else c.store
+                watch = KindWatch(store, kind, ns)
+                watch.add_listener(listener)
+                watches.append(watch)
+            async with anyio.create_task_group() as tg:
+                for watch in watches:
+                    tg.start_soon(watch.run)
+                for watch in watches:
+                    await watch.wait_synced()
+                print(f"N={n:,}: loading...", file=sys.stderr, flush=True)
+                result |= await load(
+                    c,
+                    ns,
+                    p,
+                    expiring=args.expiring,
+                    expire_rate=args.expire_rate,
+                    concurrency=args.concurrency,
+                    rate=args.create_rate,
+                )
+                print(
+                    f"N={n:,}: loaded in {result['load_seconds']} s "
+                    f"({result['creates_per_second']}/s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                result["settle_seconds"] = round(await settled(pid), 1)
+                result["rss_mib_loaded"] = round(proc_status_mib(pid, "VmRSS"), 1)
+                last = max(p.acked[i] + p.ttl[i] for i in p.expiring)
+                with anyio.move_on_after(max(0.0, last - time.monotonic()) + args.max_lag):
+                    await p.done.wait()
+                tg.cancel_scope.cancel()
+            result["rss_mib_peak"] = round(proc_status_mib(pid, "VmHWM"), 1)
+            expiry = {i: p.acked[i] + p.ttl[i] for i in p.expiring}
+            whole = [
+                max(p.session_gone[i], p.other_gone[i]) - expiry[i]
+                for i in p.expiring
+                if i in p.session_gone and i in p.other_gone
+            ]
+            result["lag_seconds"] = lag_summary(whole)
+            result["session_lag_seconds"] = lag_summary(
+                [t - expiry[i] for i, t in p.session_gone.items() if i in expiry]
             )
-            result["load_seconds"] = round(seconds, 1)
-            result["entries"] = len(rec.acked)
-            print(f"loaded {len(rec.acked)} entries in {seconds:.1f}s", flush=True)
-            rec.loaded = True
-            result["rss_mib_loaded"] = round(proc_rss_mib(pid), 1)
-            first_expiry = min(rec.sent.values()) + args.ttl
-            # The load made the operator write Events (paced by --event-rate); an idle
-            # window needs that backlog drained and must end before the first TTL does.
-            await wait_events_drained(port, until=first_expiry - args.idle - 2)
-            if time.monotonic() + args.idle + 2 < first_expiry:
-                result["idle_with_holders"] = await idle_window(pid, args.idle)
-            else:
-                print("no idle window before expiry (raise --ttl or --event-rate)", flush=True)
-            print(f"idle with holders: {result.get('idle_with_holders')}", flush=True)
-
-            cpu_before = proc_cpu_seconds(pid)
-            last_ttl_end = max(rec.acked.values()) + args.ttl
-            deadline = last_ttl_end + args.max_lag
-            if len(rec.removed) == len(rec.acked):
-                rec.all_removed.set()
-            with anyio.move_on_after(deadline - time.monotonic()):
-                await rec.all_removed.wait()
-            result["expiry_cpu_seconds"] = round(proc_cpu_seconds(pid) - cpu_before, 1)
-            result["removed"] = len(rec.removed)
-            result["not_removed_within_max_lag"] = len(rec.acked) - len(rec.removed)
-            # The TTL ends ttlSeconds after the write committed, which is somewhere between
-            # sending it and its acknowledgement: two bounds on the lag.
-            result["expiry_lag_seconds_vs_ack (lower bound)"] = summary(
-                [rec.removed[k] - (rec.acked[k] + args.ttl) for k in rec.removed]
-            )
-            result["expiry_lag_seconds_vs_send (upper bound)"] = summary(
-                [rec.removed[k] - (rec.sent[k] + args.ttl) for k in rec.removed]
-            )
-            result["rss_mib_peak"] = round(proc_hwm_mib(pid), 1)
-            await wait_events_drained(port, until=time.monotonic() + args.drain)
-            result["idle_after_expiry"] = await idle_window(pid, args.idle)
-            print(f"idle after expiry: {result['idle_after_expiry']}", flush=True)
-            result["operator_reaped_total"] = scrape(port, "konductor_operator_reaped_total")
-            result["operator_status_writes"] = scrape(
-                port, "konductor_operator_status_writes_total"
-            )
-            result["operator_events"] = scrape(port, "konductor_operator_events_total")
+            result["expiring"] = len(p.expiring)
+            result["not_removed_within_max_lag"] = len(p.expiring) - len(whole)
+            result["live_removed"] = sum(1 for i in p.session_gone if i not in expiry)
+            result["removed_early"] = sum(1 for v in whole if v < -0.5)
+            result["operator_cpu_seconds"] = round(cpu_seconds(pid), 1)
+            for metric in ("reaped_total", "status_writes_total", "events_total"):
+                result[f"operator_{metric}"] = scrape(port, f"konductor_operator_{metric}")
+            await stop(op)
+            with log.with_suffix(".restart.log").open("wb") as out:
+                op = await anyio.open_process(command, stdout=out, stderr=subprocess.STDOUT)
+            started = time.monotonic()
+            await leading(op, port, log)
+            await settled(op.pid)
+            result["restart_settle_seconds"] = round(time.monotonic() - started, 1)
+            result["restart_rss_mib_peak"] = round(proc_status_mib(op.pid, "VmHWM"), 1)
     finally:
-        if op is not None and op.returncode is None:
-            op.send_signal(signal.SIGTERM)
-            with anyio.move_on_after(30):
-                await op.wait()
-        if plane is not None:
-            await plane.astop()
+        if op is not None:
+            await stop(op)
+    result["run_seconds"] = round(time.monotonic() - wall, 1)
     return result
 
 
-def parse(argv: list[str] | None = None) -> argparse.Namespace:
+def table(runs: Sequence[dict[str, Any]]) -> str:
+    """The figures of every N, one column each."""
+    rows = [
+        ("participants", lambda r: f"{r['participants']:,}"),
+        ("semaphores", lambda r: f"{r['objects']:,}"),
+        ("create requests", lambda r: f"{r['requests']:,}"),
+        ("load, s (creates/s)", lambda r: f"{r['load_seconds']} ({r['creates_per_second']})"),
+        ("operator RSS empty, MiB", lambda r: f"{r['rss_mib_empty']}"),
+        ("operator RSS loaded, MiB", lambda r: f"{r['rss_mib_loaded']}"),
+        ("operator RSS peak, MiB", lambda r: f"{r['rss_mib_peak']}"),
+        ("restarted: RSS peak, MiB", lambda r: f"{r['restart_rss_mib_peak']}"),
+        ("restarted: listed and settled, s", lambda r: f"{r['restart_settle_seconds']}"),
+        ("expiring (at N/s)", lambda r: f"{r['expiring']:,} ({r['expire_rate']:g})"),
+        ("expiry lag p50 / p99 / max, s", lambda r: _lags(r["lag_seconds"])),
+        ("  session deleted only", lambda r: _lags(r["session_lag_seconds"])),
+        ("not removed within max lag", lambda r: f"{r['not_removed_within_max_lag']:,}"),
+        ("live ones removed (must be 0)", lambda r: f"{r['live_removed']:,}"),
+        ("operator CPU, s", lambda r: f"{r['operator_cpu_seconds']}"),
+        ("run time, s", lambda r: f"{r['run_seconds']}"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    lines = []
+    for label, cell in rows:
+        cells = []
+        for r in runs:
+            try:
+                cells.append(f"{cell(r):>24}")
+            except (KeyError, TypeError):
+                cells.append(f"{'n/a':>24}")
+        lines.append(f"{label:<{width}} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def _lags(summary: dict[str, float | None]) -> str:
+    return " / ".join("n/a" if v is None or math.isnan(v) else f"{v:.3f}" for v in summary.values())
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "runs": [],
+    }
+    for n in args.participants:
+        plane = None
+        if args.kubeconfig is None:
+            # A fresh server per size: etcd and the apiserver's caches start empty.
+            plane = LocalControlPlane()
+            await plane.astart()
+            kubeconfig = plane.kubeconfig_path
+        else:
+            kubeconfig = args.kubeconfig
+        try:
+            report["runs"].append(await run_one(kubeconfig, n, args))
+        finally:
+            if plane is not None:
+                await plane.astop()
+        print(table(report["runs"][-1:]), file=sys.stderr, flush=True)
+    return report
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--primitives", type=int, default=1000, help="semaphores (N)")
-    parser.add_argument("--holders", type=int, default=10, help="holders per semaphore (M)")
-    parser.add_argument("--ttl", type=int, default=90, help="entry ttlSeconds")
-    parser.add_argument("--idle", type=float, default=30.0, help="idle window, seconds")
-    parser.add_argument("--max-lag", type=float, default=120.0, help="give up after this")
-    parser.add_argument("--workers", type=int, default=8, help="operator --workers")
-    parser.add_argument("--concurrency", type=int, default=32, help="concurrent loads")
     parser.add_argument(
-        "--event-rate", type=float, default=20.0, help="operator --event-rate (its default)"
+        "-n",
+        "--participants",
+        type=int,
+        action="append",
+        help="participants (repeatable; default 1000)",
     )
-    parser.add_argument("--event-burst", type=int, default=50, help="operator --event-burst")
+    parser.add_argument("--per-object", type=int, default=100, help="participants per semaphore")
+    parser.add_argument("--holders", type=int, default=50, help="of which hold a grant")
     parser.add_argument(
-        "--drain", type=float, default=120.0, help="longest wait for the Event backlog"
+        "--expiring", type=int, default=2000, help="participants that die (at most N)"
     )
+    parser.add_argument(
+        "--expire-rate", type=float, default=100.0, help="sessions expiring per second"
+    )
+    parser.add_argument(
+        "--create-rate", type=float, default=700.0, help="creates/s assumed to plan the TTLs"
+    )
+    parser.add_argument("--max-lag", type=float, default=60.0, help="give up this long after")
+    parser.add_argument("--workers", type=int, default=4, help="operator --workers")
+    parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
     parser.add_argument("--kubeconfig", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("operator-scale.json"))
     args = parser.parse_args(argv)
-    if args.ttl < 10:
-        parser.error("--ttl must be >= 10 (the load must finish before entries expire)")
+    args.participants = args.participants or [1000]
+    if not 1 <= args.holders <= min(args.per_object, 4096):
+        parser.error("--holders must be in 1..min(--per-object, 4096)")
     return args
 
 
 if __name__ == "__main__":
     arguments = parse()
-    report = anyio.run(main, arguments, backend="asyncio")
-    text = json.dumps(report, indent=2)
-    arguments.out.write_text(text + "\n")
-    print(text)
+    started = time.monotonic()
+    result = anyio.run(main, arguments, backend="asyncio")
+    arguments.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result["runs"]))
+    print(f"\n{time.monotonic() - started:.0f} s in all; figures in {arguments.out}")

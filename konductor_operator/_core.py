@@ -50,6 +50,10 @@ SESSION_KIND: Final = SESSION.kind
 """Work-queue keys ``("Session", namespace, name)`` judge one session."""
 CLAIMS_OF: Final = "ClaimsOf"
 """Work-queue keys ``("ClaimsOf", namespace, session)`` reap the claims of an ended session."""
+RECOUNT_EVERY: Final = 1.0
+"""Least seconds between two writes of an object's claim counts (``queueLength``) alone:
+a thousand claims created together, or grants at hundreds per second, cost one write a
+second, not one each (every write wakes every process watching the object)."""
 
 
 @final
@@ -90,6 +94,10 @@ class CoreController:
         self._drops: dict[ObjKey, dict[str, SlimClaim]] = {}
         """Claims of ended sessions whose target must drop them (``drop_sessions``) first."""
         self._reaping: dict[ObjKey, tuple[Removal, ...]] = {}
+        self._counted: dict[ObjKey, float] = {}
+        """When each object's claim counts were last written (operator clock)."""
+        self._recount: dict[ObjKey, float] = {}
+        """Objects whose claim counts are stale, and when they may be written next."""
         self._timer_wake = anyio.Event()
         self._removers: list[Any] = []
         self.passes = 0
@@ -149,17 +157,18 @@ class CoreController:
             self._on_object(rules, "ADDED", obj)
 
     def _attach_sessions(self, tg: Any, namespace: str | None) -> None:
-        sessions = self.ctx.client.start_watch(SESSION, namespace)
+        # Sessions and claims are cached slim: the operator may watch 100,000 of each.
+        store = self.ctx.client.store
+        sessions = KindWatch(SlimStore(store, _slim_session_object), SESSION, namespace)
         self._session_watches[namespace] = sessions
-        self._removers.append(sessions.add_listener(self._on_session))
-        for obj in sessions.objects():
-            self._on_session("ADDED", obj)
+        sessions.add_listener(self._on_session)
+        tg.start_soon(sessions.run)
         tg.start_soon(self._sessions_synced, sessions)
-        # Claims are cached slim (target, session): the operator may watch 100,000 of them.
-        claims = KindWatch(SlimStore(self.ctx.client.store, _slim_claim_object), CLAIM, namespace)
+        claims = KindWatch(SlimStore(store, _slim_claim_object), CLAIM, namespace)
         self._claim_watches[namespace] = claims
         claims.add_listener(self._on_claim)
         tg.start_soon(claims.run)
+        tg.start_soon(self._claims_synced, claims)
 
     def _objects(self) -> Iterable[tuple[KindRules, KObject]]:
         for (kind, _), watch in list(self._watches.items()):
@@ -204,8 +213,7 @@ class CoreController:
     def _on_object(self, rules: KindRules, etype: str, obj: KObject) -> None:
         key = obj_key(rules, obj)
         if etype == "DELETED":
-            self.tracker.forget(key)
-            self.timers.schedule(key, None)
+            self._forget(key)
             return
         observation = self.tracker.observe(rules, obj)
         reaping = {r.entry for r in self._reaping.get(key, ())}
@@ -213,6 +221,14 @@ class CoreController:
         self._schedule(key)
         if self._needs_attention(rules, key, obj, observation):
             self.queue.add(key)
+        elif self._counts_stale(rules, key, obj):
+            self._recount_soon(key)
+
+    def _forget(self, key: ObjKey) -> None:
+        self.tracker.forget(key)
+        self.timers.schedule(key, None)
+        self._counted.pop(key, None)
+        self._recount.pop(key, None)
 
     def _needs_attention(
         self, rules: KindRules, key: ObjKey, obj: KObject, change: Observation
@@ -251,12 +267,63 @@ class CoreController:
         claim = slim_claim(obj)
         if claim is None:
             return
-        self.ledger.observe_claim(etype, claim)
+        if self.ledger.observe_claim(etype, claim):
+            self._claims_changed(claim.target)
         skey = (claim.namespace, claim.session)
         if etype != "DELETED" and (self.ledger.is_dead(skey) or not self.ledger.known(skey)):
             # Ended already, or unknown (a lagging watch, or ended while we were away):
             # the claims pass confirms with a GET before it reaps anything.
             self.queue.add((CLAIMS_OF, claim.namespace, claim.session))
+
+    # -- claim counts (queueLength): coalesced, at most one write per RECOUNT_EVERY --------
+
+    def _claims_changed(self, key: ObjKey) -> None:
+        rules = self.rules.get(key[0])
+        if rules is None or rules.claim_counts is None:
+            return
+        watch = self._watch_of(key[0], key[1])
+        obj = watch.get(key[2], key[1]) if watch is not None else None
+        # An object not seen yet is counted when it is (_on_object).
+        if obj is not None and self._counts_stale(rules, key, obj):
+            self._recount_soon(key)
+
+    def _claims_listed(self, namespace: str) -> bool:
+        watch = self._claim_watches.get(namespace) or self._claim_watches.get(None)
+        return watch is not None and watch.synced.is_set()
+
+    def _claim_counts(self, rules: KindRules, key: ObjKey, obj: KObject) -> Mapping[str, int]:
+        """The counts ``obj`` should show; empty while the claims are not all listed."""
+        if rules.claim_counts is None or not self._claims_listed(key[1]):
+            return {}
+        return rules.claim_counts(obj.status, self.ledger.claims_on(key))
+
+    def _counts_stale(self, rules: KindRules, key: ObjKey, obj: KObject) -> bool:
+        status = obj.status
+        return any(status.get(f) != v for f, v in self._claim_counts(rules, key, obj).items())
+
+    def _recount_at(self, key: ObjKey) -> float:
+        """When ``key``'s stale counts may be written (set once; later changes ride along)."""
+        when = self._recount.get(key)
+        if when is None:
+            when = self._recount[key] = self._counted.get(key, -RECOUNT_EVERY) + RECOUNT_EVERY
+        return when
+
+    def _recount_soon(self, key: ObjKey) -> None:
+        pending = key in self._recount
+        when = self._recount_at(key)
+        if pending:
+            return
+        if when <= self.ctx.clock.monotonic():
+            self.queue.add(key)
+        else:
+            self._schedule(key)
+
+    async def _claims_synced(self, watch: KindWatch) -> None:
+        # Counts were not judged before every claim was listed.
+        await watch.synced.wait()
+        for key in self.tracker.keys():  # noqa: SIM118 - a copy: queueing may mutate
+            if watch.namespace in (None, key[1]):
+                self._claims_changed(key)
 
     def _session_suspicious(self, skey: SessionKey) -> bool:
         """Ended, or not (yet) seen although the session watch is synced: worth a pass
@@ -312,6 +379,9 @@ class CoreController:
         when = self.tracker.deadline(key)
         if when is not None and floor is not None:
             when = max(when, floor)
+        recount = self._recount.get(key)
+        if recount is not None and (when is None or recount < when):
+            when = recount
         if self.timers.schedule(key, when):
             self._timer_wake.set()
 
@@ -375,8 +445,7 @@ class CoreController:
         watch = self._watch_of(kind, namespace)
         obj = watch.get(name, namespace) if watch is not None else None
         if obj is None:
-            self.tracker.forget(key)
-            self.timers.schedule(key, None)
+            self._forget(key)
             drops = self._drops.pop(key, None)
             if drops:  # the target is gone, and with it whatever it counted
                 await self._delete_claims(drops.values())
@@ -403,7 +472,14 @@ class CoreController:
         dead = dead_named | frozenset(str(c.spec.get("session", "")) for c in dropped)
         episode = self.tracker.timeout_due(key)
         drift = _safe_drifted(rules, obj, self.log)
-        if not removals and episode is None and not drift and not dead:
+        # Stale counts are written alone only when their turn came; any other write
+        # carries them anyway.
+        recount = False
+        if self._counts_stale(rules, key, obj):
+            recount = self._recount_at(key) <= clock.monotonic()
+        else:
+            self._recount.pop(key, None)
+        if not removals and episode is None and not drift and not dead and not recount:
             self._schedule(key, floor=clock.monotonic() + RETRY_FLOOR)
             return
         # What the last mutate() call decided: (removals applied, timeout fired, timeout due).
@@ -424,6 +500,9 @@ class CoreController:
                 timed_out = rules.on_timeout(KObject({**fresh.raw, "status": status}))
                 if timed_out is not None:
                     status, fired = timed_out, True
+            counts = self._claim_counts(rules, key, KObject({**fresh.raw, "status": status}))
+            if any(status.get(f) != v for f, v in counts.items()):
+                status = {**status, **counts}
             self._reaping[key] = applied
             written[:] = [(applied, fired, due)]
             if status == dict(fresh.status):
@@ -443,8 +522,7 @@ class CoreController:
                 self.ctx.client, rules.kind, namespace, name, mutate, current=obj
             )
         except NotFoundError:
-            self.tracker.forget(key)
-            self.timers.schedule(key, None)
+            self._forget(key)
             return
         finally:
             self._reaping.pop(key, None)
@@ -456,7 +534,13 @@ class CoreController:
         if episode is not None and due:
             self.tracker.mark_timeout_handled(key, episode)
         if result.wrote:
-            report_write(self.ctx, rules, result.object, applied, fired=fired, drift=drift)
+            report_write(
+                self.ctx, rules, result.object, applied, fired=fired, drift=drift, counted=recount
+            )
+            self._counted[key] = clock.monotonic()
+        self._recount.pop(key, None)
+        if self._counts_stale(rules, key, result.object):
+            self._recount_at(key)  # claims changed during the write: after the next turn
         self.ctx.metrics.reconcile_seconds.labels(kind).observe(clock.monotonic() - started)
         self._schedule(key, floor=clock.monotonic() + RETRY_FLOOR)
 
@@ -607,10 +691,25 @@ class CoreController:
         return out
 
 
+_SLIM_METADATA: Final = ("name", "namespace", "uid", "resourceVersion", "deletionTimestamp")
+
+
+def _slim_session_object(obj: KObject) -> KObject:
+    """A session as the operator caches it: identity, TTL, renewal count and pod."""
+    md = obj.metadata
+    spec = obj.spec
+    return KObject(
+        {
+            "metadata": {k: md[k] for k in _SLIM_METADATA if k in md},
+            "spec": {k: spec[k] for k in ("ttlSeconds", "renewCount", "pod") if k in spec},
+        }
+    )
+
+
 def _slim_claim_object(obj: KObject) -> KObject:
     """A claim as the operator caches it: identity, target and session only."""
     md = obj.metadata
-    metadata = {k: md[k] for k in ("name", "namespace", "uid", "resourceVersion") if k in md}
+    metadata = {k: md[k] for k in _SLIM_METADATA if k in md}
     spec = obj.spec
     return KObject(
         {"metadata": metadata, "spec": {k: spec[k] for k in ("target", "session") if k in spec}}

@@ -89,11 +89,22 @@ def report_write(
     *,
     fired: bool,
     drift: bool,
+    counted: bool = False,
 ) -> None:
     """Metrics, Events and a log line for one status write by the core controller."""
     kind = rules.kind.kind
     metrics, now = ctx.metrics, ctx.clock.monotonic()
-    why = "timeout" if fired else "reap" if applied else "drift" if drift else "other"
+    why = (
+        "timeout"
+        if fired
+        else "reap"
+        if applied
+        else "drift"
+        if drift
+        else "count"
+        if counted
+        else "other"
+    )
     metrics.writes.labels(kind, why).inc()
     if fired:
         metrics.timeouts.labels(kind).inc()

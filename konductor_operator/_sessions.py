@@ -13,6 +13,7 @@ No I/O here: the core controller feeds watch events in and acts on the verdicts.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, Final, final
 
 import attrs
@@ -24,6 +25,10 @@ from konductor_sdk._kernel.objects import KObject
 
 SessionKey = tuple[str, str]
 """``(namespace, name)`` of a session."""
+TargetKey = tuple[str, str, str]
+"""``(kind, namespace, name)`` of the primitive a claim names (the core's object key)."""
+
+_NONE: Final[frozenset[str]] = frozenset()
 
 DEAD_REMEMBERED: Final = 600.0
 """Seconds a session stays on the dead list after it ended: entries naming it that the
@@ -46,6 +51,12 @@ class SlimClaim:
     session: str
     target_kind: str
     target_name: str
+    deleting: bool = False
+    """Marked for deletion (finalizers or owners hold it back): no longer waiting."""
+
+    @property
+    def target(self) -> TargetKey:
+        return (self.target_kind, self.namespace, self.target_name)
 
 
 def slim_claim(obj: KObject) -> SlimClaim | None:
@@ -61,6 +72,7 @@ def slim_claim(obj: KObject) -> SlimClaim | None:
         session,
         str(target.get("kind", "")),
         str(target.get("name", "")),
+        bool(obj.metadata.get("deletionTimestamp")),
     )
 
 
@@ -82,6 +94,7 @@ class SessionLedger:
         self._clocks = ExpiryTracker(clock)
         self._dead: dict[SessionKey, float] = {}
         self._claims: dict[SessionKey, dict[str, SlimClaim]] = {}
+        self._waiting: dict[TargetKey, set[str]] = {}
 
     def __repr__(self) -> str:
         claims = sum(len(c) for c in self._claims.values())
@@ -153,7 +166,8 @@ class SessionLedger:
 
     # -- claims ------------------------------------------------------------------------
 
-    def observe_claim(self, etype: str, claim: SlimClaim) -> None:
+    def observe_claim(self, etype: str, claim: SlimClaim) -> bool:
+        """Record a claim event; True if the live claims on its target changed."""
         key = (claim.namespace, claim.session)
         if etype == "DELETED":
             claims = self._claims.get(key)
@@ -161,8 +175,27 @@ class SessionLedger:
                 claims.pop(claim.name, None)
                 if not claims:
                     del self._claims[key]
-            return
-        self._claims.setdefault(key, {})[claim.name] = claim
+        else:
+            self._claims.setdefault(key, {})[claim.name] = claim
+        target = claim.target
+        names = self._waiting.get(target)
+        if etype == "DELETED" or claim.deleting:
+            if names is None or claim.name not in names:
+                return False
+            names.discard(claim.name)
+            if not names:
+                del self._waiting[target]
+            return True
+        if names is None:
+            names = self._waiting[target] = set()
+        elif claim.name in names:
+            return False
+        names.add(claim.name)
+        return True
+
+    def claims_on(self, target: TargetKey) -> AbstractSet[str]:
+        """Names of the live (not deleting) claims naming ``target``; granted ones too."""
+        return self._waiting.get(target, _NONE)
 
     def claims_of(self, key: SessionKey) -> list[SlimClaim]:
         return list(self._claims.get(key, {}).values())

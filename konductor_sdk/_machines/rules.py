@@ -10,6 +10,7 @@ does not change.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import attrs
@@ -42,6 +43,10 @@ class KindRules:
             dead sessions' arrival claims say which index ranges to withdraw). Applied by
             the operator, in its CAS loop, after it has judged the sessions dead; its
             claims are deleted after the write. ``None``: only ``entry_maps`` are reaped.
+        claim_counts: ``(status, names of the live claims naming the object) -> {field:
+            value}``: status fields counted from Claims (a semaphore's ``queueLength``),
+            which no client can know and the operator keeps up to date from the claims it
+            watches. ``normalize`` keeps them as found. ``None``: the kind has none.
     """
 
     kind: ResourceKind
@@ -57,6 +62,7 @@ class KindRules:
     drop_sessions: Callable[[KObject, frozenset[str], Sequence[KObject]], Status | None] | None = (
         None
     )
+    claim_counts: Callable[[Mapping[str, Any], AbstractSet[str]], Mapping[str, int]] | None = None
 
 
 _REGISTRY: dict[str, KindRules] = {}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
 import attrs
@@ -267,7 +268,8 @@ def normalize_for(kind: LockKind) -> Callable[[Spec, Status], Status]:
     """The kind's ``KindRules.normalize``: the aggregates recomputed, moot requests dropped.
 
     ``queueLength`` counts Claims, which a status does not show: it is kept as found (the
-    operator sets it from the claims it watches). Grants are never changed here.
+    operator sets it from the claims it watches, with :func:`claim_counts`). Grants are
+    never changed here.
     """
 
     def normalize(spec: Spec, status: Status) -> Status:
@@ -289,6 +291,14 @@ def normalize_for(kind: LockKind) -> Callable[[Spec, Status], Status]:
         return out
 
     return normalize
+
+
+def claim_counts(status: Mapping[str, Any], claims: AbstractSet[str]) -> Mapping[str, int]:
+    """``queueLength``: the live claims on the object that no grant names yet (a granted
+    waiter deletes its claim only after its grant is written)."""
+    # O(grants), not O(claims): this runs on every change of the object.
+    granted = sum(1 for g in grants(status) if g.claim is not None and g.claim in claims)
+    return {"queueLength": len(claims) - granted}
 
 
 def _gauges(kind: LockKind) -> Callable[[KObject], Mapping[str, float]]:
@@ -325,5 +335,6 @@ for _kind in KINDS.values():
             normalize=normalize_for(_kind),
             gauges=_gauges(_kind),
             describe=_describe(_kind),
+            claim_counts=claim_counts,
         )
     )

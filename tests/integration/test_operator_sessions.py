@@ -8,7 +8,7 @@ Sessions and claims are the real kinds, under the real admission policies.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
+from konductor_operator import _core
 from konductor_operator._config import OperatorConfig
 from konductor_operator._context import OperatorContext
 from konductor_operator._core import CoreController
@@ -27,7 +28,7 @@ from konductor_sdk._kernel.clock import FakeClock
 from konductor_sdk._kernel.objects import CLAIM, POD, SEMAPHORE, SESSION, KObject, ResourceKind
 from konductor_sdk._kernel.sessions import sessions_of
 from konductor_sdk._kernel.waiting import wait_any
-from konductor_sdk._machines.rules import KindRules
+from konductor_sdk._machines.rules import KindRules, registered
 from konductor_sdk.testing import ClusterHandle
 from tests.integration._scratch_crd import install_scratch_crd
 
@@ -44,7 +45,10 @@ def holdings_crd(control_plane: ClusterHandle, tmp_path_factory: pytest.TempPath
 
 @asynccontextmanager
 async def operator(
-    kubeconfig: Path, namespace: str, clock: FakeClock
+    kubeconfig: Path,
+    namespace: str,
+    clock: FakeClock,
+    rules: Mapping[str, KindRules] | None = None,
 ) -> AsyncIterator[CoreController]:
     client = Client(
         kubeconfig=kubeconfig, namespace=namespace, identity=Identity("operator"), clock=clock
@@ -60,7 +64,7 @@ async def operator(
         logger=logging.getLogger("test.operator"),
     )
     ctx.health.connected = True
-    core = CoreController(ctx, rules={"Holdings": RULES})
+    core = CoreController(ctx, rules=rules if rules is not None else {"Holdings": RULES})
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(core.run)
@@ -185,6 +189,53 @@ async def test_a_pod_bound_session_ends_with_its_pod(
             return not st.get("holders") and not await exists(client, SESSION, session.name)
 
         await until(client, reaped, "pod-bound session reaped")
+
+
+async def test_queue_length_follows_the_claims_on_a_semaphore(
+    make_client: Callable[..., Client],
+    kubeconfig: Path,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Pacing the counts (one write a second) is the unit tests' business, on a fake clock;
+    # here every change is written as soon as the operator sees it.
+    monkeypatch.setattr(_core, "RECOUNT_EVERY", 0.0)
+    client = make_client()
+    await client.connect()
+    session = await sessions_of(client).get(60)
+    await client.store.create(
+        SEMAPHORE, namespace, {"metadata": {"name": "pool"}, "spec": {"permits": 1}}
+    )
+    elsewhere = await create_claim(client, session, SEMAPHORE, "other-pool", {})
+    assert elsewhere.spec["target"]["name"] == "other-pool"
+    clock = FakeClock()
+    rules = {"Semaphore": registered()["Semaphore"]}
+    labels = {"kind": "Semaphore", "namespace": namespace, "name": "pool"}
+    async with operator(kubeconfig, namespace, clock, rules) as core:
+        gauge = core.ctx.metrics.registry.get_sample_value
+        # The operator's own watch: what its gauges are computed from.
+        seen = await core.ctx.client.watch(SEMAPHORE, namespace)
+
+        async def counted(n: int) -> None:
+            with anyio.fail_after(15):
+                while True:
+                    changed = seen.next_any_change()
+                    obj = seen.get("pool", namespace)
+                    if obj is not None and obj.status.get("queueLength") == n:
+                        break
+                    await changed.wait()
+            assert gauge("konductor_waiters", labels) == n
+            fresh = await client.store.get(SEMAPHORE, namespace, "pool")
+            assert fresh.status["queueLength"] == n
+
+        await counted(0)
+        claims = [await create_claim(client, session, SEMAPHORE, "pool", {}) for _ in range(3)]
+        await counted(3)
+        await client.store.delete(CLAIM, namespace, claims[0].name)
+        await counted(2)
+        for c in claims[1:]:
+            await client.store.delete(CLAIM, namespace, c.name)
+        await counted(0)
 
 
 def _as_session(obj: KObject) -> Any:

@@ -27,7 +27,7 @@ from konductor_operator._context import OperatorContext
 from konductor_operator._pods import PodWatcher
 from konductor_sdk import Client, Identity, PodRef
 from konductor_sdk._kernel.clock import FakeClock
-from konductor_sdk._kernel.objects import BARRIER, EVENT, POD, SEMAPHORE
+from konductor_sdk._kernel.objects import BARRIER, CLAIM, EVENT, POD, SEMAPHORE, SESSION
 from konductor_sdk._machines.rules import registered
 
 pytestmark = pytest.mark.anyio
@@ -374,6 +374,98 @@ async def test_gauges_are_exported_per_object() -> None:
         store.remove(SEMAPHORE, NS, "s")
         await h.settle()
         assert get("konductor_in_use", labels) is None, "a deleted object's series vanish"
+
+
+# -- queueLength: the live claims on an object that no grant names, written coalesced
+
+
+def session(name: str = "sess") -> dict[str, Any]:
+    spec = {"holder": "h", "ttlSeconds": 3600, "renewCount": 0}
+    return {"metadata": {"name": name, "namespace": NS}, "spec": spec}
+
+
+def claim(name: str, target: str = "s", **metadata: Any) -> dict[str, Any]:
+    spec = {"target": {"kind": "Semaphore", "name": target}, "session": "sess", "holder": "h"}
+    return {"metadata": {"name": name, "namespace": NS, **metadata}, "spec": spec}
+
+
+def grant(claim_name: str, token: int) -> dict[str, Any]:
+    """A v2 grant: names its session and the claim it was made for; no TTL of its own."""
+    return {"weight": 1, "token": token, "session": "sess", "holder": "h", "claim": claim_name}
+
+
+def count_writes(store: FakeStore) -> int:
+    return sum(1 for verb, key in store.writes if key[0] == SEMAPHORE.plural)
+
+
+async def test_queue_length_counts_live_claims_not_granted() -> None:
+    store = FakeStore()
+    store.put(SESSION, session())
+    store.put(SEMAPHORE, semaphore(permits=1, **{"0": grant("c0", 11)}))
+    for name in ("c0", "c1", "c2"):
+        store.put(CLAIM, claim(name))
+    store.put(CLAIM, claim("elsewhere", target="other"))
+    store.put(CLAIM, claim("leaving", deletionTimestamp="2026-01-01T00:00:00Z"))
+    async with running(store=store) as h:
+        labels = {"kind": "Semaphore", "namespace": NS, "name": "s"}
+        get = h.ctx.metrics.registry.get_sample_value
+        assert h.status()["queueLength"] == 2, "c0 is granted; the others are not counted"
+        assert get("konductor_waiters", labels) == 2
+        store.remove(CLAIM, NS, "c1")
+        await h.advance(1)
+        assert h.status()["queueLength"] == 1
+        assert get("konductor_waiters", labels) == 1
+        # c2 is granted (its waiter deletes its claim only after the grant is written).
+        raw = store.raw(SEMAPHORE, NS, "s")
+        raw["status"]["holders"] = {"0": grant("c2", 12)}
+        store.put(SEMAPHORE, raw)
+        await h.advance(1)
+        assert h.status()["queueLength"] == 1, "c0 is not granted any more: it waits again"
+        store.remove(CLAIM, NS, "c0")
+        store.remove(CLAIM, NS, "c2")
+        await h.advance(1)
+        assert h.status()["queueLength"] == 0
+        assert h.status()["holders"] == {"0": grant("c2", 12)}, "counting never touches grants"
+
+
+async def test_a_claim_storm_costs_one_status_write_per_second() -> None:
+    store = FakeStore()
+    store.put(SESSION, session())
+    store.put(SEMAPHORE, semaphore(permits=1))
+    async with running(store=store) as h:
+        store.put(CLAIM, claim("first"))
+        await h.settle()
+        assert h.status()["queueLength"] == 1, "a quiet object is counted at once"
+        writes = count_writes(store)
+        for i in range(50):
+            store.put(CLAIM, claim(f"c{i}"))
+            await h.advance(0.01)  # well spread: each one seen, queued and passed on its own
+        assert count_writes(store) == writes, "within a second of the last count: no write"
+        await h.advance(1)
+        assert h.status()["queueLength"] == 51
+        assert count_writes(store) == writes + 1
+        get = h.ctx.metrics.registry.get_sample_value
+        assert get("konductor_operator_status_writes_total", {"kind": "Semaphore", "why": "count"})
+        for i in range(50):
+            store.remove(CLAIM, NS, f"c{i}")
+        await h.advance(1)
+        assert h.status()["queueLength"] == 1
+        assert count_writes(store) == writes + 2
+        await h.advance(30)
+        assert count_writes(store) == writes + 2, "nothing changed: nothing written"
+
+
+async def test_claims_already_there_are_counted_once_listed() -> None:
+    store = FakeStore()
+    store.put(SESSION, session())
+    raw = semaphore(permits=1)
+    raw["status"]["queueLength"] = 7  # stale: left by an operator that went away
+    store.put(SEMAPHORE, raw)
+    for i in range(3):
+        store.put(CLAIM, claim(f"c{i}"))
+    async with running(store=store) as h:
+        assert h.status()["queueLength"] == 3
+        assert count_writes(store) == 1
 
 
 # -- a state machine: holders renew or die at random; the reaper must never reap a live
