@@ -36,7 +36,7 @@ from konductor_sdk._machines.rules import KindRules, Status, registered
 from ._context import OperatorContext
 from ._pods import UNKNOWN, PodWatcher, SlimStore
 from ._queue import TimerHeap, WorkQueue
-from ._reaping import Removal, apply_removals, drifted, pod_removal, session_removal
+from ._reaping import EXPIRED, Removal, apply_removals, drifted, pod_removal, session_removal
 from ._reporting import report_changes, report_write
 from ._sessions import SessionKey, SessionLedger, SlimClaim, slim_claim
 from ._tracker import ObjectTracker, ObjKey, Observation, obj_key
@@ -598,14 +598,15 @@ class CoreController:
         if judged is None:
             return
         reason: str | None = None
+        label = ""
         if self.ledger.expired(skey):
-            reason = "expired"
+            reason, label = "expired", EXPIRED
         else:
             pod = self.ledger.pod(skey)
             if pod is not None:
                 verdict = await self.pods.verdict(pod)
                 if verdict not in (None, UNKNOWN):
-                    reason = f"pod over ({verdict})"
+                    reason, label = f"pod over ({verdict})", str(verdict)
         if reason is None:
             self._schedule_session(skey)
             return
@@ -621,6 +622,7 @@ class CoreController:
         except NotFoundError:
             pass
         self.log.info("session %s/%s ended: %s", skey[0], skey[1], reason)
+        self.ctx.metrics.sessions_ended.labels(label).inc()
         self.timers.schedule((SESSION_KIND, *skey), None)
         self._session_ended(skey)
 

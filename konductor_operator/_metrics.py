@@ -75,6 +75,8 @@ class Metrics:
     Attributes:
         registry: what ``/metrics`` exposes.
         reaped: ``konductor_operator_reaped_total{kind, reason}``.
+        sessions_ended: ``konductor_operator_sessions_ended_total{reason}``: sessions the
+            operator deleted, by why (``Expired``, or the pod's end: ``PodDeleted``...).
         reap_lag: ``konductor_operator_reap_lag_seconds{kind}``: from the TTL running out
             on the operator's clock to the removal being written.
         reconcile_seconds: ``konductor_operator_reconcile_seconds{kind}``.
@@ -92,6 +94,12 @@ class Metrics:
             "konductor_operator_reaped",
             "Entries removed by the operator",
             ("kind", "reason"),
+            registry=r,
+        )
+        self.sessions_ended = Counter(
+            "konductor_operator_sessions_ended",
+            "Sessions the operator deleted, by why they ended",
+            ("reason",),
             registry=r,
         )
         self.reap_lag = Histogram(

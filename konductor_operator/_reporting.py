@@ -17,6 +17,7 @@ from ._reaping import (
     POD_FAILED,
     POD_REPLACED,
     POD_SUCCEEDED,
+    SESSION_ENDED,
     EntryId,
     Removal,
 )
@@ -35,6 +36,7 @@ _REASON_TEXT: Final = {
     POD_REPLACED: "its pod was replaced (same name, new UID)",
     POD_SUCCEEDED: "its pod succeeded",
     POD_FAILED: "its pod failed",
+    SESSION_ENDED: "its session ended (expired, deleted, or its pod ended)",
 }
 
 
