@@ -43,6 +43,7 @@ from konductor_sdk._kernel.cas import ensure_exists
 from konductor_sdk._kernel.claims import create_claim, delete_claim, order_key, target_selector
 from konductor_sdk._kernel.client import Client, default_client
 from konductor_sdk._kernel.errors import (
+    AlreadyExistsError,
     APIError,
     ConfigurationError,
     InvalidObjectError,
@@ -61,6 +62,9 @@ from konductor_sdk._machines.semaphore import LockKind, check_fits, grants
 log = logging.getLogger("konductor_sdk.semaphore")
 # What a best-effort clean-up may meet: the server's errors, and a client already closed.
 CLEANUP_ERRORS: Final = (APIError, KonductorError, RuntimeError)
+# Answers to a claim's create that say nothing about whether it was stored: no answer at all
+# (status 0: the connection broke, the API server restarted), or a transient server error.
+_UNANSWERED: Final = frozenset({0, 429, 500, 502, 503, 504})
 
 __all__ = ["CLEANUP_ERRORS", "Permit", "SemaphoreObject"]
 
@@ -335,9 +339,7 @@ class SemaphoreObject:
         name = claim_name(self.name)
         try:
             async with coord.creating:  # bounded: a crowd queues without a crowd of requests
-                created = await create_claim(
-                    client, session, self.kind.kind, self.name, spec, claim_name=name
-                )
+                created = await self._create_claim(client, session, spec, name)
         except BaseException:
             with (
                 anyio.move_on_after(CLEANUP_SECONDS, shield=True),
@@ -348,6 +350,34 @@ class SemaphoreObject:
         md = created.metadata
         slim = KObject({"metadata": {k: md[k] for k in ("name", "namespace", "uid") if k in md}})
         return slim, planning.Request.of_claim(created)
+
+    async def _create_claim(
+        self, client: Client, session: Session, spec: Mapping[str, Any], name: str
+    ) -> KObject:
+        """Create the claim ``name``, through a restart of the API server.
+
+        A create that got no answer (the connection broke: the claim may or may not be
+        stored) or a transient error is sent again until the client's retry budget is
+        spent. The name is ours, so a create that did land answers AlreadyExists on the
+        retry, and the claim is read back (a claim is never changed: it still carries its
+        creation resourceVersion, its place in the queue).
+        """
+        deadline = anyio.current_time() + client.retry_budget
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await create_claim(
+                    client, session, self.kind.kind, self.name, spec, claim_name=name
+                )
+            except AlreadyExistsError:
+                if attempt == 1:
+                    raise
+                return await client.store.get(CLAIM, self.namespace, name)
+            except APIError as exc:
+                if exc.status not in _UNANSWERED or anyio.current_time() >= deadline:
+                    raise
+            await anyio.sleep(backoff(attempt))
 
     async def _wait(self, coord: GrantCoordinator, waiter: Waiter) -> Outcome:
         """Hand ``waiter`` to the coordinator and sleep until it is decided."""

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from _fault_child import EventLog, Fence
 from _operator_support import watch_until
 
 from konductor_sdk import Client
-from konductor_sdk._kernel.objects import CLAIM, LEASE, SEMAPHORE, KObject
+from konductor_sdk._kernel.objects import CLAIM, LEASE, SEMAPHORE, SESSION, KObject
 
 CHILD = Path(__file__).with_name("_fault_child.py")
 Event = dict[str, Any]
@@ -55,9 +55,11 @@ class Child:
     who: str
     proc: subprocess.Popen[bytes]
     stderr: Path
+    faults: list[str] = attrs.Factory(list)  # the scene's record of faults put in
 
     def freeze(self) -> float:
         """SIGSTOP; returns (the monotonic time) once every thread is stopped."""
+        self.faults.append(f"freeze {self.who}")
         os.kill(self.proc.pid, signal.SIGSTOP)
         return self.await_stopped()
 
@@ -105,6 +107,8 @@ class Scene:
     namespace: str
     directory: Path
     children: list[Child] = attrs.Factory(list)
+    faults: list[str] = attrs.Factory(list)
+    """The faults put in (freezes, kills, restarts), for :func:`summary`."""
 
     @property
     def log(self) -> Path:
@@ -132,7 +136,7 @@ class Scene:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("POD_", "KONDUCTOR_"))}
         with stderr.open("wb") as err:
             proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=env)
-        child = Child(who, proc, stderr)
+        child = Child(who, proc, stderr, self.faults)
         self.children.append(child)
         return child
 
@@ -153,6 +157,7 @@ class Scene:
     async def pause(self, child: Child) -> float:
         """Have ``child`` stop itself at the top of its body's next step (see
         ``_fault_child._pause_if_asked``); returns once it is stopped."""
+        self.faults.append(f"pause {child.who}")
         self.pause_file(child.who).touch()
         await self.event(child.who, "pausing", within=30)
         return await anyio.to_thread.run_sync(child.await_stopped)
@@ -200,18 +205,96 @@ class Scene:
 # -- waiting on the server -----------------------------------------------------------------
 
 
-def entries(obj: KObject | None, field: str) -> dict[str, dict[str, Any]]:
-    """``status.<field>`` by holder name (the child's identity)."""
-    if obj is None:
-        return {}
-    return {str(e.get("holder")): e for e in (obj.status.get(field) or {}).values()}
+@attrs.frozen
+class Seen:
+    """What the observer's watches show of one semaphore (object model v2, design.md): the
+    object (its grants, keyed by first slot), its queue (one Claim per waiter) and the
+    Sessions of the namespace (each participant's liveness).
+
+    A participant is found by its identity: ``holder`` in a grant entry, ``spec.holder`` in
+    a claim; its session by the name its grant or claim gives.
+    """
+
+    obj: KObject | None
+    claims: tuple[KObject, ...]
+    sessions: Mapping[str, KObject]
+
+    @property
+    def grants(self) -> list[dict[str, Any]]:
+        if self.obj is None:
+            return []
+        return list((self.obj.status.get("holders") or {}).values())
+
+    def grant(self, who: str) -> dict[str, Any] | None:
+        """``who``'s grant (its entry in ``status.holders``), if it holds one."""
+        return next((g for g in self.grants if g.get("holder") == who), None)
+
+    def claim(self, who: str) -> KObject | None:
+        """``who``'s Claim on the semaphore, if it waits (or was just granted and has not
+        deleted its claim yet)."""
+        return next((c for c in self.claims if c.spec.get("holder") == who), None)
+
+    def waiting(self, who: str) -> bool:
+        return self.claim(who) is not None and self.grant(who) is None
+
+    def session(self, who: str) -> KObject | None:
+        """The Session that ``who``'s grant (else its claim) names, while it exists."""
+        grant, claim = self.grant(who), self.claim(who)
+        if grant is not None:
+            name = grant.get("session")
+        elif claim is not None:
+            name = claim.spec.get("session")
+        else:
+            return None
+        return self.sessions.get(str(name))
+
+    @property
+    def empty(self) -> bool:
+        """No grant and no claim left (the object exists)."""
+        return self.obj is not None and not self.grants and not self.claims
+
+
+async def _first(events: list[anyio.Event]) -> None:
+    """Wait until one of ``events`` is set."""
+    async with anyio.create_task_group() as tg:
+
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            tg.cancel_scope.cancel()
+
+        for event in events:
+            tg.start_soon(wait, event)
 
 
 async def until_semaphore(
-    client: Client, name: str, predicate: Callable[[KObject | None], bool], *, within: float
-) -> KObject | None:
+    client: Client, name: str, predicate: Callable[[Seen], bool], *, within: float
+) -> Seen:
+    """Wait (on the observer's watches of semaphores, claims and sessions; no polling)
+    until ``predicate`` holds for semaphore ``name``; returns what was seen then."""
+    namespace = client.namespace
     with anyio.fail_after(within):
-        return await watch_until(client, SEMAPHORE, client.namespace, name, predicate)
+        semaphores = await client.watch(SEMAPHORE, namespace)
+        claims = await client.watch(CLAIM, namespace)
+        sessions = await client.watch(SESSION, namespace)
+        while True:
+            changed = [
+                semaphores.next_change(name, namespace),
+                claims.next_any_change(),
+                sessions.next_any_change(),
+            ]
+            seen = Seen(
+                semaphores.get(name, namespace),
+                tuple(
+                    c
+                    for c in claims.objects()
+                    if c.spec.get("target") == {"kind": SEMAPHORE.kind, "name": name}
+                    and not c.deleting
+                ),
+                {s.name: s for s in sessions.objects() if not s.deleting},
+            )
+            if predicate(seen):
+                return seen
+            await _first(changed)
 
 
 async def until_lease(
@@ -219,6 +302,13 @@ async def until_lease(
 ) -> KObject | None:
     with anyio.fail_after(within):
         return await watch_until(client, LEASE, client.namespace, name, predicate)
+
+
+def lease_holders(obj: KObject | None) -> list[str]:
+    """The holder names of a Lease's grant entries (at most one)."""
+    if obj is None:
+        return []
+    return [str(e.get("holder")) for e in (obj.status.get("holders") or {}).values()]
 
 
 async def until_candidate(client: Client, lease: str, who: str, *, within: float) -> None:
@@ -235,27 +325,23 @@ async def until_candidate(client: Client, lease: str, who: str, *, within: float
             await changed.wait()
 
 
-async def renewed(client: Client, name: str, who: str, *, field: str, within: float) -> float:
-    """Wait until ``who``'s entry in ``status.<field>`` of a semaphore is renewed (its
-    renewCount changes); returns when that was seen. The renewal was sent before then, so
-    if ``who`` is frozen right away its deadline (``ttl`` minus a margin after that send)
-    lies before the returned time + ttl.
+async def renewed(client: Client, name: str, who: str, *, within: float) -> float:
+    """Wait until the Session of ``who`` (the one its grant or claim on semaphore ``name``
+    names) is renewed (its renewCount changes); returns when that was seen. The renewal
+    was sent before then, so if ``who`` is frozen right away its deadline (``ttl`` minus a
+    margin after that send) lies before the returned time + ttl, unless a later renewal
+    was sent in the meantime (which only makes the deadline later).
     """
+    seen = await until_semaphore(client, name, lambda s: s.session(who) is not None, within=within)
+    session = seen.session(who)
+    assert session is not None
+    count = session.spec.get("renewCount")
 
-    def entry(obj: KObject | None) -> dict[str, Any] | None:
-        return entries(obj, field).get(who)
+    def renewed_since(s: Seen) -> bool:
+        current = s.sessions.get(session.name)
+        return current is not None and current.spec.get("renewCount") != count
 
-    first = entry(
-        await until_semaphore(client, name, lambda o: entry(o) is not None, within=within)
-    )
-    assert first is not None
-    count = first.get("renewCount")
-    await until_semaphore(
-        client,
-        name,
-        lambda o: (e := entry(o)) is not None and e.get("renewCount") != count,
-        within=within,
-    )
+    await until_semaphore(client, name, renewed_since, within=within)
     return time.monotonic()
 
 
@@ -374,3 +460,18 @@ def describe(scene: Scene) -> str:
 def children_output(scene: Scene) -> Iterator[str]:
     for child in scene.children:
         yield f"--- {child.who} (exit {child.proc.poll()}):\n{child.tail()}"
+
+
+def summary(scene: Scene) -> dict[str, int]:
+    """Totals of one scene, for the fault runs' figures (issue 13): bodies started, writes
+    the fence accepted and refused, violations, and faults put in."""
+    records = Fence(scene.fence).records()
+    return {
+        "bodies": len(scene.events(kind="start")),
+        "writes_accepted": sum(1 for r in records if r["accepted"]),
+        "writes_refused": sum(1 for r in records if not r["accepted"]),
+        "saw_lost": len(scene.events(kind="saw-lost")),
+        "permit_lost": len(scene.events(kind="permit-lost")),
+        "violations": len(violations(scene)),
+        "faults": len(scene.faults),
+    }

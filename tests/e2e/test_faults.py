@@ -9,7 +9,11 @@ judge those records and the server's final state only:
 * no two bodies of a one-permit semaphore (or two leaders) overlap, tokens increase;
 * fencing rejects every stale write, and only those;
 * nothing leaks: once every child is gone and the operator had its TTL, the object has no
-  holder and no waiter left.
+  grant left and no Claim (waiter) names it.
+
+The server's side is read in object model v2 (design.md): a participant's grant is the
+``status.holders`` entry whose ``holder`` is its identity, its place in the queue is its
+Claim (``spec.holder``), and its liveness is the Session either names (``renewCount``).
 
 Freezes are SIGSTOP/SIGCONT. A holder or leader stops itself at the top of its body's next
 step when asked (``Scene.pause``), so that what runs first after SIGCONT is the body's own
@@ -20,13 +24,14 @@ line in the log, a change on the watch, a process exit), bounded generously; no 
 depends on how long something took. Faults of the control plane itself use the
 ``isolated_control_plane`` fixture, never the shared control plane.
 
-On today's SDK some of these fail (``xfail``, issue 13.1): a grant's end is noticed by a
-background task, so a thawed body checks ``permit.lost``/``is_leader`` before that task
-has run and acts once more, or enters its body on a grant whose deadline has passed.
+Each scene prints its totals (``FAULT-SUMMARY``, shown with ``-s``): bodies started, writes
+the fence accepted and refused, violations, faults put in.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import signal
 import sys
@@ -41,8 +46,9 @@ from _fault_support import (
     Scene,
     children_output,
     describe,
-    entries,
+    lease_holders,
     renewed,
+    summary,
     until_candidate,
     until_lease,
     until_semaphore,
@@ -105,6 +111,8 @@ async def _scene(kubeconfig: Path, namespace: str, directory: Path) -> AsyncIter
         # Captured output: pytest shows it with a failure, and only then.
         print(describe(scene))
         print("\n".join(children_output(scene)))
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+        print("FAULT-SUMMARY", json.dumps({"test": test, **summary(scene)}))
 
 
 @pytest.fixture
@@ -131,12 +139,7 @@ async def _semaphore(client: Client, name: str) -> None:
 
 
 async def _nothing_left(client: Client, name: str) -> None:
-    await until_semaphore(
-        client,
-        name,
-        lambda o: o is not None and not entries(o, "holders") and not entries(o, "waiters"),
-        within=REAPED,
-    )
+    await until_semaphore(client, name, lambda s: s.empty, within=REAPED)
 
 
 async def _until(moment: float) -> None:
@@ -145,56 +148,54 @@ async def _until(moment: float) -> None:
     await anyio.sleep(max(0.0, moment - time.monotonic()))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13.1: a waiter thawed after the deadline of the grant it was handed "
-    "enters the body on that expired grant, with permit.lost False",
-)
-async def test_a_waiter_thawed_after_its_grant_expired_does_not_start_on_it(
+async def test_a_waiter_thawed_after_its_session_expired_does_not_start_on_a_grant(
     scene: Scene, observer: Client
 ) -> None:
+    # The permit frees up while the only waiter is frozen; nobody grants for it (only a
+    # waiter's own process writes its grant), so it is thawed just past its session's
+    # deadline with the permit free: whatever it writes then, it must not enter its body
+    # on a session whose deadline has passed (design.md), but queue again and be served.
     name = "expired-grant"
     await _semaphore(observer, name)
     scene.holder("a", name, ttl=TTL, release=True)
     await scene.event("a", "start", within=SOON)
     b = scene.holder("b", name, ttl=TTL, writes=5)
+    await until_semaphore(observer, name, lambda s: s.waiting("b"), within=SOON)
     # b sent its last renewal before `renewal`: its deadline is before renewal + TTL.
-    renewal = await renewed(observer, name, "b", field="waiters", within=SOON)
+    renewal = await renewed(observer, name, "b", within=SOON)
     b.freeze()
-    # Half a TTL later, well before the operator may reap b's queue entry, a releases: the
-    # release hands the permit to b's frozen entry (and the operator's clock for that
-    # grant starts now, issue 13.4).
+    # Half a TTL later, well before the operator may reap b's session, a releases.
     await _until(renewal + TTL / 2)
     scene.release("a")
-    await until_semaphore(observer, name, lambda o: "b" in entries(o, "holders"), within=SOON)
+    await until_semaphore(observer, name, lambda s: s.grant("a") is None, within=SOON)
     # b is thawed just after its deadline (at most TTL minus the 0.2 s safety margin after
-    # the renewal seen), while the expired grant is still there: today the operator reaps
-    # it one TTL after the promotion; once 13.4 carries the waiter's liveness over, one TTL
-    # after the renewal seen, which is still later.
+    # the renewal seen), before the operator (one TTL after it saw that renewal) reaps it.
     await _until(renewal + TTL - 0.15)
     b.thaw()
     for child in scene.children:
         await child.exited(within=REAPED)
     await _nothing_left(observer, name)
     assert violations(scene) == [], describe(scene)
+    assert [e["who"] for e in scene.events(kind="start")] == ["a", "b"], describe(scene)
 
 
-async def test_a_waiter_frozen_until_its_grant_was_reaped_and_given_away_waits_again(
+async def test_a_waiter_frozen_until_its_claim_was_reaped_and_the_permit_given_away_waits_again(
     scene: Scene, observer: Client
 ) -> None:
-    # The sequence of issue 13.1: the grant a frozen waiter was handed is reaped after its
-    # TTL and taken by another process before the waiter is thawed.
+    # The sequence of issue 13.1 on object model v2: a frozen waiter's session expires, the
+    # operator reaps it and its claim, and the permit goes to another process before the
+    # waiter is thawed.
     name = "regranted"
     await _semaphore(observer, name)
     scene.holder("a", name, ttl=TTL, release=True)
     await scene.event("a", "start", within=SOON)
     b = scene.holder("b", name, ttl=TTL, writes=5)
-    await until_semaphore(observer, name, lambda o: "b" in entries(o, "waiters"), within=SOON)
+    await until_semaphore(observer, name, lambda s: s.waiting("b"), within=SOON)
     frozen_at = b.freeze()
-    scene.release("a")  # a's release hands the permit to b's (frozen) entry...
-    await until_semaphore(observer, name, lambda o: "b" in entries(o, "holders"), within=SOON)
-    # ...which nobody renews: the operator reaps it after its TTL,
-    await until_semaphore(observer, name, lambda o: "b" not in entries(o, "holders"), within=REAPED)
+    scene.release("a")  # nobody writes a grant for the frozen b...
+    await until_semaphore(observer, name, lambda s: s.grant("a") is None, within=SOON)
+    # ...whose session nobody renews: the operator reaps it and b's claim after its TTL,
+    await until_semaphore(observer, name, lambda s: s.claim("b") is None, within=REAPED)
     # and the only permit goes to somebody else.
     scene.holder("c", name, ttl=TTL, writes=5)
     await scene.event("c", "start", within=SOON)
@@ -208,11 +209,6 @@ async def test_a_waiter_frozen_until_its_grant_was_reaped_and_given_away_waits_a
     assert [e["who"] for e in scene.events(kind="start")] == ["a", "c", "b"], describe(scene)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13.1: permit.lost turns true only when a background task notices, so a "
-    "holder thawed after its deadline writes once more with permit.lost False",
-)
 async def test_a_holder_frozen_past_its_ttl_does_not_act_on_its_lost_permit(
     scene: Scene, observer: Client
 ) -> None:
@@ -222,7 +218,7 @@ async def test_a_holder_frozen_past_its_ttl_does_not_act_on_its_lost_permit(
     await scene.event("a", "write", within=SOON)
     frozen_at = await scene.pause(a)  # stopped right before its next check of permit.lost
     scene.holder("b", name, ttl=TTL, release=True)
-    # The operator reaps a's entry after its TTL; b gets the permit and writes.
+    # The operator reaps a's session and grant after its TTL; b gets the permit and writes.
     await scene.event("b", "start", within=REAPED)
     await scene.accepted_write("b", within=SOON)
     await _until(frozen_at + 2 * TTL)
@@ -255,7 +251,7 @@ async def test_a_leader_frozen_past_its_lease_does_not_act_after_a_new_leader_st
     for child in (a, b):
         child.proc.send_signal(signal.SIGTERM)
         assert await child.exited(within=SOON) == 0, child.tail()
-    await until_lease(observer, name, lambda o: not entries(o, "holders"), within=REAPED)
+    await until_lease(observer, name, lambda o: not lease_holders(o), within=REAPED)
     assert violations(scene) == [], describe(scene)
     assert [e["who"] for e in scene.events(kind="start")][:2] == ["a", "b"]
 
@@ -282,13 +278,6 @@ async def _isolated(
         await anyio.to_thread.run_sync(op.stop)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 13.1, racy on today's code: the holder may write once within milliseconds "
-    "after its deadline, before its renewal task marks the permit lost (2 runs in 10), and "
-    "the waiter may enter the body on the grant it is handed after the thaw, seconds past "
-    "its deadline (3 runs in 6); make it a plain test once the rewrite lands",
-)
 async def test_etcd_frozen_past_the_ttl(
     isolated_control_plane: LocalControlPlane, tmp_path: Path
 ) -> None:
@@ -299,11 +288,13 @@ async def test_etcd_frozen_past_the_ttl(
         scene.holder("a", name, ttl=TTL, release=True)
         await scene.event("a", "start", within=SOON)
         scene.holder("b", name, ttl=TTL, writes=5)
-        await until_semaphore(observer, name, lambda o: "b" in entries(o, "waiters"), within=SOON)
+        await until_semaphore(observer, name, lambda s: s.waiting("b"), within=SOON)
         async with cp.frozen("etcd"):
+            scene.faults.append("freeze etcd")
             frozen_at = time.monotonic()
-            # Nothing can be written: every renewal hangs. At its deadline a's body is told
-            # and stops; b's place in the queue expires. A newcomer's requests hang too.
+            # Nothing can be written: every session renewal hangs. At its deadline a's body
+            # is told and stops; b's session (and with it its place in the queue) expires.
+            # A newcomer's requests hang too.
             scene.holder("c", name, ttl=TTL, writes=5)
             await scene.event("a", "end", within=SOON)
             await _until(frozen_at + 2 * TTL)
@@ -328,13 +319,12 @@ async def test_apiserver_restart_while_permits_are_held_and_waited_for(
         await scene.event("a", "start", within=SOON)
         for waiter in ("b", "c"):
             scene.holder(waiter, name, ttl=ttl, writes=5)
-            await until_semaphore(
-                observer, name, lambda o, w=waiter: w in entries(o, "waiters"), within=SOON
-            )
+            await until_semaphore(observer, name, lambda s, w=waiter: s.waiting(w), within=SOON)
         await cp.arestart("kube-apiserver", kill=True)
+        scene.faults.append("restart kube-apiserver")
         restarted = time.monotonic()
-        # The holder renews again through the new process, and keeps writing.
-        await renewed(observer, name, "a", field="holders", within=SOON)
+        # The holder renews its session again through the new process, and keeps writing.
+        await renewed(observer, name, "a", within=SOON)
         writes = len(scene.events("a", "write"))
         await scene.event("a", "write", within=SOON, n=writes + 1)
         scene.release("a")
