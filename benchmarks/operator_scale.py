@@ -12,19 +12,22 @@ Semaphore's ``status.holders`` (the first ``--holders`` of every ``--per-object`
 participants of a Semaphore) or a queued ``Claim`` on it (the rest). So N = 100,000 with
 100 per object is 1,000 Semaphores, 50,000 grants, 50,000 claims and 100,000 sessions.
 
-1. **load**: everything is created with ``--concurrency`` requests in flight.
-   ``--expiring`` participants, picked at random, die: their session's ``ttlSeconds`` is
-   chosen when it is created so that they expire one after the other, at
-   ``--expire-rate`` per second, starting a margin after the estimated end of the load.
-   The others stay for the whole run (a day's TTL), as live participants would;
+1. **load**: every participant that stays (a day's TTL, as live participants would) is
+   created with ``--concurrency`` requests in flight: sessions first, then the Semaphores
+   with their grants, then the claims;
 2. **loaded**: once the operator's CPU has settled (it has listed and watched everything),
    its RSS;
-3. **expiry**: a watch in this process records when each session, its claim and its grant
-   disappear. A session's expiry moment is the acknowledgement of its creation (its only
-   renewal) + ``ttlSeconds``, on this machine's monotonic clock, which the operator shares.
-   Lag = the last of those removals - that moment; the session's own deletion is shown
-   apart. It includes the operator's watch latency, queueing and writes: what a waiter of
-   the freed permit sees.
+3. **expiry**: ``--expiring`` participants, picked at random, join at ``--expire-rate`` per
+   second and die at once: a session with ``--ttl`` seconds that is never renewed, then
+   its grant (a JSON patch, as the SDK writes it) or its claim. A session's expiry moment
+   is the acknowledgement of its creation + ``ttlSeconds``, on this machine's monotonic
+   clock, which the operator shares; a watch in this process records when the session,
+   its claim and its grant disappear. Lag = the last of those removals - that moment; the
+   session's own deletion is shown apart. It includes the operator's watch latency,
+   queueing and writes: what a waiter of the freed permit sees. They join after the load
+   so that their clocks start on an operator that keeps up, as they would in a cluster
+   that did not just get 100,000 objects in a few minutes (run at N = 10,000 with their
+   TTLs planned during the load, the lag was mostly the operator's watch catching up).
 
 4. **restart**: a second operator process is started on what is left and lists it all at
    once (what a new leader does): its RSS peak once it has settled.
@@ -57,9 +60,11 @@ from konductor_operator._pods import SlimStore
 from konductor_sdk import Client, Identity
 from konductor_sdk._kernel.cas import update_status
 from konductor_sdk._kernel.clock import SYSTEM_CLOCK, rfc3339
+from konductor_sdk._kernel.errors import ConflictError, InvalidObjectError
 from konductor_sdk._kernel.objects import CLAIM, NAMESPACE, SEMAPHORE, SESSION, KObject
 from konductor_sdk._kernel.watch import KindWatch
 from konductor_sdk._machines.rules import registered
+from konductor_sdk._machines.semaphore_plan import grant_patch
 from konductor_sdk.testing import LocalControlPlane
 from konductor_sdk.testing._process import free_port
 
@@ -120,7 +125,7 @@ class Participants:
         return self.object_of(i)[1] < self.holders
 
     def expect_grants(self, semaphore: str, slots: dict[str, int]) -> None:
-        self._slots[semaphore] = dict(slots)
+        self._slots.setdefault(semaphore, {}).update(slots)
 
     def _check_done(self) -> None:
         if len(self.session_gone) == len(self.other_gone) == len(self.expiring):
@@ -147,95 +152,86 @@ class Participants:
         self._check_done()
 
 
+def _session(i: int, ttl: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"p-{i:06d}"},
+        "spec": {"holder": f"bench-{i}", "ttlSeconds": ttl, "renewCount": 0},
+    }
+
+
+def _claim(p: Participants, i: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"c-{i:06d}"},
+        "spec": {
+            "target": {"kind": "Semaphore", "name": p.object_of(i)[0]},
+            "session": f"p-{i:06d}",
+            "holder": f"bench-{i}",
+        },
+    }
+
+
+def _grant(i: int, creator: str) -> dict[str, Any]:
+    return {
+        "weight": 1,
+        "session": f"p-{i:06d}",
+        "creator": creator,
+        "holder": f"bench-{i}",
+        "grantedAt": rfc3339(SYSTEM_CLOCK.now()),
+    }
+
+
 async def load(
-    client: Client,
-    ns: str,
-    p: Participants,
-    *,
-    expiring: int,
-    expire_rate: float,
-    concurrency: int,
-    rate: float,
+    client: Client, ns: str, p: Participants, *, expiring: int, concurrency: int
 ) -> dict[str, float]:
-    """Create every session, semaphore, grant and claim; returns figures of the load."""
+    """Create every participant that stays; returns figures of the load. The ``expiring``
+    ones are only picked here (their slots stay free) and join in :func:`die`."""
     n = p.n
     creator = await client.whoami()
     objects = math.ceil(n / p.per_object)
-    requests = n + objects * 2 + sum(1 for i in range(n) if not p.granted(i))
+    p.expiring = set(random.Random(12).sample(range(n), min(n, expiring)))
+    staying = [i for i in range(n) if i not in p.expiring]
+    requests = len(staying) + objects * 2 + sum(1 for i in staying if not p.granted(i))
     started = time.monotonic()
-    # Expiry moments: a random order, --expire-rate a second, after the estimated load.
-    first_expiry = started + requests / rate * 1.5 + 20
-    order = random.Random(12).sample(range(n), min(n, expiring))
-    p.expiring = set(order)
-    expires = {i: first_expiry + rank / expire_rate for rank, i in enumerate(order)}
     limiter = anyio.CapacityLimiter(concurrency)
-    late = 0
 
     async def session(i: int) -> None:
-        nonlocal late
         async with limiter:
-            ttl = math.ceil(expires[i] - time.monotonic()) if i in expires else LIVE_TTL
-            if ttl < 10:
-                late += 1
-                ttl = 10
-            body = {
-                "metadata": {"name": f"p-{i:06d}"},
-                "spec": {"holder": f"bench-{i}", "ttlSeconds": ttl, "renewCount": 0},
-            }
-            await client.store.create(SESSION, ns, body)
-            p.acked[i] = time.monotonic()
-            p.ttl[i] = ttl
+            await client.store.create(SESSION, ns, _session(i, LIVE_TTL))
 
     async def semaphore(k: int) -> None:
         name = f"sem-{k:05d}"
         members = range(k * p.per_object, min(n, (k + 1) * p.per_object))
-        granted = [i for i in members if p.granted(i)]
+        slots = dict(enumerate(i for i in members if p.granted(i)))
         async with limiter:
             await client.store.create(
                 SEMAPHORE, ns, {"metadata": {"name": name}, "spec": {"permits": p.holders}}
             )
-        now = rfc3339(SYSTEM_CLOCK.now())
         holders = {
-            str(slot): {
-                "weight": 1,
-                "token": slot + 1,
-                "session": f"p-{i:06d}",
-                "creator": creator,
-                "holder": f"bench-{i}",
-                "grantedAt": now,
-            }
-            for slot, i in enumerate(granted)
+            str(slot): {**_grant(i, creator), "token": slot + 1}
+            for slot, i in slots.items()
+            if i not in p.expiring
         }
         normalize = registered()["Semaphore"].normalize
 
         def fill(obj: KObject) -> dict[str, Any]:
-            return normalize(obj.spec, {"holders": holders, "fencingToken": len(holders)})
+            return normalize(obj.spec, {"holders": holders, "fencingToken": len(slots)})
 
-        p.expect_grants(name, {str(slot): i for slot, i in enumerate(granted)})
+        p.expect_grants(name, {key: int(e["session"][2:]) for key, e in holders.items()})
         async with limiter:
             await update_status(client, SEMAPHORE, ns, name, fill)
 
     async def claim(i: int) -> None:
-        target, _ = p.object_of(i)
-        body = {
-            "metadata": {"name": f"c-{i:06d}"},
-            "spec": {
-                "target": {"kind": "Semaphore", "name": target},
-                "session": f"p-{i:06d}",
-                "holder": f"bench-{i}",
-            },
-        }
         async with limiter:
-            await client.store.create(CLAIM, ns, body)
+            await client.store.create(CLAIM, ns, _claim(p, i))
 
     async with anyio.create_task_group() as tg:
-        for i in range(n):
+        for i in staying:
             tg.start_soon(session, i)
     sessions_done = time.monotonic()
     async with anyio.create_task_group() as tg:
         for k in range(objects):
             tg.start_soon(semaphore, k)
-        for i in range(n):
+        for i in staying:
             if not p.granted(i):
                 tg.start_soon(claim, i)
     seconds = time.monotonic() - started
@@ -245,9 +241,42 @@ async def load(
         "load_seconds": round(seconds, 1),
         "sessions_seconds": round(sessions_done - started, 1),
         "creates_per_second": round(requests / seconds),
-        "expiry_starts_after_load_seconds": round(first_expiry - time.monotonic(), 1),
-        "sessions_given_the_minimum_ttl": late,
     }
+
+
+async def die(client: Client, ns: str, p: Participants, *, ttl: int, rate: float) -> None:
+    """The expiring participants join, ``rate`` a second, each as a session that will not
+    be renewed and then its grant or claim (the acknowledged session starts its TTL)."""
+    creator = await client.whoami()
+    order = sorted(p.expiring)
+    random.Random(13).shuffle(order)
+    started = time.monotonic()
+
+    async def one(i: int) -> None:
+        await client.store.create(SESSION, ns, _session(i, ttl))
+        p.acked[i] = time.monotonic()
+        p.ttl[i] = ttl
+        if not p.granted(i):
+            await client.store.create(CLAIM, ns, _claim(p, i))
+            return
+        name, index = p.object_of(i)
+        slot = sum(1 for j in range(i - index, i) if p.granted(j))
+        while True:
+            obj = await client.store.get(SEMAPHORE, ns, name)
+            ops, _ = grant_patch(obj, [(slot, _grant(i, creator))])
+            try:
+                await client.store.patch(
+                    SEMAPHORE, ns, name, ops, patch_type="json", subresource="status"
+                )
+            except (InvalidObjectError, ConflictError):
+                continue  # another grant on the object in between: plan again
+            p.expect_grants(name, {str(slot): i})
+            return
+
+    async with anyio.create_task_group() as tg:
+        for rank, i in enumerate(order):
+            await anyio.sleep(max(0.0, started + rank / rate - time.monotonic()))
+            tg.start_soon(one, i)
 
 
 async def leading(op: Process, port: int, log: Path) -> None:
@@ -288,7 +317,11 @@ async def run_one(kubeconfig: Path, n: int, args: argparse.Namespace) -> dict[st
     ns = f"scale-{n}-{secrets.token_hex(3)}"
     port = free_port()
     log = args.out.with_suffix(f".{n}.operator.log")
-    result: dict[str, Any] = {"participants": n, "expire_rate": args.expire_rate}
+    result: dict[str, Any] = {
+        "participants": n,
+        "expire_rate": args.expire_rate,
+        "ttl": args.ttl,
+    }
     p = Participants(n, args.per_object, args.holders)
     op = None
     try:
@@ -324,15 +357,7 @@ async def run_one(kubeconfig: Path, n: int, args: argparse.Namespace) -> dict[st
                 for watch in watches:
                     await watch.wait_synced()
                 print(f"N={n:,}: loading...", file=sys.stderr, flush=True)
-                result |= await load(
-                    c,
-                    ns,
-                    p,
-                    expiring=args.expiring,
-                    expire_rate=args.expire_rate,
-                    concurrency=args.concurrency,
-                    rate=args.create_rate,
-                )
+                result |= await load(c, ns, p, expiring=args.expiring, concurrency=args.concurrency)
                 print(
                     f"N={n:,}: loaded in {result['load_seconds']} s "
                     f"({result['creates_per_second']}/s)",
@@ -341,6 +366,9 @@ async def run_one(kubeconfig: Path, n: int, args: argparse.Namespace) -> dict[st
                 )
                 result["settle_seconds"] = round(await settled(pid), 1)
                 result["rss_mib_loaded"] = round(proc_status_mib(pid, "VmRSS"), 1)
+                print(f"N={n:,}: {len(p.expiring):,} joining to die...", file=sys.stderr)
+                await die(c, ns, p, ttl=args.ttl, rate=args.expire_rate)
+                result["rss_mib_all"] = round(proc_status_mib(pid, "VmRSS"), 1)
                 last = max(p.acked[i] + p.ttl[i] for i in p.expiring)
                 with anyio.move_on_after(max(0.0, last - time.monotonic()) + args.max_lag):
                     await p.done.wait()
@@ -387,10 +415,14 @@ def table(runs: Sequence[dict[str, Any]]) -> str:
         ("load, s (creates/s)", lambda r: f"{r['load_seconds']} ({r['creates_per_second']})"),
         ("operator RSS empty, MiB", lambda r: f"{r['rss_mib_empty']}"),
         ("operator RSS loaded, MiB", lambda r: f"{r['rss_mib_loaded']}"),
+        ("  with the expiring ones too", lambda r: f"{r['rss_mib_all']}"),
         ("operator RSS peak, MiB", lambda r: f"{r['rss_mib_peak']}"),
         ("restarted: RSS peak, MiB", lambda r: f"{r['restart_rss_mib_peak']}"),
         ("restarted: listed and settled, s", lambda r: f"{r['restart_settle_seconds']}"),
-        ("expiring (at N/s)", lambda r: f"{r['expiring']:,} ({r['expire_rate']:g})"),
+        (
+            "expiring (at N/s, TTL s)",
+            lambda r: f"{r['expiring']:,} ({r['expire_rate']:g}, {r['ttl']})",
+        ),
         ("expiry lag p50 / p99 / max, s", lambda r: _lags(r["lag_seconds"])),
         ("  session deleted only", lambda r: _lags(r["session_lag_seconds"])),
         ("not removed within max lag", lambda r: f"{r['not_removed_within_max_lag']:,}"),
@@ -456,7 +488,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--expire-rate", type=float, default=100.0, help="sessions expiring per second"
     )
     parser.add_argument(
-        "--create-rate", type=float, default=700.0, help="creates/s assumed to plan the TTLs"
+        "--ttl", type=int, default=10, help="the expiring participants' session TTL, s"
     )
     parser.add_argument("--max-lag", type=float, default=60.0, help="give up this long after")
     parser.add_argument("--workers", type=int, default=4, help="operator --workers")

@@ -1,19 +1,35 @@
-"""The one place that checks numbers a caller passes: ints, TTLs, priorities.
+"""The one place that checks numbers a caller passes (ints, TTLs, priorities) and reads
+integers back from stored objects.
 
-Every primitive validates with these before any I/O, so the same argument gets the same
-answer and the same message everywhere (a TTL of ``3.0`` is 3 seconds for a Semaphore and
-a Lease alike; ``True`` is never a number). Messages name the argument and the range.
+Every primitive validates with the ``check_*`` functions before any I/O, so the same
+argument gets the same answer and the same message everywhere (a TTL of ``3.0`` is 3
+seconds for a Semaphore and a Lease alike; ``True`` is never a number). Messages name the
+argument and the range. :func:`stored_int` is the other direction: a total read of a
+field of whatever is stored (the operator runs the machines on anything), never raising.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final, TypeGuard
 
 from konductor_sdk._kernel.errors import ConfigurationError
 
 MAX_TTL_SECONDS: Final = 86_400
 PRIORITY_MIN: Final = -1_000_000
 PRIORITY_MAX: Final = 1_000_000
+
+
+def is_int(value: Any) -> TypeGuard[int]:
+    """An ``int`` and not a ``bool`` (JSON gives ``true`` as ``True``, an int to Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def stored_int(value: Any, default: int = 0, *, minimum: int | None = None) -> int:
+    """A stored integer field: ``value`` if it is one (raised to ``minimum`` if given),
+    else ``default``. Total: never raises, whatever was stored."""
+    if not is_int(value):
+        return default
+    return value if minimum is None else max(value, minimum)
 
 
 def check_int(value: object, field: str, lo: int, hi: int) -> int:

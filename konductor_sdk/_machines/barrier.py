@@ -37,10 +37,10 @@ import attrs
 
 from konductor_sdk._kernel.clock import SYSTEM_CLOCK, rfc3339
 from konductor_sdk._kernel.objects import BARRIER, KObject
+from konductor_sdk._kernel.validate import stored_int
 from konductor_sdk._machines import barrier_ranges as ranges
 from konductor_sdk._machines.barrier_spec import MAX_EXPECTED as MAX_EXPECTED
 from konductor_sdk._machines.barrier_spec import BarrierSpec as BarrierSpec
-from konductor_sdk._machines.barrier_spec import _int
 from konductor_sdk._machines.barrier_spec import parse_spec as parse_spec
 from konductor_sdk._machines.barrier_spec import validate_spec as validate_spec
 from konductor_sdk._machines.rules import KindRules, register
@@ -85,7 +85,7 @@ def _strings(value: Any, limit: int) -> list[str]:
 def _counts(value: Any) -> dict[str, int]:
     if not isinstance(value, Mapping):
         return {}
-    return {str(k): v for k, v in value.items() if _int(v, 0) > 0}
+    return {str(k): v for k, v in value.items() if stored_int(v, 0, minimum=0) > 0}
 
 
 def _recent(value: Any) -> list[dict[str, Any]]:
@@ -96,24 +96,24 @@ def _recent(value: Any) -> list[dict[str, Any]]:
         if (
             isinstance(item, Mapping)
             and isinstance(item.get("batch"), str)
-            and _int(item.get("generation"), 0) >= 1
-            and _int(item.get("firstIndex"), -1) >= 0
-            and _int(item.get("count"), 0) >= 1
+            and stored_int(item.get("generation"), 0, minimum=0) >= 1
+            and stored_int(item.get("firstIndex"), -1, minimum=0) >= 0
+            and stored_int(item.get("count"), 0, minimum=0) >= 1
         ):
             out.append(dict(item))
     return out[-RECENT_LIMIT:]
 
 
 def _normalize_in_place(sp: BarrierSpec, s: Status) -> None:
-    s["generation"] = _int(s.get("generation"), 1, minimum=1)
+    s["generation"] = stored_int(s.get("generation"), 1, minimum=1)
     if s.get("phase") not in PHASES:
         s["phase"] = WAITING
-    s["nextIndex"] = min(_int(s.get("nextIndex"), 0), MAX_INDEX)
+    s["nextIndex"] = min(stored_int(s.get("nextIndex"), 0, minimum=0), MAX_INDEX)
     s["departed"] = ranges.clean(s.get("departed"), below=s["nextIndex"])
     s["arrived"] = s["nextIndex"] - ranges.total(s["departed"])
     s["arrivedBy"] = _counts(s.get("arrivedBy"))
     s["recent"] = _recent(s.get("recent"))
-    s["quorumEpisode"] = _int(s.get("quorumEpisode"), 0)
+    s["quorumEpisode"] = stored_int(s.get("quorumEpisode"), 0, minimum=0)
     history = s.get("history")
     s["history"] = (
         [dict(h) for h in history if isinstance(h, Mapping)][-HISTORY_LIMIT:]
@@ -327,7 +327,7 @@ def arrival_applied(
         record = _generation_record(s, generation)
         if record is None:
             return None
-        next_index = _int(record.get("nextIndex"), -1)
+        next_index = stored_int(record.get("nextIndex"), -1, minimum=0)
         if next_index < 0:
             return None
     if next_index <= first_index:
@@ -340,7 +340,7 @@ def arrival_applied(
 
 def _generation_record(s: Mapping[str, Any], generation: int) -> Mapping[str, Any] | None:
     previous = s.get("previous") or {}
-    if _int(previous.get("generation"), 0) == generation:
+    if stored_int(previous.get("generation"), 0, minimum=0) == generation:
         return previous
     for record in s["history"]:
         if isinstance(record, Mapping) and record.get("generation") == generation:
@@ -513,12 +513,15 @@ def drop_sessions(obj: KObject, dead: frozenset[str], claims: Sequence[KObject])
     spans: dict[str, list[tuple[int, int]]] = {}
     for claim in claims:
         spec = claim.spec
-        if spec.get("session") not in dead or _int(spec.get("generation"), 0) != generation:
+        if (
+            spec.get("session") not in dead
+            or stored_int(spec.get("generation"), 0, minimum=0) != generation
+        ):
             continue
         target = spec.get("target") or {}
         if target.get("kind") != BARRIER.kind or target.get("name") != obj.name:
             continue
-        first, parties = _int(spec.get("firstIndex"), -1), spec.get("parties")
+        first, parties = stored_int(spec.get("firstIndex"), -1, minimum=0), spec.get("parties")
         if first < 0 or not isinstance(parties, list) or not parties:
             continue
         user = claim.creator or _user_of_batch(s, generation, first)

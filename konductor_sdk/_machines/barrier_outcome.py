@@ -14,9 +14,10 @@ from typing import Any, Final
 
 import attrs
 
+from konductor_sdk._kernel.validate import stored_int
 from konductor_sdk._machines import barrier as state
 from konductor_sdk._machines import barrier_ranges as ranges
-from konductor_sdk._machines.barrier_spec import _int, parse_spec
+from konductor_sdk._machines.barrier_spec import parse_spec
 
 PENDING: Final = "pending"
 OPENED: Final = "opened"
@@ -46,8 +47,8 @@ class Outcome:
 
 def _concluded(generation: int, index: int, record: Mapping[str, Any]) -> Outcome:
     phase = str(record.get("phase", ""))
-    next_index = _int(record.get("nextIndex"), -1)
-    arrived = _int(record.get("arrived"), 0)
+    next_index = stored_int(record.get("nextIndex"), -1, minimum=0)
+    arrived = stored_int(record.get("arrived"), 0, minimum=0)
     raw = record.get("departed")
     departed: ranges.Ranges | None
     if raw is not None:
@@ -92,7 +93,7 @@ def outcome_of(s: Mapping[str, Any], *, generation: int, index: int) -> Outcome:
             return Outcome(PENDING, generation)
         return _concluded(generation, index, s)
     previous = s.get("previous") or {}
-    if _int(previous.get("generation"), 0) == generation:
+    if stored_int(previous.get("generation"), 0, minimum=0) == generation:
         return _concluded(generation, index, previous)
     for record in s["history"]:
         if record.get("generation") == generation:

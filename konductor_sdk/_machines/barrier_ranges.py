@@ -18,12 +18,10 @@ import bisect
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from konductor_sdk._kernel.validate import is_int
+
 Ranges = list[list[int]]
 """``[[first, count], ...]``, sorted by ``first``, disjoint and not touching, counts >= 1."""
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def clean(raw: Any, *, below: int | None = None) -> Ranges:
@@ -34,8 +32,8 @@ def clean(raw: Any, *, below: int | None = None) -> Ranges:
         for item in raw:
             if not isinstance(item, list | tuple) or len(item) != 2:
                 continue
-            first, count = _int(item[0]), _int(item[1])
-            if first is None or count is None or first < 0 or count < 1:
+            first, count = item[0], item[1]
+            if not (is_int(first) and is_int(count)) or first < 0 or count < 1:
                 continue
             end = first + count if below is None else min(first + count, below)
             if end > first:

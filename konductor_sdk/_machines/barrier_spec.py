@@ -15,7 +15,7 @@ from typing import Any, Final
 import attrs
 
 from konductor_sdk._kernel.errors import ConfigurationError
-from konductor_sdk._kernel.validate import check_int
+from konductor_sdk._kernel.validate import check_int, stored_int
 
 Spec = Mapping[str, Any]
 
@@ -24,13 +24,6 @@ MAX_EXPECTED: Final = 2**31 - 1
 bound is the int32 range Kubernetes uses for counts (a Job's ``completions`` too)."""
 MAX_LAST_CALL_SECONDS: Final = 86_400.0
 MAX_TIMEOUT_SECONDS: Final = 7 * 86_400.0
-
-
-def _int(value: Any, default: int, minimum: int = 0) -> int:
-    # normalize() must be total: the operator runs it on whatever is stored.
-    if isinstance(value, bool) or not isinstance(value, int):
-        return default
-    return max(value, minimum)
 
 
 def _real(value: Any) -> float | None:
@@ -80,13 +73,13 @@ def _compact(seconds: float) -> int | float:
 
 def parse_spec(spec: Spec) -> BarrierSpec:
     """A :class:`BarrierSpec` from whatever is stored; out-of-range fields get defaults."""
-    expected = _int(spec.get("expected"), 1, minimum=1)
+    expected = stored_int(spec.get("expected"), 1, minimum=1)
     quorum = spec.get("quorum")
     last_call = _real(spec.get("lastCallSeconds"))
     timeout = _real(spec.get("timeoutSeconds"))
     return BarrierSpec(
         expected=expected,
-        quorum=_int(quorum, expected, minimum=1) if quorum is not None else None,
+        quorum=stored_int(quorum, expected, minimum=1) if quorum is not None else None,
         last_call=max(last_call, 0.0) if last_call is not None else None,
         timeout=timeout if timeout is not None and timeout > 0 else None,
     )

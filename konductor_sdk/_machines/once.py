@@ -23,6 +23,7 @@ from collections.abc import Hashable, Mapping
 from typing import Any, Final
 
 from konductor_sdk._kernel.objects import ONCE, KObject
+from konductor_sdk._kernel.validate import stored_int
 from konductor_sdk._machines.rules import KindRules, register
 
 Spec = Mapping[str, Any]
@@ -35,12 +36,6 @@ FAILED: Final = "Failed"
 PHASES: Final = (PENDING, RUNNING, DONE, FAILED)
 MAX_RESULT_BYTES: Final = 65_536
 MAX_MESSAGE_CHARS: Final = 4_096
-
-
-def _int(value: Any, default: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return default
-    return max(value, 0)
 
 
 def normalize(spec: Spec, status: Mapping[str, Any]) -> Status:
@@ -62,7 +57,7 @@ def normalize(spec: Spec, status: Mapping[str, Any]) -> Status:
         phase = PENDING
     s["phase"] = phase
     s["holders"] = holders
-    s["attempts"] = _int(s.get("attempts"), 0)
+    s["attempts"] = stored_int(s.get("attempts"), 0, minimum=0)
     if phase != DONE:
         s.pop("result", None)
     if phase != FAILED:

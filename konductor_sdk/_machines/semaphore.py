@@ -28,6 +28,7 @@ import attrs
 
 from konductor_sdk._kernel.errors import ConfigurationError
 from konductor_sdk._kernel.objects import MUTEX, RWMUTEX, SEMAPHORE, KObject, ResourceKind
+from konductor_sdk._kernel.validate import stored_int
 from konductor_sdk._machines.rules import KindRules, register
 
 Spec = Mapping[str, Any]
@@ -56,13 +57,6 @@ AGGREGATES: Final = (
     "observedGeneration",
 )
 """Status fields derived from the rest; written by the operator only (policies/semaphore.yaml)."""
-
-
-def _int(value: Any, default: int) -> int:
-    # Everything here must be total: the operator runs it on whatever is stored.
-    if isinstance(value, bool) or not isinstance(value, int):
-        return default
-    return value
 
 
 @attrs.frozen
@@ -101,8 +95,8 @@ def parse_grant(key: str, entry: Any) -> Grant | None:
     """The :class:`Grant` stored under ``key``, or ``None`` if malformed (never raises)."""
     if not isinstance(entry, Mapping) or not key.isdigit():
         return None
-    weight = _int(entry.get("weight"), 1)
-    token = _int(entry.get("token"), 0)
+    weight = stored_int(entry.get("weight"), 1)
+    token = stored_int(entry.get("token"), 0)
     if weight < 1 or token < 1:
         return None
     ttl = entry.get("ttlSeconds")
@@ -114,7 +108,7 @@ def parse_grant(key: str, entry: Any) -> Grant | None:
         session=str(entry.get("session", "")),
         creator=str(entry.get("creator", "")),
         holder=str(entry.get("holder", "")),
-        priority=_int(entry.get("priority"), 0),
+        priority=stored_int(entry.get("priority"), 0),
         preemptible=entry.get("preemptible") is True,
         burst=entry.get("burst") is True,
         mode=entry.get("mode") if entry.get("mode") in ("read", "write") else None,
@@ -141,7 +135,7 @@ def preempt_requests(status: Mapping[str, Any]) -> dict[int, Entry]:
 
 
 def fencing_token(status: Mapping[str, Any]) -> int:
-    return max(0, _int(status.get("fencingToken"), 0))
+    return max(0, stored_int(status.get("fencingToken"), 0))
 
 
 @attrs.frozen
@@ -199,14 +193,16 @@ def _rw_aggregate(spec: Spec, status: Status, held: list[Grant]) -> None:
 
 
 def max_readers(spec: Spec) -> int:
-    return min(max(1, _int(spec.get("maxReaders"), RW_MAX_READERS_DEFAULT)), RW_MAX_READERS_MAX)
+    return min(
+        max(1, stored_int(spec.get("maxReaders"), RW_MAX_READERS_DEFAULT)), RW_MAX_READERS_MAX
+    )
 
 
 SEMAPHORE_KIND = LockKind(
     kind=SEMAPHORE,
-    limit=lambda spec: max(1, _int(spec.get("permits"), 1)),
-    burst=lambda spec: max(0, _int(spec.get("burst"), 0)),
-    weight=lambda spec, e: max(1, _int(e.get("weight"), 1)),
+    limit=lambda spec: max(1, stored_int(spec.get("permits"), 1)),
+    burst=lambda spec: max(0, stored_int(spec.get("burst"), 0)),
+    weight=lambda spec, e: max(1, stored_int(e.get("weight"), 1)),
     exclusive_writers=False,
     aggregate=_sem_aggregate,
 )
@@ -237,7 +233,7 @@ FLAVORS = KINDS
 
 def burst_seconds(spec: Spec) -> int:
     """How long a burst grant may last (``spec.burstSeconds``)."""
-    return max(1, _int(spec.get("burstSeconds"), BURST_SECONDS_DEFAULT))
+    return max(1, stored_int(spec.get("burstSeconds"), BURST_SECONDS_DEFAULT))
 
 
 def fits_ever(kind: LockKind, spec: Spec, request: Entry) -> bool:
@@ -286,7 +282,7 @@ def normalize_for(kind: LockKind) -> Callable[[Spec, Status], Status]:
         out["inUse"] = used
         out["available"] = max(0, limit - used)
         out["holderCount"] = len(held)
-        out["queueLength"] = max(0, _int(out.get("queueLength"), 0))
+        out["queueLength"] = max(0, stored_int(out.get("queueLength"), 0))
         kind.aggregate(spec, out, held)
         return out
 
@@ -308,7 +304,7 @@ def _gauges(kind: LockKind) -> Callable[[KObject], Mapping[str, float]]:
             "in_use": float(sum(g.weight for g in held)),
             "limit": float(kind.limit(obj.spec)),
             "holders": float(len(held)),
-            "waiters": float(_int(obj.status.get("queueLength"), 0)),
+            "waiters": float(stored_int(obj.status.get("queueLength"), 0)),
         }
 
     return gauges

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from konductor_sdk._kernel.errors import ConfigurationError
 from konductor_sdk._kernel.objects import WAITGROUP, KObject
+from konductor_sdk._kernel.validate import stored_int
 from konductor_sdk._machines.rules import KindRules, register
 
 Spec = Mapping[str, Any]
@@ -29,17 +30,11 @@ DONE: Final = "Done"
 MAX_COUNTER: Final = 2**31 - 1
 
 
-def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return 0
-    return max(value, 0)
-
-
 def normalize(spec: Spec, status: Mapping[str, Any]) -> Status:
     """Defaults and the derived ``phase``. Pure and idempotent."""
     s: Status = copy.deepcopy(dict(status))
-    s["counter"] = min(_int(s.get("counter")), MAX_COUNTER)
-    s["epoch"] = _int(s.get("epoch"))
+    s["counter"] = min(stored_int(s.get("counter"), minimum=0), MAX_COUNTER)
+    s["epoch"] = stored_int(s.get("epoch"), minimum=0)
     s["phase"] = DONE if s["counter"] == 0 else WAITING
     return s
 
