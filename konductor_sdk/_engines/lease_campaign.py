@@ -34,7 +34,7 @@ import attrs
 
 from konductor_sdk._engines.lease_held import HeldLease, LeaseCounters
 from konductor_sdk._engines.lease_view import LeaseView, Ticket, lease_view
-from konductor_sdk._kernel.cas import ensure_exists
+from konductor_sdk._kernel.cas import ensure_exists, json_patch_status
 from konductor_sdk._kernel.claims import claim_queue, create_claim
 from konductor_sdk._kernel.client import Client
 from konductor_sdk._kernel.clock import rfc3339
@@ -265,8 +265,8 @@ class _Campaign:
         self.in_flight = (key, token)
         sent = client.clock.monotonic()
         try:
-            written = await client.store.patch(
-                LEASE, request.namespace, request.name, ops, patch_type="json", subresource="status"
+            written = await json_patch_status(
+                client.store, LEASE, request.namespace, request.name, ops
             )
         except (InvalidObjectError, ConflictError, NotFoundError) as exc:
             # A failed "test" (someone wrote first), a conflict the server could not retry

@@ -22,6 +22,7 @@ from typing import final
 import anyio
 import attrs
 
+from konductor_sdk._kernel.cas import json_patch_status
 from konductor_sdk._kernel.client import Client
 from konductor_sdk._kernel.clock import rfc3339
 from konductor_sdk._kernel.errors import APIError, InvalidObjectError, NotFoundError
@@ -257,9 +258,7 @@ class HeldLease:
             now=rfc3339(clock.now()),
         )
         sent = clock.monotonic()
-        obj = await self._client.store.patch(
-            LEASE, self.namespace, self.name, ops, patch_type="json", subresource="status"
-        )
+        obj = await json_patch_status(self._client.store, LEASE, self.namespace, self.name, ops)
         self.renewals += 1
         if not self.lost:
             # Sent before the deadline: observers see the new count after this instant.

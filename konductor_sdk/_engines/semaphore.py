@@ -39,7 +39,7 @@ from konductor_sdk._engines.semaphore_waiter import (
     claim_name,
     spawn_quietly,
 )
-from konductor_sdk._kernel.cas import ensure_exists
+from konductor_sdk._kernel.cas import ensure_exists, json_patch_status
 from konductor_sdk._kernel.claims import create_claim, delete_claim, order_key, target_selector
 from konductor_sdk._kernel.client import Client, default_client
 from konductor_sdk._kernel.errors import (
@@ -214,13 +214,8 @@ class SemaphoreObject:
                 return ()
             ops = [op for g in found for op in planning.release_patch(g.slot, g.token)]
             try:
-                await self.client.store.patch(
-                    self.kind.kind,
-                    self.namespace,
-                    self.name,
-                    ops,
-                    patch_type="json",
-                    subresource="status",
+                await json_patch_status(
+                    self.client.store, self.kind.kind, self.namespace, self.name, ops
                 )
             except InvalidObjectError:
                 if attempt == 3:

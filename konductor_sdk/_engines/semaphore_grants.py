@@ -36,6 +36,7 @@ from konductor_sdk._engines.semaphore_waiter import (
     spawn_quietly,
 )
 from konductor_sdk._kernel.batching import PerClient
+from konductor_sdk._kernel.cas import json_patch_status
 from konductor_sdk._kernel.claims import ClaimQueue, claim_queue
 from konductor_sdk._kernel.client import Client
 from konductor_sdk._kernel.clock import rfc3339
@@ -411,13 +412,8 @@ class GrantCoordinator:
         ops, tokens = planning.grant_patch(obj, entries, drop_requests=drop)
         sent = client.clock.monotonic()
         try:
-            written = await client.store.patch(
-                self.kind.kind,
-                self.namespace,
-                self.name,
-                ops,
-                patch_type="json",
-                subresource="status",
+            written = await json_patch_status(
+                client.store, self.kind.kind, self.namespace, self.name, ops
             )
         except BaseException as exc:
             for waiter, _ in mine:
@@ -497,13 +493,8 @@ class GrantCoordinator:
         }
         ops = planning.request_patch(obj.status, dict.fromkeys(tokens, request))
         try:
-            written = await self.client.store.patch(
-                self.kind.kind,
-                self.namespace,
-                self.name,
-                ops,
-                patch_type="json",
-                subresource="status",
+            written = await json_patch_status(
+                self.client.store, self.kind.kind, self.namespace, self.name, ops
             )
         except APIError as exc:
             log.debug("%r: preemption request not written: %s", self, exc)
@@ -524,13 +515,8 @@ class GrantCoordinator:
             if not ops:
                 return
             try:
-                await self.client.store.patch(
-                    self.kind.kind,
-                    self.namespace,
-                    self.name,
-                    ops,
-                    patch_type="json",
-                    subresource="status",
+                await json_patch_status(
+                    self.client.store, self.kind.kind, self.namespace, self.name, ops
                 )
                 return
             except InvalidObjectError:

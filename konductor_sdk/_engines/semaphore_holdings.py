@@ -20,6 +20,7 @@ import attrs
 from konductor_sdk._engines.permit import CLEANUP_SECONDS, Permit
 from konductor_sdk._engines.semaphore_waiter import Granted, spawn_quietly
 from konductor_sdk._kernel.batching import Batcher
+from konductor_sdk._kernel.cas import json_patch_status
 from konductor_sdk._kernel.client import Client
 from konductor_sdk._kernel.errors import APIError, InvalidObjectError, NotFoundError
 from konductor_sdk._kernel.objects import KObject
@@ -179,13 +180,8 @@ class Holdings:
             for _ in range(4):
                 ops = [op for r in todo for op in planning.release_patch(r.slot, r.token)]
                 try:
-                    written = await self.client.store.patch(
-                        self.kind.kind,
-                        self.namespace,
-                        self.name,
-                        ops,
-                        patch_type="json",
-                        subresource="status",
+                    written = await json_patch_status(
+                        self.client.store, self.kind.kind, self.namespace, self.name, ops
                     )
                 except InvalidObjectError:
                     # One of them is gone already: keep those the object still has.

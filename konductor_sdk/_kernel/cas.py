@@ -16,7 +16,7 @@ synced watch, or when the watch has not delivered a newer version within
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -31,6 +31,7 @@ from konductor_sdk._kernel.errors import (
 )
 from konductor_sdk._kernel.objects import KObject, ResourceKind
 from konductor_sdk._kernel.retry import backoff
+from konductor_sdk._kernel.store import Store
 from konductor_sdk._kernel.watch import rv_int
 
 Mutation = Callable[[KObject], Mapping[str, Any] | None]
@@ -176,3 +177,18 @@ async def ensure_exists(
         )
     except AlreadyExistsError:
         return await client.store.get(kind, namespace, name)
+
+
+async def json_patch_status(
+    store: Store,
+    kind: ResourceKind,
+    namespace: str,
+    name: str,
+    ops: Sequence[Mapping[str, Any]],
+) -> KObject:
+    """Apply the JSON patch ``ops`` to the status of ``name``: the server applies it to its
+    latest version, so its ``test`` operations are the conditions of the write (a failed
+    one is :class:`InvalidObjectError`, 422), and nothing else is compared."""
+    return await store.patch(
+        kind, namespace, name, list(ops), patch_type="json", subresource="status"
+    )

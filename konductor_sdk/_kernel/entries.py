@@ -38,6 +38,7 @@ import anyio
 import attrs
 
 from konductor_sdk._kernel.batching import Batcher, PerClient
+from konductor_sdk._kernel.cas import json_patch_status
 from konductor_sdk._kernel.client import Client
 from konductor_sdk._kernel.clock import Clock, rfc3339
 from konductor_sdk._kernel.errors import APIError, InvalidObjectError, NotFoundError
@@ -264,8 +265,8 @@ class _Combiner:
         first = batch[0].renewal
         ops = [op for request in batch for op in request.renewal.ops()]
         sent = self._client.clock.monotonic()
-        obj = await self._client.store.patch(
-            first.kind, first.namespace, first.name, ops, patch_type="json", subresource="status"
+        obj = await json_patch_status(
+            self._client.store, first.kind, first.namespace, first.name, ops
         )
         for request in batch:
             request.sent, request.object = sent, obj
