@@ -206,15 +206,16 @@ async def load(
             await client.store.create(
                 SEMAPHORE, ns, {"metadata": {"name": name}, "spec": {"permits": p.holders}}
             )
+        live = [(slot, i) for slot, i in slots.items() if i not in p.expiring]
+        # The server's rule: the counter grows by exactly one per new grant.
         holders = {
-            str(slot): {**_grant(i, creator), "token": slot + 1}
-            for slot, i in slots.items()
-            if i not in p.expiring
+            str(slot): {**_grant(i, creator), "token": token}
+            for token, (slot, i) in enumerate(live, start=1)
         }
         normalize = registered()["Semaphore"].normalize
 
         def fill(obj: KObject) -> dict[str, Any]:
-            return normalize(obj.spec, {"holders": holders, "fencingToken": len(slots)})
+            return normalize(obj.spec, {"holders": holders, "fencingToken": len(holders)})
 
         p.expect_grants(name, {key: int(e["session"][2:]) for key, e in holders.items()})
         async with limiter:
