@@ -54,6 +54,9 @@ RECOUNT_EVERY: Final = 1.0
 """Least seconds between two writes of an object's claim counts (``queueLength``) alone:
 a thousand claims created together, or grants at hundreds per second, cost one write a
 second, not one each (every write wakes every process watching the object)."""
+BULK_CLAIMS: Final = 16
+"""Above this many claims of one ended session, one deletecollection (a scan of the
+namespace's claims on the server) replaces a delete by name each (known from the watch)."""
 
 
 @final
@@ -648,9 +651,10 @@ class CoreController:
                 dropping = True
             else:
                 direct.append(claim)
-        if direct and not dropping:
+        if len(direct) > BULK_CLAIMS and not dropping:
             # One request however many claims the session had (a process with 1,000
-            # queued waiters); the server still runs admission for each.
+            # queued waiters); the server still runs admission for each. Not for a few:
+            # the server finds them by scanning every claim of the namespace.
             with contextlib.suppress(NotFoundError):
                 await self.ctx.client.store.delete_collection(
                     CLAIM, skey[0], field_selector=f"spec.session={skey[1]}"
