@@ -394,9 +394,10 @@ async def release_all(
             resource = _objects.resource_for(kind)
             listed = await client.store.list(resource, client.namespace, label_selector=labels)
             for obj in sorted(listed.items, key=lambda o: o.name):
-                entries = _objects.entry_maps(obj).get("holders") or {}
                 keys = [
-                    k for k, e in entries.items() if holder is None or e.get("holder") == holder
+                    k
+                    for k, who in _objects.release_keys(obj).items()
+                    if holder is None or who == holder
                 ]
                 todo += [Release(kind, obj.name, obj.namespace, k) for k in sorted(keys)]
         for rel in todo:

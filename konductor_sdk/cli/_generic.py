@@ -4,11 +4,15 @@ They need no primitive-specific code (the CRD schema is the contract), so they w
 every kind the cluster serves. ``get -o json|yaml`` prints the object as the API server has
 it, without ``metadata.managedFields`` (as kubectl); ``list -o json|yaml`` prints a ``kind:
 List``, which ``koncli create -f`` accepts back.
+
+The text views of the kinds queued in Claims (the semaphore family, leases) read the
+claims too: ``get`` those of its object (field-selected), ``list`` one LIST per namespace
+and kind, grouped by target, never one per object.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -23,9 +27,45 @@ from ._exitcodes import CliError
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+    from konductor_sdk import Client
 
-def render_object(obj: KObject) -> RenderableType:
-    """Human view of one object: header, spec, scalar status, one table per entry map."""
+
+async def claims_of(client: Client, obj: KObject) -> list[KObject]:
+    """The claims naming ``obj`` if its kind queues in Claims (else none), in service order."""
+    if str(obj.raw.get("kind", "")) not in _objects.QUEUED_KINDS:
+        return []
+    from konductor_sdk._kernel.claims import target_selector
+
+    resource = _objects.resource_for(str(obj.raw.get("kind")))
+    found = await _list_claims(client, obj.namespace, target_selector(resource, obj.name))
+    return found.get(_objects.target_of(obj), [])
+
+
+async def claims_of_kind(
+    client: Client, resource: ResourceKind, namespace: str | None
+) -> Mapping[_objects.TargetKey, list[KObject]]:
+    """The claims naming objects of ``resource`` in ``namespace`` (``None``: everywhere),
+    grouped by target: one LIST, whatever the number of objects."""
+    if resource.kind not in _objects.QUEUED_KINDS:
+        return {}
+    return await _list_claims(client, namespace, f"spec.target.kind={resource.kind}")
+
+
+async def _list_claims(
+    client: Client, namespace: str | None, selector: str
+) -> dict[_objects.TargetKey, list[KObject]]:
+    from konductor_sdk._kernel.objects import CLAIM
+
+    try:
+        listed = await client.store.list(CLAIM, namespace, field_selector=selector)
+    except NotFoundError:  # no Claim CRD: nothing can be queued
+        return {}
+    return _objects.claims_by_target(listed.items)
+
+
+def render_object(obj: KObject, claims: Sequence[KObject] = ()) -> RenderableType:
+    """Human view of one object: header, spec, scalar status, one table per entry map, and
+    the queue (``claims`` naming it, for the kinds queued in Claims) in service order."""
     from rich.console import Group
 
     maps = _objects.entry_maps(obj)
@@ -40,6 +80,9 @@ def render_object(obj: KObject) -> RenderableType:
     for name, entries in maps.items():
         if entries:
             parts.append(_output.entries_table(f"{name} ({len(entries)})", entries))
+    waiting = _objects.waiter_rows(obj, claims)
+    if waiting:
+        parts.append(_output.entries_table(f"waiters ({len(waiting)}, in service order)", waiting))
     return Group(*parts)
 
 
@@ -81,7 +124,8 @@ def get_command(kind: str, resource: ResourceKind) -> click.Command:
         cfg = _app.settings()
         async with _app.open_client(cfg) as client:
             obj = await client.store.get(resource, client.namespace, name)
-        _output.emit(_objects.for_output(obj.raw), cfg.output, lambda _: render_object(obj))
+            claims = await claims_of(client, obj) if cfg.output == "text" else []
+        _output.emit(_objects.for_output(obj.raw), cfg.output, lambda _: render_object(obj, claims))
 
     return get
 
@@ -97,9 +141,11 @@ def list_command(kind: str, resource: ResourceKind) -> click.Command:
         async with _app.open_client(cfg) as client:
             namespace = None if all_namespaces else client.namespace
             listed = await client.store.list(resource, namespace, label_selector=selector)
+            text = cfg.output == "text"
+            claims = await claims_of_kind(client, resource, namespace) if text else {}
         objects = sorted(listed.items, key=lambda o: (o.namespace, o.name))
-        if cfg.output == "text":
-            rows = [_objects.row(o) for o in objects]
+        if text:
+            rows = [_objects.row(o, claims.get(_objects.target_of(o), ())) for o in objects]
             _output.emit(None, "text", lambda _: list_table(rows, namespaces=all_namespaces))
         else:
             items = [_objects.for_output(o.raw) for o in objects]

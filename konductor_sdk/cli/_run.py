@@ -34,7 +34,7 @@ import click
 
 from konductor_sdk._kernel.errors import LeadershipLost, PermitLost
 
-from . import _app, _holds, _output, _sdk
+from . import _app, _holds, _output, _sdk, _verbs
 from ._child import ChildProcess, command_argv, terminal_delivers_sigint
 from ._config import Settings
 from ._exitcodes import ChildExited, HoldLost, Interrupted, WaitTimedOut
@@ -148,7 +148,7 @@ async def _acquire_and_run(
         for spec in specs:
             if not quiet:
                 _output.message(f"koncli: acquiring {spec.describe()}...")
-            hold = _sdk.open_hold(client, spec, ttl=ttls[spec], priority=priority)
+            hold = _sdk.open_hold(client, spec, ttl=ttls[spec], priority=priority, quiet=quiet)
             holds.append(await stack.enter_async_context(hold))
         limit.deadline = math.inf
         # The deadline may have passed during the last acquisition: then stop here.
@@ -209,7 +209,7 @@ async def _acquire_and_run(
     help="SIGTERM-to-SIGKILL delay when a hold is lost "
     "[default: the renewal safety margin, 10% of the shortest TTL, 0.2-5 s].",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No progress messages on stderr.")
+@_verbs.quiet_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run_cmd(
     semaphores: tuple[str, ...],

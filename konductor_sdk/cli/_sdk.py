@@ -21,9 +21,10 @@ if TYPE_CHECKING:
 
 @contextlib.asynccontextmanager
 async def hold(
-    client: Client, spec: HoldSpec, *, ttl: int, priority: int
+    client: Client, spec: HoldSpec, *, ttl: int, priority: int, quiet: bool = False
 ) -> AsyncIterator[dict[str, Any]]:
-    """Acquire or wait for ``spec`` for the duration of the body."""
+    """Acquire or wait for ``spec`` for the duration of the body (``quiet``: no progress
+    line while queued on the semaphore family, see :mod:`._progress`)."""
     if spec.kind == "lease":
         from konductor_sdk.lease import Lease
 
@@ -41,7 +42,9 @@ async def hold(
         index = await barrier.wait()
         yield {"index": index}
     elif spec.kind in ("semaphore", "mutex", "rwmutex"):
-        async with _semaphore_family(client, spec, ttl=ttl, priority=priority) as granted:
+        async with _semaphore_family(
+            client, spec, ttl=ttl, priority=priority, quiet=quiet
+        ) as granted:
             yield granted
     elif spec.kind == "gate":
         from konductor_sdk.gate import Gate
@@ -103,10 +106,30 @@ def grant_info(permit: Any, obj: Any, kind: str, client: Client) -> dict[str, An
     }
 
 
+async def drop_served_claim(client: Client, permit: Any, namespace: str) -> None:
+    """Delete the claim ``permit`` was granted for, now.
+
+    The SDK deletes it in the client's background, which a detached acquisition cuts off
+    by closing its client at once. Left behind, the claim would stand first in the queue
+    again as soon as the grant is released, with a session that lives on for ``--ttl``:
+    every later waiter would wait for that session to expire.
+    """
+    name = getattr(permit, "claim", None)
+    if not name:
+        return
+    from konductor_sdk._kernel.errors import NotFoundError
+    from konductor_sdk._kernel.objects import CLAIM
+
+    with contextlib.suppress(NotFoundError):
+        await client.store.delete(CLAIM, namespace, name)
+
+
 @contextlib.asynccontextmanager
 async def _semaphore_family(
-    client: Client, spec: HoldSpec, *, ttl: int, priority: int
+    client: Client, spec: HoldSpec, *, ttl: int, priority: int, quiet: bool
 ) -> AsyncIterator[dict[str, Any]]:
+    from ._progress import queue_progress
+
     obj = front(client, spec.kind, spec.name, spec.namespace, ttl=ttl)
     if spec.kind == "semaphore":
         cm = obj.hold(weight=spec.weight, priority=priority)
@@ -114,7 +137,9 @@ async def _semaphore_family(
         cm = obj.hold(priority=priority)
     else:
         cm = obj.read(priority=priority) if spec.mode == "read" else obj.write(priority=priority)
-    async with cm as permit:
+    async with contextlib.AsyncExitStack() as stack:
+        async with queue_progress(client, obj, spec.describe(), quiet=quiet):
+            permit = await stack.enter_async_context(cm)
         yield {"key": permit.key, "token": permit.token}
 
 
@@ -156,11 +181,11 @@ async def force_release(
 
 @contextlib.asynccontextmanager
 async def open_hold(
-    client: Client, spec: HoldSpec, *, ttl: int, priority: int
+    client: Client, spec: HoldSpec, *, ttl: int, priority: int, quiet: bool = False
 ) -> AsyncIterator[dict[str, Any]]:
     """Acquire (or wait for) ``spec`` and hold it for the body; yields what was granted."""
     info: dict[str, Any] = {"kind": spec.kind, "namespace": spec.namespace, "name": spec.name}
-    async with hold(client, spec, ttl=ttl, priority=priority) as granted:
+    async with hold(client, spec, ttl=ttl, priority=priority, quiet=quiet) as granted:
         info.update(granted)
         info["namespace"] = info["namespace"] or client.namespace
         yield info

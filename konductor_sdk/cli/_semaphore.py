@@ -55,8 +55,11 @@ async def _acquire(
     for_pod: bool,
     nowait: bool,
     wait_timeout: float | None,
+    quiet: bool,
     **acquire_kw: Any,
 ) -> None:
+    from ._progress import queue_progress
+
     _verbs.check_nowait(nowait, wait_timeout)
     seconds = _verbs.detached_ttl(ttl, for_pod)
     identity = pod_identity() if for_pod else None
@@ -68,10 +71,15 @@ async def _acquire(
                 "(fieldRef metadata.uid) or allow the pod to get itself"
             )
         obj = _sdk.front(client, kind, name, ttl=seconds)
-        call = obj.acquire_nowait if nowait else obj.acquire
+        what = f"{kind} {client.namespace}/{name}"
         with _app.wait_limit(wait_timeout, f"{kind} {name}"):
-            permit = await call(**acquire_kw)
-        _verbs.emit_grant(_sdk.grant_info(permit, obj, kind, client))
+            if nowait:
+                permit = await obj.acquire_nowait(**acquire_kw)
+            else:
+                async with queue_progress(client, obj, what, quiet=quiet):
+                    permit = await obj.acquire(**acquire_kw)
+        await _sdk.drop_served_claim(client, permit, obj.namespace or client.namespace)
+        _verbs.emit_grant(_sdk.grant_info(permit, obj, kind, client), quiet=quiet)
 
 
 async def _release(kind: str, name: str, keys: tuple[str, ...]) -> None:
@@ -143,6 +151,7 @@ async def sem_create(name: str, permits: int, burst: int, burst_seconds: int) ->
 @for_pod_option
 @_verbs.nowait_option
 @_app.timeout_option
+@_verbs.quiet_option
 @_app.async_command
 async def sem_acquire(
     name: str,
@@ -152,6 +161,7 @@ async def sem_acquire(
     for_pod: bool,
     nowait: bool,
     wait_timeout: float | None,
+    quiet: bool,
 ) -> None:
     """Acquire permits and exit, leaving them held; print the key.
 
@@ -165,6 +175,7 @@ async def sem_acquire(
         for_pod=for_pod,
         nowait=nowait,
         wait_timeout=wait_timeout,
+        quiet=quiet,
         weight=weight,
         priority=priority,
     )
@@ -204,6 +215,7 @@ async def mutex_create(name: str) -> None:
 @for_pod_option
 @_verbs.nowait_option
 @_app.timeout_option
+@_verbs.quiet_option
 @_app.async_command
 async def mutex_lock(
     name: str,
@@ -212,6 +224,7 @@ async def mutex_lock(
     for_pod: bool,
     nowait: bool,
     wait_timeout: float | None,
+    quiet: bool,
 ) -> None:
     """Lock and exit, leaving it locked; print the key for 'unlock'.
 
@@ -224,6 +237,7 @@ async def mutex_lock(
         for_pod=for_pod,
         nowait=nowait,
         wait_timeout=wait_timeout,
+        quiet=quiet,
         priority=priority,
     )
 
@@ -251,6 +265,7 @@ async def rw_create(name: str, max_readers: int) -> None:
 @for_pod_option
 @_verbs.nowait_option
 @_app.timeout_option
+@_verbs.quiet_option
 @_app.async_command
 async def rw_lock(
     name: str,
@@ -261,6 +276,7 @@ async def rw_lock(
     for_pod: bool,
     nowait: bool,
     wait_timeout: float | None,
+    quiet: bool,
 ) -> None:
     """Lock for --read or --write and exit, leaving it locked; print the key."""
     if read == write:
@@ -273,6 +289,7 @@ async def rw_lock(
         for_pod=for_pod,
         nowait=nowait,
         wait_timeout=wait_timeout,
+        quiet=quiet,
         mode=mode,
         priority=priority,
     )

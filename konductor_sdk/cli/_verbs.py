@@ -22,6 +22,16 @@ def nowait_option(func: Any) -> Any:
     )(func)
 
 
+def quiet_option(func: Any) -> Any:
+    return click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        help="No progress on stderr (while waiting, on a terminal: the place in the queue "
+        "and who holds).",
+    )(func)
+
+
 def check_nowait(nowait: bool, wait_timeout: float | None) -> None:
     """``--nowait`` and ``--timeout`` contradict each other.
 
@@ -37,10 +47,13 @@ def check_nowait(nowait: bool, wait_timeout: float | None) -> None:
         )
 
 
-def emit_grant(grant: dict[str, Any]) -> None:
+def emit_grant(grant: dict[str, Any], *, quiet: bool = False) -> None:
     """A detached acquisition: text output is the key alone (``KEY=$(koncli ...)``), with
-    a human line on stderr; JSON/YAML carry every field."""
+    a human line on stderr (not with ``quiet``); JSON/YAML carry every field."""
     fmt = _app.output_format()
+    if fmt == "text" and quiet:
+        click.echo(grant["key"])
+        return
     if fmt == "text":
         token = grant.get("token")
         how = f"token {token}, " if token is not None else ""

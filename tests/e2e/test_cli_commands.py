@@ -14,11 +14,19 @@ from typing import Any
 import anyio
 import pytest
 import yaml
-from _cli_support import Result, koncli, koncli_env
+from _cli_support import Result, grants, koncli, koncli_env, waiting
 
 from konductor_sdk import Client, Identity
 from konductor_sdk._kernel.errors import NotFoundError
-from konductor_sdk._kernel.objects import LEASE, MUTEX, POD, RWMUTEX, SEMAPHORE, ResourceKind
+from konductor_sdk._kernel.objects import (
+    LEASE,
+    MUTEX,
+    POD,
+    RWMUTEX,
+    SEMAPHORE,
+    SESSION,
+    ResourceKind,
+)
 from konductor_sdk.semaphore import Semaphore
 
 pytestmark = pytest.mark.anyio
@@ -47,8 +55,13 @@ async def exists(sdk: Client, kind: ResourceKind, name: str) -> bool:
 
 
 async def holders(sdk: Client, kind: ResourceKind, name: str) -> dict[str, Any]:
-    obj = await sdk.store.get(kind, sdk.namespace, name)
-    return dict(obj.status.get("holders") or {})
+    """The grants of ``kind``/``name`` by key (``slot#token``)."""
+    return grants(await sdk.store.get(kind, sdk.namespace, name))
+
+
+async def session_of(sdk: Client, entry: dict[str, Any]) -> dict[str, Any]:
+    """The spec of the Session a grant lives with (its pod and TTL are there, not in it)."""
+    return dict((await sdk.store.get(SESSION, sdk.namespace, entry["session"])).spec)
 
 
 async def test_exit_codes(env: dict[str, str], sdk: Client) -> None:
@@ -85,9 +98,8 @@ async def test_exit_codes(env: dict[str, str], sdk: Client) -> None:
             if expected not in (0, 2):
                 assert done.stderr.startswith("koncli: "), (args, done.stderr)
         # Nothing leaked: only the SDK's permit, no waiter left behind by the timeout.
-        obj = await sdk.store.get(SEMAPHORE, sdk.namespace, "gpu")
-        assert list(obj.status.get("holders") or {}) == [permit.key]
-        assert not obj.status.get("waiters")
+        assert list(await holders(sdk, SEMAPHORE, "gpu")) == [permit.key]
+        assert await waiting(sdk, SEMAPHORE, "gpu") == []
         assert await holders(sdk, MUTEX, "m") == {}
     finally:
         await permit.release()
@@ -120,14 +132,16 @@ async def test_for_pod_records_the_pod_and_ttl_zero(
     grant = json.loads(sem_grant.stdout)
     assert (grant["pod"], grant["ttlSeconds"]) == (ref, 0)
     entry = (await holders(sdk, SEMAPHORE, "gpu"))[grant["key"]]
-    assert (entry["pod"], entry["ttlSeconds"]) == (ref, 0)
+    session = await session_of(sdk, entry)
+    assert (session["pod"], session["ttlSeconds"]) == (ref, 0)
     assert entry["holder"] == f"init-demo:{pod.uid}"
 
     # Without POD_UID koncli learns it by reading its own Pod (RBAC permitting).
     no_uid = {k: v for k, v in pod_env.items() if k != "POD_UID"}
     mutex_grant = await koncli(no_uid, "mutex", "lock", "m", "--for-pod", "-o", "json")
     assert mutex_grant.code == 0, mutex_grant.stderr
-    assert (await holders(sdk, MUTEX, "m"))[json.loads(mutex_grant.stdout)["key"]]["pod"] == ref
+    mutex_entry = (await holders(sdk, MUTEX, "m"))[json.loads(mutex_grant.stdout)["key"]]
+    assert (await session_of(sdk, mutex_entry))["pod"] == ref
 
     # Outside a pod --for-pod is a usage error, and --for-pod excludes --ttl.
     assert (await koncli(env, "mutex", "lock", "m2", "--for-pod")).code == 2
@@ -255,12 +269,28 @@ async def test_json_and_yaml_outputs_parse(env: dict[str, str], sdk: Client) -> 
         assert [i["metadata"]["name"] for i in listed["items"]] == ["gpu"]
 
         got = yaml.safe_load((await koncli(env, "semaphore", "get", "gpu", "-o", "yaml")).stdout)
-        assert got["status"]["holders"][permit.key]["weight"] == 2
+        assert got["status"]["holders"][str(permit.slots[0])]["weight"] == 2
 
-        rows = json.loads((await koncli(env, "watch", "--once", "-o", "json")).stdout)
-        assert [(r["kind"], r["name"], r["holders"]) for r in rows] == [
-            ("semaphore", "gpu", ["test-sdk"])
-        ]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: sem.acquire(weight=2, ttl=60))  # waits behind the permit
+            with anyio.fail_after(30):
+                async for seen in sem.changes():
+                    if seen.waiters:
+                        break
+            # Sessions and claims are records, not primitives: watch shows them when asked.
+            rows = json.loads((await koncli(env, "watch", "--once", "-o", "json")).stdout)
+            assert [(r["kind"], r["name"], r["holders"], r["waiters"]) for r in rows] == [
+                ("semaphore", "gpu", ["test-sdk"], 1)
+            ]
+            claims = json.loads(
+                (await koncli(env, "watch", "claim", "--once", "-o", "json")).stdout
+            )
+            assert [r["kind"] for r in claims] == ["claim"]
+            table = (await koncli(env, "semaphore", "list")).stdout.splitlines()
+            assert table[1].split()[:5] == ["semaphore", "gpu", "Ready", "test-sdk", "1"]
+            shown = (await koncli(env, "semaphore", "get", "gpu")).stdout
+            assert "waiters (1, in service order)" in shown
+            tg.cancel_scope.cancel()
     finally:
         await permit.release()
 

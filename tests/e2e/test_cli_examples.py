@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 import yaml
-from _cli_support import koncli, koncli_env
+from _cli_support import grants, koncli, koncli_env
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.utils import create_from_dict
 
 from konductor_sdk import Client, Identity
-from konductor_sdk._kernel.objects import POD, SEMAPHORE
+from konductor_sdk._kernel.objects import POD, SEMAPHORE, SESSION
 
 pytestmark = pytest.mark.anyio
 
@@ -65,9 +65,11 @@ async def test_initcontainer_pattern(kubeconfig: Path, sdk: Client, namespace: s
     init_args = manifest["spec"]["initContainers"][0]["args"]
     code, key, err = await koncli(env, *init_args)
     assert code == 0, err
-    entry = (await sdk.store.get(SEMAPHORE, namespace, "gpu-pool")).status["holders"][key.strip()]
-    assert entry["pod"] == {"name": pod.name, "namespace": namespace, "uid": pod.uid}
-    assert (entry["weight"], entry["ttlSeconds"]) == (2, 0)
+    entry = grants(await sdk.store.get(SEMAPHORE, namespace, "gpu-pool"))[key.strip()]
+    # The pod and the TTL are the session's: the grant names the session it lives with.
+    session = (await sdk.store.get(SESSION, namespace, entry["session"])).spec
+    assert session["pod"] == {"name": pod.name, "namespace": namespace, "uid": pod.uid}
+    assert (entry["weight"], session["ttlSeconds"]) == (2, 0)
 
     # The main container's release line, by holder id.
     script = manifest["spec"]["containers"][0]["args"][0]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from _cli_support import koncli, koncli_env
+from _cli_support import grants, koncli, koncli_env
 from _operator_support import start_operator, watch_until
 
 from konductor_sdk import Client, Identity
@@ -50,7 +50,7 @@ async def test_for_pod_permit_is_released_when_its_pod_is_deleted(
         op = start_operator(kubeconfig, namespace, tmp_path)
         try:
             obj = await sdk.store.get(SEMAPHORE, namespace, "gpu")
-            assert key in obj.status["holders"]
+            assert key in grants(obj)
             # The pod still exists: the operator must leave the permit alone.
             await sdk.store.delete(POD, namespace, "trainer-0")
             with anyio.fail_after(60):
@@ -59,7 +59,7 @@ async def test_for_pod_permit_is_released_when_its_pod_is_deleted(
                     SEMAPHORE,
                     namespace,
                     "gpu",
-                    lambda o: o is not None and key not in (o.status.get("holders") or {}),
+                    lambda o: o is not None and key not in grants(o),
                 )
             final = await sdk.store.get(SEMAPHORE, namespace, "gpu")
             assert final.status.get("inUse", 0) == 0

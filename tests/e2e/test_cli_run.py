@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import attrs
 import pytest
-from _cli_support import KONCLI, Result, koncli, koncli_env
+from _cli_support import KONCLI, Result, grants, koncli, koncli_env, waiting
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
@@ -49,7 +49,8 @@ signal.signal(signal.SIGTERM, on_term)
 async def holders():
     async with Client(namespace=os.environ["KONDUCTOR_NAMESPACE"]) as client:
         obj = await client.store.get(SEMAPHORE, client.namespace, name)
-        return sorted(obj.status.get("holders") or {})
+        # Grants are keyed by first slot; a permit's key is "slot#token".
+        return sorted(f"{s}#{e['token']}" for s, e in (obj.status.get("holders") or {}).items())
 
 holds = json.loads(os.environ["KONDUCTOR_HOLDS"])
 print(json.dumps({"holders": anyio.run(holders, backend="asyncio"), "holds": holds}), flush=True)
@@ -130,8 +131,16 @@ async def background(env: dict[str, str], *args: str) -> AsyncIterator[Running]:
 
 
 async def holders(sdk: Client, kind: Any, name: str) -> dict[str, Any]:
-    obj = await sdk.store.get(kind, sdk.namespace, name)
-    return dict(obj.status.get("holders") or {})
+    """The grants of ``kind``/``name`` by key (``slot#token``)."""
+    return grants(await sdk.store.get(kind, sdk.namespace, name))
+
+
+async def until_queued(sem: Semaphore) -> None:
+    """Wait (on the SDK's watches, bounded) until someone is queued on ``sem``."""
+    with anyio.fail_after(30):
+        async for status in sem.changes():
+            if status.waiters:
+                return
 
 
 async def until(sdk: Client, kind: Any, name: str, check: Callable[[KObject], bool]) -> None:
@@ -207,8 +216,8 @@ async def test_a_lost_permit_stops_the_child_and_exits_5(
     assert "child: got SIGTERM" in done.stdout
     assert done.stderr.count("ended while held") == 1, done.stderr  # reported once
     assert done.stderr.endswith(
-        "ended while held: the entry was removed (reaped after its "
-        "TTL, or force-released); stopped the command with SIGTERM\n"
+        "ended while held: the grant was removed (its session was reaped, "
+        "or it was force-released); stopped the command with SIGTERM\n"
     )
 
 
@@ -226,16 +235,16 @@ async def test_timeout_and_sigint_while_waiting_leave_the_queue_and_release(
         assert timed_out.code == 3, timed_out.stderr
         assert "timed out" in timed_out.stderr
         assert await holders(sdk, MUTEX, "m") == {}
-        assert not (await sdk.store.get(SEMAPHORE, sdk.namespace, "gpu")).status.get("waiters")
+        assert await waiting(sdk, SEMAPHORE, "gpu") == []
 
         async with background(env, *args, "--", "true") as run:
             await until(sdk, MUTEX, "m", lambda o: bool(o.status.get("holders")))
-            await until(sdk, SEMAPHORE, "gpu", lambda o: bool(o.status.get("waiters")))
+            await until_queued(sem)
             run.process.send_signal(signal.SIGINT)
             done = await run.finish()
         assert done.code == 130, done.stderr
         assert await holders(sdk, MUTEX, "m") == {}
-        assert not (await sdk.store.get(SEMAPHORE, sdk.namespace, "gpu")).status.get("waiters")
+        assert await waiting(sdk, SEMAPHORE, "gpu") == []
         assert list(await holders(sdk, SEMAPHORE, "gpu")) == [permit.key]
     finally:
         await permit.release()
@@ -351,14 +360,13 @@ async def test_sigint_during_a_detached_acquire_leaves_the_queue(
     await sem.create()
     permit = await sem.acquire(ttl=60)
     try:
-        async with background(env, "semaphore", "acquire", "gpu", "--ttl", "60") as waiting:
-            await until(sdk, SEMAPHORE, "gpu", lambda o: bool(o.status.get("waiters")))
-            waiting.process.send_signal(signal.SIGINT)
-            done = await waiting.finish()
+        async with background(env, "semaphore", "acquire", "gpu", "--ttl", "60") as queued:
+            await until_queued(sem)
+            queued.process.send_signal(signal.SIGINT)
+            done = await queued.finish()
         assert done.code == 130, done.stderr
         assert done.stdout == ""  # no key printed: nothing was acquired
-        obj = await sdk.store.get(SEMAPHORE, sdk.namespace, "gpu")
-        assert not obj.status.get("waiters")
-        assert list(obj.status.get("holders") or {}) == [permit.key]
+        assert await waiting(sdk, SEMAPHORE, "gpu") == []
+        assert list(await holders(sdk, SEMAPHORE, "gpu")) == [permit.key]
     finally:
         await permit.release()

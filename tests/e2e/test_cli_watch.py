@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 
 from konductor_sdk import Client, Identity
-from konductor_sdk.cli._objects import KINDS
+from konductor_sdk.cli._objects import KINDS, RECORD_KINDS
 from konductor_sdk.cli._watchview import watch_view
 from konductor_sdk.semaphore import Semaphore
 
@@ -49,22 +49,32 @@ async def test_table_is_redrawn_on_each_change(sdk: Client, namespace: str) -> N
     out = io.StringIO()
     console = Console(file=out, width=200, force_terminal=False)
     sem = Semaphore("gpu", permits=2, client=sdk)
+    primitives = [rk for name, rk in KINDS.items() if name not in RECORD_KINDS]
     async with anyio.create_task_group() as tg:
         tg.start_soon(
-            lambda: watch_view(
-                sdk, list(KINDS.values()), namespace, console=console, on_render=on_render
-            )
+            lambda: watch_view(sdk, primitives, namespace, console=console, on_render=on_render)
         )
         await expect(lambda rows: rows == [])
         await sem.create()
         await expect(lambda rows: [(r["kind"], r["name"]) for r in rows] == [("semaphore", "gpu")])
-        permit = await sem.acquire(ttl=60)
+        permit = await sem.acquire(weight=2, ttl=60)
         await expect(lambda rows: rows[0]["holders"] == ["watcher"])
+        # A waiter is a Claim, not part of the object: the claims' watch redraws the table.
+        waiter = anyio.CancelScope()
+        tg.start_soon(lambda: _acquire_in(waiter, sem))
+        await expect(lambda rows: (rows[0]["holders"], rows[0]["waiters"]) == (["watcher"], 1))
+        waiter.cancel()
+        await expect(lambda rows: rows[0]["waiters"] == 0)
         await permit.release()
         await expect(lambda rows: rows[0]["holders"] == [])
         tg.cancel_scope.cancel()
     # Kinds whose CRD is not installed are left out instead of hanging the view.
     assert "gpu" in out.getvalue()
+
+
+async def _acquire_in(scope: anyio.CancelScope, sem: Semaphore) -> None:
+    with scope:
+        await sem.acquire(ttl=60)
 
 
 async def test_ctrl_c_ends_koncli_watch_with_exit_0(

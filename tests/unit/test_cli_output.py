@@ -58,31 +58,74 @@ SEM = KObject(
         "status": {
             "phase": "Full",
             "inUse": 2,
+            "fencingToken": 4,
+            # Object model v2: grants keyed by their first slot; the queue is Claims.
             "holders": {
-                "h1#1": {"holder": "h1", "weight": 1, "token": 3},
-                "h2#1": {"holder": "h2", "weight": 1, "token": 4},
+                "0": {"holder": "h1", "weight": 1, "token": 3, "session": "s1", "creator": "u"},
+                "1": {
+                    "holder": "h2",
+                    "weight": 1,
+                    "token": 4,
+                    "session": "s2",
+                    "creator": "u",
+                    "claim": "gpu-granted",
+                },
             },
-            "waiters": {"h3#1": {"holder": "h3", "weight": 2, "ticket": 9}},
         },
     }
 )
 
 
+def _claim(name: str, rv: str, holder: str, *, priority: int = 0, **spec: object) -> KObject:
+    return KObject(
+        {
+            "kind": "Claim",
+            "metadata": {"name": name, "namespace": "ml", "resourceVersion": rv},
+            "spec": {
+                "target": {"kind": "Semaphore", "name": "gpu"},
+                "session": f"session-{holder}",
+                "holder": holder,
+                "weight": 2,
+                "priority": priority,
+                **spec,
+            },
+        }
+    )
+
+
+# h2's claim is granted but not deleted yet (not a waiter); h4 outranks h3 by priority.
+CLAIMS = [
+    _claim("gpu-h3", "20", "h3"),
+    _claim("gpu-granted", "10", "h2"),
+    _claim("gpu-h4", "30", "h4", priority=5),
+    KObject(
+        {**_claim("other", "5", "x").raw, "spec": {"target": {"kind": "Mutex", "name": "gpu"}}}
+    ),
+]
+
+
 def test_rows_count_holders_and_waiters() -> None:
-    row = _objects.row(SEM)
+    claims = _objects.claims_by_target(CLAIMS)
+    mine = claims[_objects.target_of(SEM)]
+    row = _objects.row(SEM, mine)
     assert (row["kind"], row["name"], row["phase"]) == ("semaphore", "gpu", "Full")
-    assert (row["holders"], row["waiters"]) == (["h1", "h2"], 1)
+    assert (row["holders"], row["waiters"]) == (["h1", "h2"], 2)
+    assert [c.name for c in _objects.queue(SEM, mine)] == ["gpu-h4", "gpu-h3"]
+    assert _objects.row(SEM)["waiters"] == 0  # no claims given: nobody waits
+    assert _objects.release_keys(SEM) == {"0#3": "h1", "1#4": "h2"}
     lease = KObject({"kind": "Lease", "metadata": {"name": "l"}, "status": {"holder": "x"}})
     assert _objects.holders(lease) == ["x"]
 
 
 def test_object_view_has_a_table_per_entry_map() -> None:
-    text = _render(render_object(SEM))
+    mine = _objects.claims_by_target(CLAIMS)[_objects.target_of(SEM)]
+    text = _render(render_object(SEM, mine))
     assert "Semaphore ml/gpu" in text
     assert "holders (2)" in text
-    assert "waiters (1)" in text
-    assert "h3#1" in text
-    table = _render(list_table([_objects.row(SEM)]))
+    assert "waiters (2, in service order)" in text
+    assert text.index("gpu-h4") < text.index("gpu-h3")  # the queue in service order
+    assert "gpu-granted" not in text.split("waiters")[1]
+    table = _render(list_table([_objects.row(SEM, mine)]))
     assert "h1,h2" in table
 
 

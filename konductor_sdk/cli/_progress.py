@@ -1,0 +1,126 @@
+"""Progress of a wait on the semaphore family: the place in the queue and who holds.
+
+While ``semaphore acquire``, ``mutex lock``, ``rwmutex lock`` or ``run`` waits, one line on
+stderr says where this process stands (``position 2 of 3``) and who holds the object, and
+is redrawn when either changes. It is driven by the object's ``changes()`` (the client's
+shared watches of the object and of its claims, the ones the wait itself uses), so a wait
+nobody disturbs costs no extra request and redraws nothing.
+
+The line appears only once this process's claim is in the queue (an uncontended grant
+shows nothing), only on a terminal (in a pipe or a log stderr stays free of redrawn
+lines), and not with ``--quiet``. It is erased when the wait ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+
+from . import _output
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from konductor_sdk import Client
+    from konductor_sdk.semaphore import HolderInfo, SemaphoreStatus
+
+log = logging.getLogger("konductor_sdk.cli")
+
+SHOWN_HOLDERS: Final = 4
+"""Holders named on the line; the others are counted (the line must fit a terminal)."""
+STOP_SECONDS: Final = 2.0
+"""Longest the end of a wait waits for the line to be erased (never in practice)."""
+
+
+def _holder(h: HolderInfo) -> str:
+    if h.mode:
+        return f"{h.holder} ({h.mode})"
+    return f"{h.holder} (weight {h.weight})" if h.weight != 1 else h.holder
+
+
+def holders_text(holders: Sequence[HolderInfo]) -> str:
+    """``alice (weight 2), bob +3 more``; ``nobody`` for none."""
+    if not holders:
+        return "nobody"
+    named = ", ".join(_holder(h) for h in holders[:SHOWN_HOLDERS])
+    more = len(holders) - SHOWN_HOLDERS
+    return f"{named} +{more} more" if more > 0 else named
+
+
+def progress_line(status: SemaphoreStatus, holder: str, what: str) -> str | None:
+    """The line for ``holder`` waiting on ``what``; ``None`` while its claim is not queued
+    (not yet seen, or already granted)."""
+    places = [i for i, w in enumerate(status.waiters) if w.holder == holder]
+    if not places:
+        return None
+    return (
+        f"koncli: waiting for {what}: position {places[0] + 1} of {len(status.waiters)} "
+        f"in the queue; {status.in_use}/{status.limit} in use, "
+        f"held by {holders_text(status.holders)}"
+    )
+
+
+def _enabled(quiet: bool) -> Console | None:
+    if quiet:
+        return None
+    console = _output.stderr_console()
+    return console if console.is_terminal else None
+
+
+@contextlib.asynccontextmanager
+async def queue_progress(
+    client: Client, front: Any, what: str, *, quiet: bool
+) -> AsyncIterator[None]:
+    """Show the progress of the wait inside the block on ``front`` (a Semaphore, Mutex or
+    RWMutex of ``client``); see the module docstring for when it is shown."""
+    console = _enabled(quiet)
+    if console is None:
+        yield
+        return
+    scope = anyio.CancelScope()
+    stopped = anyio.Event()
+    # In the client's task group, not in one of ours: the block enters the permit's
+    # context (its own cancel scopes), which must not be nested inside a scope we close
+    # first; and no task group wraps the block's errors (WouldBlock, TimeoutError...).
+    client.spawn(_show, front, what, client.identity.holder, console, scope, stopped)
+    try:
+        yield
+    finally:
+        scope.cancel()
+        # Erased before anything else is printed (the key, "acquired", the child's output).
+        with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_SECONDS):
+            await stopped.wait()
+
+
+async def _show(
+    front: Any,
+    what: str,
+    holder: str,
+    console: Console,
+    scope: anyio.CancelScope,
+    stopped: anyio.Event,
+) -> None:
+    from rich.live import Live
+    from rich.text import Text
+
+    live = Live(console=console, transient=True, auto_refresh=False, redirect_stdout=False)
+    try:
+        with scope:
+            async with contextlib.aclosing(front.changes()) as changes:
+                async for status in changes:
+                    line = progress_line(status, holder, what)
+                    if line is None and not live.is_started:
+                        continue
+                    if not live.is_started:
+                        live.start()
+                    live.update(Text(line or ""), refresh=True)
+    except Exception as exc:  # the wait itself reports what went wrong; this only shows it
+        log.debug("progress of %s ended: %s", what, exc)
+    finally:
+        if live.is_started:
+            live.stop()
+        stopped.set()
