@@ -35,7 +35,7 @@ import attrs
 from konductor_sdk._engines.lease_held import HeldLease, LeaseCounters
 from konductor_sdk._engines.lease_view import LeaseView, Ticket, lease_view
 from konductor_sdk._kernel.cas import ensure_exists, json_patch_status
-from konductor_sdk._kernel.claims import claim_queue, create_claim
+from konductor_sdk._kernel.claims import claim_queue, create_claim, delete_claim_soon
 from konductor_sdk._kernel.client import Client
 from konductor_sdk._kernel.clock import rfc3339
 from konductor_sdk._kernel.errors import (
@@ -47,7 +47,6 @@ from konductor_sdk._kernel.errors import (
 )
 from konductor_sdk._kernel.identity import PodRef
 from konductor_sdk._kernel.objects import CLAIM, LEASE, KObject
-from konductor_sdk._kernel.retry import backoff
 from konductor_sdk._kernel.sessions import Session, sessions_of
 from konductor_sdk._machines import lease as state
 
@@ -343,7 +342,7 @@ class _Campaign:
         if self.ticket is not None:
             self.view.set_claim(self.ticket, None)
         if name is not None:
-            self.client.spawn(_delete_claim, self.client, self.request.namespace, name)
+            delete_claim_soon(self.client, self.request.namespace, name)
 
     async def _drop_claim(self) -> None:
         name = self.claim_name
@@ -408,16 +407,3 @@ class _Campaign:
                     patch_type="json",
                     subresource="status",
                 )
-
-
-async def _delete_claim(client: Client, namespace: str, name: str) -> None:
-    for attempt in range(1, 6):
-        try:
-            await client.store.delete(CLAIM, namespace, name)
-            return
-        except NotFoundError:
-            return
-        except APIError as exc:
-            # It lives with our session; the operator deletes it when that ends.
-            log.debug("Lease claim %s/%s: delete failed (%s), retrying", namespace, name, exc)
-            await anyio.sleep(backoff(attempt, base=0.1, cap=2.0))

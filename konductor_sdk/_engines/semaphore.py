@@ -40,7 +40,13 @@ from konductor_sdk._engines.semaphore_waiter import (
     spawn_quietly,
 )
 from konductor_sdk._kernel.cas import ensure_exists, json_patch_status
-from konductor_sdk._kernel.claims import create_claim, delete_claim, order_key, target_selector
+from konductor_sdk._kernel.claims import (
+    create_claim,
+    delete_claim_retrying,
+    delete_claim_soon,
+    order_key,
+    target_selector,
+)
 from konductor_sdk._kernel.client import Client, default_client
 from konductor_sdk._kernel.errors import (
     AlreadyExistsError,
@@ -454,26 +460,20 @@ class SemaphoreObject:
         finally:
             permit.done()
 
-    async def _drop(self, claim: KObject) -> None:
-        """Delete our claim, retrying briefly (a leftover one blocks the queue until our
-        session ends)."""
+    def _finished(self, claim: KObject) -> None:
+        # Our own plans skip it from now on; other processes once its deletion reaches them.
         coord = self.known_coordinator()
         if coord is not None and claim.name not in coord.waiters:
             coord.finished_claims.add(claim.name)
-        for attempt in range(1, 6):
-            try:
-                await delete_claim(self.client, claim)
-                return
-            except APIError as exc:
-                if attempt == 5 or exc.status not in (0, 429, 500, 502, 503, 504):
-                    log.warning("could not delete claim %s: %s", claim.name, exc)
-                    return
-                await anyio.sleep(backoff(attempt, base=0.1, cap=1.0))
-            except RuntimeError:
-                return  # the client is closed: the operator deletes it with the session
+
+    async def _drop(self, claim: KObject) -> None:
+        """Delete our claim now (a leftover one blocks the queue until our session ends)."""
+        self._finished(claim)
+        await delete_claim_retrying(self.client, claim.namespace, claim.name, claim.uid)
 
     def _drop_later(self, claim: KObject) -> None:
-        self._later(self._drop, claim)
+        self._finished(claim)
+        delete_claim_soon(self.client, claim.namespace, claim.name, claim.uid)
 
     def _later(self, func: Any, *args: Any) -> bool:
         """Run ``func(*args)`` in the client's background; ``False`` if it is closing."""

@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import logging
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Final, final
 
 import anyio
 
 from konductor_sdk._kernel.client import Client
-from konductor_sdk._kernel.errors import NotFoundError
+from konductor_sdk._kernel.errors import APIError, NotFoundError
 from konductor_sdk._kernel.objects import CLAIM, SESSION, KObject, ResourceKind
+from konductor_sdk._kernel.retry import backoff
 from konductor_sdk._kernel.sessions import Session
 from konductor_sdk._kernel.watch import KindWatch, rv_int
 
@@ -97,6 +100,67 @@ async def delete_claim(client: Client, claim: KObject) -> None:
     """Delete ``claim`` (exactly that one: by uid); already gone is fine."""
     with contextlib.suppress(NotFoundError):
         await client.store.delete(CLAIM, claim.namespace, claim.name, uid=claim.uid)
+
+
+log = logging.getLogger("konductor_sdk.claims")
+
+_NO_ANSWER: Final = (0, 429, 500, 502, 503, 504)
+CLOSE_BOUND: Final = 5.0
+"""Longest a client's close waits for the claim deletions it still owes."""
+
+
+async def delete_claim_retrying(
+    client: Client, namespace: str, name: str, uid: str | None = None
+) -> None:
+    """Delete the claim ``name`` (with ``uid``: exactly that one), retrying briefly what got
+    no answer; already gone is fine. One left behind lives until its session ends."""
+    for attempt in range(1, 6):
+        try:
+            await client.store.delete(CLAIM, namespace, name, uid=uid)
+            return
+        except NotFoundError:
+            return
+        except APIError as exc:
+            if attempt == 5 or exc.status not in _NO_ANSWER:
+                log.warning("could not delete claim %s/%s: %s", namespace, name, exc)
+                return
+        except RuntimeError:
+            return  # the client is closed: the operator deletes it with the session
+        await anyio.sleep(backoff(attempt, base=0.1, cap=1.0))
+
+
+_OWED: weakref.WeakKeyDictionary[Client, dict[tuple[str, str], str | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def delete_claim_soon(client: Client, namespace: str, name: str, uid: str | None = None) -> None:
+    """Delete a served claim in the client's background, and for sure before the client
+    closes (bounded by :data:`CLOSE_BOUND`): a served claim left behind would count as
+    waiting again once its grant is released, ahead of everyone, for as long as its
+    session lives (a detached ``koncli semaphore acquire`` exits right after its grant)."""
+    owed = _OWED.get(client)
+    if owed is None:
+        owed = _OWED[client] = {}
+
+        async def settle() -> None:
+            with anyio.move_on_after(CLOSE_BOUND):
+                for (ns, claim), claim_uid in list(owed.items()):
+                    await delete_claim_retrying(client, ns, claim, claim_uid)
+
+        client._add_close_hook(settle)
+    owed[(namespace, name)] = uid
+
+    async def delete() -> None:
+        try:
+            await delete_claim_retrying(client, namespace, name, uid)
+        finally:
+            owed.pop((namespace, name), None)
+
+    try:
+        client.spawn(delete)
+    except RuntimeError:
+        owed.pop((namespace, name), None)  # closed already: its session takes it along
 
 
 @final

@@ -106,24 +106,6 @@ def grant_info(permit: Any, obj: Any, kind: str, client: Client) -> dict[str, An
     }
 
 
-async def drop_served_claim(client: Client, permit: Any, namespace: str) -> None:
-    """Delete the claim ``permit`` was granted for, now.
-
-    The SDK deletes it in the client's background, which a detached acquisition cuts off
-    by closing its client at once. Left behind, the claim would stand first in the queue
-    again as soon as the grant is released, with a session that lives on for ``--ttl``:
-    every later waiter would wait for that session to expire.
-    """
-    name = getattr(permit, "claim", None)
-    if not name:
-        return
-    from konductor_sdk._kernel.errors import NotFoundError
-    from konductor_sdk._kernel.objects import CLAIM
-
-    with contextlib.suppress(NotFoundError):
-        await client.store.delete(CLAIM, namespace, name)
-
-
 @contextlib.asynccontextmanager
 async def _semaphore_family(
     client: Client, spec: HoldSpec, *, ttl: int, priority: int, quiet: bool

@@ -78,7 +78,6 @@ async def _acquire(
             else:
                 async with queue_progress(client, obj, what, quiet=quiet):
                     permit = await obj.acquire(**acquire_kw)
-        await _sdk.drop_served_claim(client, permit, obj.namespace or client.namespace)
         _verbs.emit_grant(_sdk.grant_info(permit, obj, kind, client), quiet=quiet)
 
 
