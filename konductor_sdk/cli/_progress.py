@@ -7,8 +7,10 @@ shared watches of the object and of its claims, the ones the wait itself uses), 
 nobody disturbs costs no extra request and redraws nothing.
 
 The line appears only once this process's claim is in the queue (an uncontended grant
-shows nothing), only on a terminal (in a pipe or a log stderr stays free of redrawn
-lines), and not with ``--quiet``. It is erased when the wait ends, however it ends.
+shows nothing), and not with ``--quiet``. On a terminal it is redrawn in place and erased
+when the wait ends, however it ends. Elsewhere (a pipe, a pod's log) it is printed as a
+plain log line when it changes, at most one every :data:`LOG_EVERY` seconds, so that an
+initContainer's log says what it waits for without a line per grant in a long queue.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ log = logging.getLogger("konductor_sdk.cli")
 
 SHOWN_HOLDERS: Final = 4
 """Holders named on the line; the others are counted (the line must fit a terminal)."""
+LOG_EVERY: Final = 10.0
+"""Least seconds between two progress lines in a log (not a terminal)."""
 STOP_SECONDS: Final = 2.0
 """Longest the end of a wait waits for the line to be erased (never in practice)."""
 
@@ -65,10 +69,7 @@ def progress_line(status: SemaphoreStatus, holder: str, what: str) -> str | None
 
 
 def _enabled(quiet: bool) -> Console | None:
-    if quiet:
-        return None
-    console = _output.stderr_console()
-    return console if console.is_terminal else None
+    return None if quiet else _output.stderr_console()
 
 
 @contextlib.asynccontextmanager
@@ -108,11 +109,20 @@ async def _show(
     from rich.text import Text
 
     live = Live(console=console, transient=True, auto_refresh=False, redirect_stdout=False)
+    logged: tuple[str, float] | None = None  # (line, when) last printed, off a terminal
     try:
         with scope:
             async with contextlib.aclosing(front.changes()) as changes:
                 async for status in changes:
                     line = progress_line(status, holder, what)
+                    if not console.is_terminal:
+                        now = anyio.current_time()
+                        if line is not None and (
+                            logged is None or (line != logged[0] and now - logged[1] >= LOG_EVERY)
+                        ):
+                            console.print(line, markup=False, highlight=False, soft_wrap=True)
+                            logged = (line, now)
+                        continue
                     if line is None and not live.is_started:
                         continue
                     if not live.is_started:

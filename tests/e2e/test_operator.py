@@ -256,7 +256,8 @@ async def test_deleted_or_failed_pods_have_their_permits_reaped(
         )
         for verdict in ("PodDeleted", "PodFailed"):
             ended = operator.metric("konductor_operator_sessions_ended_total", reason=verdict)
-            assert ended is not None and ended >= 1, verdict
+            assert ended is not None, verdict
+            assert ended >= 1, verdict
     finally:
         for client, _ in permits.values():
             await client.aclose()

@@ -164,19 +164,57 @@ async def test_a_queued_wait_shows_its_place_and_updates_on_change(
     assert drawn.rindex("\x1b[2K") > drawn.rindex("position 1 of 1")
 
 
-@pytest.mark.parametrize(("quiet", "is_terminal"), [(True, True), (False, False)])
-async def test_quiet_or_not_a_terminal_shows_nothing(
-    monkeypatch: pytest.MonkeyPatch, quiet: bool, is_terminal: bool
-) -> None:
+@pytest.mark.parametrize("is_terminal", [True, False])
+async def test_quiet_shows_nothing(monkeypatch: pytest.MonkeyPatch, is_terminal: bool) -> None:
     out = terminal(monkeypatch, is_terminal=is_terminal)
     with FakeFront() as front:
         async with anyio.create_task_group() as tg:
             client = FakeClient(tg)
-            async with _progress.queue_progress(client, front, "x", quiet=quiet):
+            async with _progress.queue_progress(client, front, "x", quiet=True):
                 await front.send.send(status([holder("alice", 0, 3)], [waiter("me", 2)]))
                 await anyio.lowlevel.checkpoint()
     assert out.getvalue() == ""
     assert not front.closed.is_set()  # not even watched
+
+
+async def log_lines(monkeypatch: pytest.MonkeyPatch, every: float) -> list[str]:
+    """What a wait logs off a terminal while the queue moves on twice, then once more
+    without any change, with ``LOG_EVERY`` = ``every``."""
+    out = terminal(monkeypatch, is_terminal=False)
+    monkeypatch.setattr(_progress, "LOG_EVERY", every)
+    with FakeFront() as front:
+        async with anyio.create_task_group() as tg:
+            client = FakeClient(tg)
+            async with _progress.queue_progress(client, front, "x", quiet=False):
+                alice = [holder("alice", 0, 3)]
+                await front.send.send(status(alice, [waiter("carol", 1), waiter("me", 2)]))
+                await front.send.send(status(alice, [waiter("me", 2)]))
+                await front.send.send(status(alice, [waiter("me", 2)]))
+                await front.send.send(status([holder("bob", 0, 3)], [waiter("me", 2)]))
+                await front.send.send(status([holder("bob", 0, 3)], [waiter("me", 2)]))
+                await wait_for(out, "\n")  # the first line is written
+                with anyio.fail_after(5):
+                    while front._receive.statistics().current_buffer_used:
+                        await anyio.lowlevel.checkpoint()  # the rest are consumed
+                await anyio.lowlevel.checkpoint()
+    assert "\x1b" not in out.getvalue()  # plain lines: nothing redrawn in a log
+    return out.getvalue().splitlines()
+
+
+async def test_off_a_terminal_each_change_is_a_log_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert await log_lines(monkeypatch, 0.0) == [
+        "koncli: waiting for x: position 2 of 2 in the queue; 3/3 in use, held by alice (weight 3)",
+        "koncli: waiting for x: position 1 of 1 in the queue; 3/3 in use, held by alice (weight 3)",
+        "koncli: waiting for x: position 1 of 1 in the queue; 3/3 in use, held by bob (weight 3)",
+    ]
+
+
+async def test_off_a_terminal_log_lines_are_at_most_one_per_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert await log_lines(monkeypatch, 3600.0) == [
+        "koncli: waiting for x: position 2 of 2 in the queue; 3/3 in use, held by alice (weight 3)",
+    ]
 
 
 async def test_a_failing_watch_does_not_break_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
