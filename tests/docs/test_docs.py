@@ -53,7 +53,6 @@ REPO = Path(__file__).resolve().parents[2]
 # Documents other engineers are rewriting right now (issue 14): collected, not run. The lead
 # removes an entry once that rewrite is merged and its blocks pass.
 PENDING = {
-    "docs/cli.md": "pending: being rewritten for issue 14 (koncli findings 1-9)",
 }
 
 # Every block that is not checked at all, with its reason. Blocks that cannot run here get a
