@@ -52,8 +52,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Documents other engineers are rewriting right now (issue 14): collected, not run. The lead
 # removes an entry once that rewrite is merged and its blocks pass.
-PENDING = {
-}
+PENDING = {}
 
 # Every block that is not checked at all, with its reason. Blocks that cannot run here get a
 # stand-in or a covered-by directive instead; this list is for the rest, and stays short.

@@ -200,8 +200,12 @@ class RealServerReaper(RuleBasedStateMachine):
             self._portal_cm.__exit__(None, None, None)
 
     async def _cached(self, kind: ResourceKind, written: KObject) -> None:
-        """Until the operator's cache (the client's shared watch) has ``written``."""
-        watch = self.client.cached_watch(kind, self.namespace)
+        """Until the operator's cache has ``written``: the client's shared watch for the
+        primitives, the operator's own slim watch for sessions."""
+        if kind == SESSION:
+            watch = self.core._session_watches.get(self.namespace)
+        else:
+            watch = self.client.cached_watch(kind, self.namespace)
         assert watch is not None
         with anyio.fail_after(30):
             while True:
