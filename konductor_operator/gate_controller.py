@@ -26,6 +26,7 @@ from typing import Any, Final, final
 
 import aiohttp
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from konductor_sdk._kernel.cas import update_status
@@ -123,6 +124,12 @@ class GateController:
             self._removers.clear()
             self._tg = None
             ctx.health.remove("gate")
+            # The probe session closed its connections above; their transports finish
+            # closing on the next loop iteration. Give them that iteration: a loop that
+            # ends right after us would leave them to the garbage collector (an
+            # "unclosed transport" ResourceWarning at some later, unrelated moment).
+            with anyio.CancelScope(shield=True):
+                await anyio.lowlevel.checkpoint()
 
     async def _readiness(self) -> None:
         for watch in self._gate_watches.values():
