@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar, final
+from typing import Any, Final, Generic, Protocol, TypeVar, final
 
 import anyio
 
@@ -110,8 +110,10 @@ class _Block(AbstractContextManager[E], Generic[V, E]):
         except BaseException as exc:
             entry_failed = self._entered.done() and self._entered.exception() is exc
             if not entry_failed:  # interrupted while waiting (Ctrl-C)
-                with contextlib.suppress(RuntimeError):  # the loop is gone
-                    portal.call(self._abandon)
+                # Bounded: Ctrl-C must end the wait even if the loop does not answer (the
+                # entry is then cancelled when it does, or at shutdown).
+                with contextlib.suppress(RuntimeError, TimeoutError):  # the loop is gone
+                    portal.start_task_soon(_call, self._abandon).result(ABANDON_SECONDS)
             raise
         return self._convert(value)
 
@@ -127,6 +129,14 @@ class _Block(AbstractContextManager[E], Generic[V, E]):
         if not task.done():  # else shutdown() ended the block already
             _portal.call(self._request_exit, (exc_type, exc, tb))
         return task.result()
+
+
+ABANDON_SECONDS: Final = 5.0
+"""Longest Ctrl-C during an entry waits for the loop to take the cancellation."""
+
+
+async def _call(func: Callable[[], object]) -> None:
+    func()
 
 
 def blocking(

@@ -132,7 +132,7 @@ def interrupt_main_thread() -> Iterator[Callable[[threading.Event], None]]:
 def test_ctrl_c_while_entering_cancels_the_entry(
     interrupt_main_thread: Callable[[threading.Event], None],
 ) -> None:
-    started, log = threading.Event(), []
+    started, cancelled, log = threading.Event(), threading.Event(), []
 
     @asynccontextmanager
     async def waiting() -> AsyncIterator[None]:
@@ -141,6 +141,7 @@ def test_ctrl_c_while_entering_cancels_the_entry(
             await anyio.sleep_forever()
         except anyio.get_cancelled_exc_class():
             log.append("entry cancelled")
+            cancelled.set()
             raise
         yield  # pragma: no cover - never entered
         log.append("exited")  # pragma: no cover
@@ -148,7 +149,7 @@ def test_ctrl_c_while_entering_cancels_the_entry(
     interrupt_main_thread(started)
     with pytest.raises(KeyboardInterrupt), _context.blocking(waiting(), _twin.same):
         pass  # pragma: no cover
-    _portal.run(anyio.sleep, 0.05)
+    assert cancelled.wait(30), "the entry was not cancelled"
     assert log == ["entry cancelled"]
 
 
