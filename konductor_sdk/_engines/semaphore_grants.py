@@ -418,6 +418,10 @@ class GrantCoordinator:
         except BaseException as exc:
             for waiter, _ in mine:
                 waiter.writing = False
+                if isinstance(exc, Exception) and waiter.session.lost:
+                    # Its session ended while we wrote: the loss callback passed over it
+                    # (it was writing), so nobody else will send it to start over.
+                    waiter.finish(RESTART)
             if isinstance(exc, InvalidObjectError | ConflictError):
                 self.conflicts += 1
                 for waiter, _ in mine:
@@ -452,6 +456,8 @@ class GrantCoordinator:
                 ttl_seconds=bound,
             )
             waiter.asked.clear()
+            if waiter.session.lost:
+                waiter.finish(RESTART)  # the loss callback passed over it while it wrote
             if waiter.abandoned or waiter.outcome is not None:
                 # Its caller is gone (cancelled, or its session ended meanwhile): give the
                 # grant back; nobody else could have been granted these slots.
