@@ -369,9 +369,7 @@ class _Campaign:
         ops = state.prefer_patch(key=key, token=int(entry["token"]), identity=self.request.holder)
         self.preferred = True
         try:
-            written = await self.client.store.patch(
-                LEASE, *self._where(), ops, patch_type="json", subresource="status"
-            )
+            written = await json_patch_status(self.client.store, LEASE, *self._where(), ops)
         except APIError as exc:
             log.debug("Lease %s/%s: handoff request not written: %s", *self._where(), exc)
             return
@@ -383,12 +381,8 @@ class _Campaign:
         if self.in_flight is not None:
             key, token = self.in_flight
             try:
-                await store.patch(
-                    LEASE,
-                    *self._where(),
-                    state.release_patch(key=key, token=token),
-                    patch_type="json",
-                    subresource="status",
+                await json_patch_status(
+                    store, LEASE, *self._where(), state.release_patch(key=key, token=token)
                 )
             except (NotFoundError, InvalidObjectError):
                 pass  # it never landed (or is gone already)
@@ -400,10 +394,6 @@ class _Campaign:
         if self.preferred:
             # Somebody else's request by now, or the object is gone: nothing to withdraw.
             with contextlib.suppress(APIError):
-                await store.patch(
-                    LEASE,
-                    *self._where(),
-                    state.unprefer_patch(identity=request.holder),
-                    patch_type="json",
-                    subresource="status",
+                await json_patch_status(
+                    store, LEASE, *self._where(), state.unprefer_patch(identity=request.holder)
                 )

@@ -154,13 +154,12 @@ class HeldLease:
             self._bg_scope.cancel()
         try:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.ttl_seconds):
-                written = await self._client.store.patch(
+                written = await json_patch_status(
+                    self._client.store,
                     LEASE,
                     self.namespace,
                     self.name,
                     state.release_patch(key=self.key, token=self.token),
-                    patch_type="json",
-                    subresource="status",
                 )
                 watch = self._client.cached_watch(LEASE, self.namespace)
                 if watch is not None:

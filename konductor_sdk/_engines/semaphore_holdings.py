@@ -136,13 +136,12 @@ class Holdings:
         ttl = permit.ttl_seconds
         sent = self.client.clock.monotonic()
         try:
-            await self.client.store.patch(
+            await json_patch_status(
+                self.client.store,
                 self.kind.kind,
                 self.namespace,
                 self.name,
                 planning.deadline_patch(permit.slot, permit.token, ttl),
-                patch_type="json",
-                subresource="status",
             )
         except APIError as exc:
             log.debug("%r: could not mark the grant as yielding: %s", permit, exc)
