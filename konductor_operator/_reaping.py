@@ -20,7 +20,7 @@ import attrs
 
 from konductor_sdk._kernel.identity import PodRef
 from konductor_sdk._kernel.objects import KObject
-from konductor_sdk._machines.rules import KindRules, Status
+from konductor_sdk._machines.rules import KindRules, Status, base_status
 
 EntryId = tuple[str, str]
 """``(map name, entry key)`` of one entry in a status."""
@@ -176,8 +176,7 @@ def apply_removals(
 
 def drifted(rules: KindRules, obj: KObject) -> bool:
     """Whether the stored status differs from what the kind's ``normalize`` derives."""
-    status = dict(obj.status)
-    return rules.normalize(obj.spec, copy.deepcopy(status)) != status
+    return rules.normalize(obj.spec, base_status(rules, obj)) != dict(obj.status)
 
 
 def phase_of(obj: KObject) -> str | None:

@@ -499,29 +499,7 @@ class Gate:
         now = rfc3339(client.clock.now())
 
         def mutate(obj: KObject) -> dict[str, Any] | None:
-            marked = state.mark(
-                obj.spec,
-                state.judge(obj),  # what readers saw: a latch they saw open holds
-                condition,
-                met=met,
-                message=message,
-                marked_by=by,
-                generation=obj.generation,
-                now=now,
-            )
-            # Only this condition's entry changes: the admission policy lets a marker touch
-            # nothing else (the derived fields are the operator's; readers judge them
-            # themselves from the conditions, so the gate opens with the operator down).
-            entry = next(e for e in marked["conditions"] if e.get("name") == condition)
-            conditions = [dict(e) for e in obj.status.get("conditions") or ()]
-            at = next((i for i, e in enumerate(conditions) if e.get("name") == condition), None)
-            if at is None:
-                conditions.append(entry)
-            elif conditions[at] == entry:
-                return None
-            else:
-                conditions[at] = entry
-            return {**obj.status, "conditions": conditions}
+            return state.mark_write(obj, condition, met=met, message=message, marked_by=by, now=now)
 
         with span("gate.mark", namespace=ns, gate=self.name, condition=condition, met=met):
             result = await update_status(client, GATE, ns, self.name, mutate)

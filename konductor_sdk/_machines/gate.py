@@ -341,6 +341,47 @@ def mark(
     return normalize(spec, s)
 
 
+def mark_write(
+    obj: KObject,
+    name: str,
+    *,
+    met: bool,
+    message: str,
+    marked_by: Mapping[str, str],
+    now: str,
+) -> Status | None:
+    """The status a marker writes to set ``name`` on ``obj`` (``None``: already so).
+
+    Only that condition's entry changes: the admission policy lets a marker touch nothing
+    else (the derived fields are the operator's; readers judge them themselves from the
+    conditions, so the gate opens with the operator down). The entry is computed from
+    :func:`judge` (what readers saw), so a latch they saw open holds.
+
+    Raises:
+        ConfigurationError: ``name`` is not an external condition of this gate's spec.
+    """
+    marked = mark(
+        obj.spec,
+        judge(obj),
+        name,
+        met=met,
+        message=message,
+        marked_by=marked_by,
+        generation=obj.generation,
+        now=now,
+    )
+    entry = next(e for e in marked["conditions"] if e.get("name") == name)
+    conditions = [dict(e) for e in obj.status.get("conditions") or ()]
+    at = next((i for i, e in enumerate(conditions) if e.get("name") == name), None)
+    if at is None:
+        conditions.append(entry)
+    elif conditions[at] == entry:
+        return None
+    else:
+        conditions[at] = entry
+    return {**obj.status, "conditions": conditions}
+
+
 # -- operator rules ------------------------------------------------------------------------
 
 
@@ -394,5 +435,6 @@ RULES: Final = register(
         on_timeout=on_timeout,
         gauges=_gauges,
         describe=_describe,
+        rebase=rebase,
     )
 )

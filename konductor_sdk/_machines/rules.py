@@ -9,6 +9,7 @@ does not change.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -63,6 +64,19 @@ class KindRules:
         None
     )
     claim_counts: Callable[[Mapping[str, Any], AbstractSet[str]], Mapping[str, int]] | None = None
+    rebase: Callable[[KObject], Status] | None = None
+    """``obj -> status`` that ``normalize`` must start from, for kinds whose conclusions
+    belong to one ``metadata.generation`` (a Gate's latch): ``normalize`` sees only the
+    spec, so without this the operator would re-derive them from a status written for
+    another generation, or drop the generation they were drawn for. ``None``: the stored
+    status as it is."""
+
+
+def base_status(rules: KindRules, obj: KObject) -> Status:
+    """A private copy of the status ``rules.normalize`` starts from for ``obj``."""
+    if rules.rebase is not None:
+        return rules.rebase(obj)
+    return copy.deepcopy(dict(obj.status))
 
 
 _REGISTRY: dict[str, KindRules] = {}

@@ -16,7 +16,7 @@ from konductor_sdk import ConfigurationError
 from konductor_sdk._kernel.objects import KObject
 from konductor_sdk._machines import gate as state
 from konductor_sdk._machines.gate_spec import parse_spec, spec_hash
-from konductor_sdk._machines.rules import registered
+from konductor_sdk._machines.rules import base_status, registered
 
 NOW = "2026-01-01T00:00:00.000000Z"
 LATER = "2026-01-01T00:00:05.000000Z"
@@ -352,3 +352,84 @@ class GateMachine(RuleBasedStateMachine):
 
 TestGateMachine = GateMachine.TestCase
 TestGateMachine.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
+
+
+class WritersMachine(RuleBasedStateMachine):
+    """The three writers of one stored latched gate in any order: markers (only their
+    entry), the operator's generic repair (``KindRules.rebase`` + ``normalize``) and the gate
+    controller (``apply_results`` over ``judge``), with spec edits between. What readers judge
+    follows the model; once an operator write recorded the opening (markers write only their
+    entry, docs/gate.md), the latch holds for that generation without its count moving; and
+    every operator write stores exactly what readers judge."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rules = registered()["Gate"]
+        self.spec: dict[str, Any] = {
+            "latch": True,
+            "conditions": [{"name": "a", "external": {}}, {"name": "b", "external": {}}],
+        }
+        self.generation = 1
+        self.status: dict[str, Any] = {}
+        self.leaf: dict[str, bool] = {}
+        self.opened: tuple[int, int] | None = None  # (generation, openCount) recorded Open
+
+    def _obj(self) -> KObject:
+        return obj(self.spec, self.status, self.generation)
+
+    def _recorded(self) -> None:
+        assert state.judge(self._obj()) == self.status
+        if self.status["phase"] == "Open" and self.opened is None:
+            self.opened = (self.generation, self.status["openCount"])
+
+    @rule(name=st.sampled_from(["a", "b"]), met=st.booleans())
+    def mark(self, name: str, met: bool) -> None:
+        new = state.mark_write(self._obj(), name, met=met, message="", marked_by={}, now=NOW)
+        if new is not None:
+            changed = [e for e in new["conditions"] if e not in self.status.get("conditions", [])]
+            assert [e["name"] for e in changed] == [name]
+            assert {k: v for k, v in new.items() if k != "conditions"} == {
+                k: v for k, v in self.status.items() if k != "conditions"
+            }
+            self.status = new
+        self.leaf[name] = met
+
+    @rule()
+    def operator_repair(self) -> None:
+        fresh = self._obj()
+        self.status = self.rules.normalize(self.spec, base_status(self.rules, fresh))
+        self._recorded()
+
+    @rule()
+    def controller_write(self) -> None:
+        fresh = self._obj()
+        self.status = state.apply_results(
+            self.spec, state.judge(fresh), {}, generation=self.generation, now=LATER
+        )
+        self._recorded()
+
+    @rule()
+    def edit_spec(self) -> None:
+        # A -> B -> A: the same content comes back under a new generation.
+        if "timeoutSeconds" in self.spec:
+            self.spec = {k: v for k, v in self.spec.items() if k != "timeoutSeconds"}
+        else:
+            self.spec = {**self.spec, "timeoutSeconds": 3600}
+        self.generation += 1
+        self.opened = None
+
+    @invariant()
+    def readers_see_the_latch(self) -> None:
+        judged = state.judge(self._obj())
+        both = self.leaf.get("a", False) and self.leaf.get("b", False)
+        if self.opened is not None and self.opened[0] == self.generation:
+            assert judged["phase"] == "Open"
+            assert judged["openCount"] == self.opened[1]
+        elif both:
+            assert judged["phase"] == "Open"
+        else:
+            assert judged["phase"] == "Waiting"
+
+
+TestWritersMachine = WritersMachine.TestCase
+TestWritersMachine.settings = settings(max_examples=200, stateful_step_count=30, deadline=None)
