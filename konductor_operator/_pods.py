@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Final, final
 
 import anyio
+import attrs
 from anyio.abc import TaskGroup, TaskStatus
 
 from konductor_sdk._kernel.client import Client
@@ -80,11 +81,18 @@ class SlimStore:
         *,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        limit: int | None = None,
+        continue_: str | None = None,
     ) -> ObjectList:
         listed = await self._inner.list(
-            kind, namespace, label_selector=label_selector, field_selector=field_selector
+            kind,
+            namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            limit=limit,
+            continue_=continue_,
         )
-        return ObjectList(tuple(map(self._transform, listed.items)), listed.resource_version)
+        return attrs.evolve(listed, items=tuple(map(self._transform, listed.items)))
 
     async def create(
         self, kind: ResourceKind, namespace: str | None, body: Mapping[str, Any]

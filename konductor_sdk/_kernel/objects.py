@@ -149,6 +149,9 @@ class KObject:
 class ObjectList:
     items: tuple[KObject, ...]
     resource_version: str
+    continue_: str = ""
+    """The token that fetches the next page of a list asked with a ``limit``; empty on
+    the last page."""
 
 
 @attrs.frozen

@@ -70,7 +70,16 @@ class Store(Protocol):
         *,
         label_selector: str | None = None,
         field_selector: str | None = None,
-    ) -> ObjectList: ...
+        limit: int | None = None,
+        continue_: str | None = None,
+    ) -> ObjectList:
+        """Objects of ``kind``; with ``limit``, one page of at most that many, and
+        :attr:`ObjectList.continue_` fetches the next (all pages are one snapshot).
+
+        Raises:
+            WatchExpired: ``continue_`` is too old (the snapshot was compacted): list anew.
+        """
+        ...
 
     async def create(
         self, kind: ResourceKind, namespace: str | None, body: Mapping[str, Any]
@@ -291,8 +300,14 @@ class KubeStore:
         *,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        limit: int | None = None,
+        continue_: str | None = None,
     ) -> ObjectList:
         query = _selectors(label_selector, field_selector)
+        if limit:
+            query.append(("limit", str(limit)))
+        if continue_:
+            query.append(("continue", continue_))
         data = await self._json("GET", kind.path(namespace), query=query)
         items = []
         for item in data.get("items") or []:
@@ -300,8 +315,9 @@ class KubeStore:
             item.setdefault("apiVersion", kind.api_version)
             item.setdefault("kind", kind.kind)
             items.append(KObject(item))
-        rv = str((data.get("metadata") or {}).get("resourceVersion", ""))
-        return ObjectList(tuple(items), rv)
+        metadata = data.get("metadata") or {}
+        rv = str(metadata.get("resourceVersion", ""))
+        return ObjectList(tuple(items), rv, continue_=str(metadata.get("continue") or ""))
 
     async def create(
         self,

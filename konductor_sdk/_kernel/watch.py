@@ -1,9 +1,10 @@
 """Shared watches: one watch per (kind, namespace) per client, fanned out to every waiter.
 
-A :class:`KindWatch` is a tiny informer: it lists once, then watches from the list's
-resourceVersion, keeps a cache of every object it has seen, resumes from the last
-resourceVersion (bookmarks keep that fresh) when the server ends the stream, and re-lists
-on 410 Gone. Waiters never talk to the server to wait; they do::
+A :class:`KindWatch` is a tiny informer: it lists once (in pages of :data:`PAGE_SIZE`
+objects, one snapshot), then watches from the list's resourceVersion, keeps a cache of
+every object it has seen, resumes from the last resourceVersion (bookmarks keep that
+fresh) when the server ends the stream, and re-lists on 410 Gone. Waiters never talk to
+the server to wait; they do::
 
     while True:
         changed = watch.next_change(name)   # take the event BEFORE reading the cache
@@ -40,6 +41,9 @@ from konductor_sdk._kernel.store import Store, WatchExpired
 log = logging.getLogger("konductor_sdk.watch")
 
 Listener = Callable[[str, KObject], None]
+
+PAGE_SIZE = 500
+"""Objects per page of a list (``limit``); 0 lists everything in one response."""
 
 # The least time one list may take before it counts as a failure, whatever is left of the
 # retry budget (a big namespace on a healthy server must still be listable with budget 0).
@@ -78,6 +82,7 @@ class KindWatch:
         """Derived views kept by users of this watch (e.g. a claim queue), by name."""
         self.retry_budget = retry_budget
         self.list_floor = LIST_FLOOR
+        self.page_size = PAGE_SIZE
         self.failed: APIError | None = None
         self._failed_event = anyio.Event()
 
@@ -206,18 +211,29 @@ class KindWatch:
             self._apply("MODIFIED", obj)
 
     async def _relist(self) -> None:
-        listed = await self._store.list(
-            self.kind,
-            self.namespace,
-            field_selector=self.field_selector,
-            label_selector=self.label_selector,
-        )
+        # Page by page: one response of 100,000 objects costs several times their cached
+        # size while it is decoded. Each page is applied as it comes; the pages are one
+        # snapshot, so the cache passes only through versions that existed. An expired
+        # continue token (WatchExpired) goes up to run(), which lists anew.
         seen = set()
-        for obj in listed.items:
-            seen.add((obj.namespace, obj.name))
-            old = self._cache.get((obj.namespace, obj.name))
-            if old is None or old.resource_version != obj.resource_version:
-                self._apply("ADDED" if old is None else "MODIFIED", obj)
+        token: str | None = None
+        while True:
+            listed = await self._store.list(
+                self.kind,
+                self.namespace,
+                field_selector=self.field_selector,
+                label_selector=self.label_selector,
+                limit=self.page_size or None,
+                continue_=token,
+            )
+            for obj in listed.items:
+                seen.add((obj.namespace, obj.name))
+                old = self._cache.get((obj.namespace, obj.name))
+                if old is None or old.resource_version != obj.resource_version:
+                    self._apply("ADDED" if old is None else "MODIFIED", obj)
+            if not listed.continue_:
+                break
+            token = listed.continue_
         for key in [k for k in self._cache if k not in seen]:
             self._apply("DELETED", self._cache[key])
         self.resource_version = listed.resource_version

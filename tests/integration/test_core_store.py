@@ -21,6 +21,7 @@ from konductor_sdk._kernel import cas as _cas
 from konductor_sdk._kernel.cas import ensure_exists, update_status
 from konductor_sdk._kernel.entries import EntryGone, Renewal, new_entry
 from konductor_sdk._kernel.objects import KObject, ResourceKind
+from konductor_sdk._kernel.watch import KindWatch
 from konductor_sdk.testing import ClusterHandle
 
 pytestmark = pytest.mark.anyio
@@ -246,3 +247,34 @@ async def test_watch_sees_deletion(counter: KObject, client: Client) -> None:
     with anyio.fail_after(30):
         await changed.wait()
     assert watch.get("c") is None
+
+
+async def test_a_list_spanning_several_pages_yields_every_object(
+    counter_crd: None, client: Client
+) -> None:
+    ns = client.namespace
+    names = [f"page-{i}" for i in range(7)]
+    for name in names:
+        await client.store.create(COUNTER, ns, {"metadata": {"name": name}, "spec": {}})
+    first = await client.store.list(COUNTER, ns, limit=3)
+    assert len(first.items) == 3
+    assert first.continue_
+    second = await client.store.list(COUNTER, ns, limit=3, continue_=first.continue_)
+    assert second.resource_version == first.resource_version  # one snapshot
+
+    watch = KindWatch(client.store, COUNTER, ns)
+    watch.page_size = 3
+    lists_before = client.store.stats["get"]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch.run)
+        with anyio.fail_after(30):
+            await watch.wait_synced()
+        assert {o.name for o in watch.objects()} >= set(names)
+        assert client.store.stats["get"] - lists_before >= 3  # pages of 3: at least 3 GETs
+        # The watch goes on from the snapshot: a later change arrives.
+        changed = watch.next_change("page-6")
+        await client.store.delete(COUNTER, ns, "page-6")
+        with anyio.fail_after(30):
+            await changed.wait()
+        assert watch.get("page-6") is None
+        tg.cancel_scope.cancel()

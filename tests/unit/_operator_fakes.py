@@ -38,6 +38,7 @@ class FakeStore:
         self._changed = anyio.Event()
         self.before_write: Callable[[str, Key], None] | None = None
         self.writes: list[tuple[str, Key]] = []
+        self._pages: dict[str, tuple[tuple[KObject, ...], str]] = {}
 
     # -- helpers for tests ----------------------------------------------------------------
 
@@ -103,15 +104,26 @@ class FakeStore:
         *,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        limit: int | None = None,
+        continue_: str | None = None,
     ) -> ObjectList:
         self.stats["list"] += 1
-        items = tuple(
-            KObject(copy.deepcopy(raw))
-            for (plural, ns, _), raw in sorted(self.objects.items())
-            if plural == kind.plural and (namespace is None or ns == namespace)
-        )
-        rv = str(self.log[-1][0]) if self.log else "1"
-        return ObjectList(items, rv)
+        if continue_:
+            # The server's pages are one snapshot: the rest of it was kept with the token.
+            items, rv = self._pages.pop(continue_)
+        else:
+            items = tuple(
+                KObject(copy.deepcopy(raw))
+                for (plural, ns, _), raw in sorted(self.objects.items())
+                if plural == kind.plural and (namespace is None or ns == namespace)
+            )
+            rv = str(self.log[-1][0]) if self.log else "1"
+        token = ""
+        if limit and len(items) > limit:
+            token = f"page-{next(self._rv)}"
+            self._pages[token] = (items[limit:], rv)
+            items = items[:limit]
+        return ObjectList(items, rv, continue_=token)
 
     async def create(
         self, kind: ResourceKind, namespace: str | None, body: Mapping[str, Any]

@@ -103,6 +103,101 @@ async def test_gone_relists_and_drops_objects_deleted_meanwhile() -> None:
     assert store.watch_from == ["10", "21"]
 
 
+class PagedStore(ScriptedStore):
+    """Lists in pages of ``limit`` (a token per page); ``expire`` tokens answer 410, after
+    which the listing is ``after_expiry`` (what changed meanwhile)."""
+
+    def __init__(
+        self,
+        listing: list[KObject],
+        *,
+        expire: frozenset[str] = frozenset(),
+        after_expiry: tuple[list[KObject], str] | None = None,
+    ) -> None:
+        super().__init__(listing, [])
+        self.pages: list[tuple[int | None, str | None]] = []
+        self.expire = set(expire)
+        self.after_expiry = after_expiry
+
+    async def list(
+        self,
+        kind: Any,
+        namespace: Any,
+        *,
+        limit: int | None = None,
+        continue_: Any = None,
+        **_: Any,
+    ) -> ObjectList:
+        self.stats["list"] += 1
+        self.pages.append((limit, continue_))
+        if continue_ in self.expire:
+            self.expire.discard(continue_)
+            if self.after_expiry is not None:
+                self.listing, self.list_rv = self.after_expiry
+            raise WatchExpired("continue token expired", status=410)
+        start = int(continue_ or 0)
+        end = len(self.listing) if not limit else min(len(self.listing), start + limit)
+        more = str(end) if end < len(self.listing) else ""
+        return ObjectList(tuple(self.listing[start:end]), self.list_rv, continue_=more)
+
+
+async def test_lists_in_pages_then_watches_from_the_snapshot_version() -> None:
+    store = PagedStore([obj(f"o{i}", 1 + i) for i in range(5)])
+    watch = KindWatch(store, SEMAPHORE, "ns")  # type: ignore[arg-type]
+    watch.page_size = 2
+    added: list[str] = []
+    watch.add_listener(lambda etype, o: added.append(f"{etype} {o.name}"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch.run)
+        with anyio.fail_after(5):
+            await store.done.wait()
+        tg.cancel_scope.cancel()
+    assert store.pages == [(2, None), (2, "2"), (2, "4")]
+    assert added == [f"ADDED o{i}" for i in range(5)]
+    assert sorted(o.name for o in watch.objects()) == [f"o{i}" for i in range(5)]
+    assert store.watch_from == ["10"]
+
+
+async def test_an_expired_continue_token_lists_anew_and_drops_only_what_is_gone() -> None:
+    # Between the expired page and the fresh list, o1 was deleted and o3 changed.
+    later = [obj("o0", 1), obj("o2", 3), obj("o3", 30), obj("o4", 5)]
+    store = PagedStore(
+        [obj(f"o{i}", 1 + i) for i in range(5)],
+        expire=frozenset({"4"}),
+        after_expiry=(later, "40"),
+    )
+    watch = KindWatch(store, SEMAPHORE, "ns")  # type: ignore[arg-type]
+    watch.page_size = 2
+    events: list[str] = []
+    watch.add_listener(lambda etype, o: events.append(f"{etype} {o.name}"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch.run)
+        with anyio.fail_after(5):
+            await store.done.wait()
+        tg.cancel_scope.cancel()
+    assert [c for _, c in store.pages] == [None, "2", "4", None, "2"]
+    assert sorted(o.name for o in watch.objects()) == ["o0", "o2", "o3", "o4"]
+    o3 = watch.get("o3")
+    assert o3 is not None
+    assert o3.resource_version == "30"
+    assert events[4:] == ["MODIFIED o3", "ADDED o4", "DELETED o1"]
+    assert watch.synced.is_set()
+    assert store.watch_from == ["40"]
+
+
+async def test_page_size_zero_lists_in_one_request() -> None:
+    store = PagedStore([obj(f"o{i}", 1 + i) for i in range(5)])
+    watch = KindWatch(store, SEMAPHORE, "ns")  # type: ignore[arg-type]
+    watch.page_size = 0
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch.run)
+        with anyio.fail_after(5):
+            await store.done.wait()
+        tg.cancel_scope.cancel()
+    assert store.pages == [(None, None)]
+    assert len(watch.objects()) == 5
+
+
 async def test_connection_errors_resume_from_last_version_without_relisting() -> None:
     store = ScriptedStore(
         [],
