@@ -78,41 +78,70 @@ class TimerHeap(Generic[K]):
 
 @final
 class WorkQueue(Generic[K]):
-    """A FIFO of distinct keys; a key being processed is never handed out twice."""
+    """A FIFO of distinct keys; a key being processed is never handed out twice.
+
+    Keys added as ``background`` (a periodic resync of every object) wait until no other
+    key is queued: a resync of 1,000 objects must not delay a session that just expired.
+    A background key added again without ``background`` moves to the front lane.
+    """
 
     def __init__(self) -> None:
         self._order: deque[K] = deque()
+        self._later: deque[K] = deque()
         self._queued: set[K] = set()
+        self._background: set[K] = set()
+        """Queued keys waiting in ``_later`` only."""
         self._processing: set[K] = set()
-        self._redo: set[K] = set()
+        self._redo: dict[K, bool] = {}
+        """Keys re-marked while processed, and whether only in the background."""
         self._changed = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
 
     def __repr__(self) -> str:
-        return f"<WorkQueue queued={len(self._queued)} processing={len(self._processing)}>"
+        return (
+            f"<WorkQueue queued={len(self._queued)} background={len(self._background)} "
+            f"processing={len(self._processing)}>"
+        )
 
     def __len__(self) -> int:
         return len(self._queued)
 
-    def add(self, key: K) -> None:
+    def add(self, key: K, *, background: bool = False) -> None:
         """Mark ``key`` dirty (never blocks: safe from watch listeners)."""
         if key in self._processing:
-            self._redo.add(key)
-        elif key not in self._queued:
+            self._redo[key] = self._redo.get(key, True) and background
+        elif key in self._queued:
+            if not background and key in self._background:
+                # Its stale place in _later is skipped when it comes up.
+                self._background.discard(key)
+                self._order.append(key)
+        else:
             self._queued.add(key)
-            self._order.append(key)
+            if background:
+                self._background.add(key)
+                self._later.append(key)
+            else:
+                self._order.append(key)
             self._changed.set()
             if self._idle.is_set():
                 self._idle = anyio.Event()
 
     async def get(self) -> K:
         """The next dirty key; call :meth:`done` with it when finished."""
-        while not self._order:
+        while True:
+            if self._order:
+                key = self._order.popleft()
+                break
+            if self._later:
+                key = self._later.popleft()
+                if key in self._background:
+                    self._background.discard(key)
+                    break
+                continue  # moved to the front lane, and handed out from there
             if self._changed.is_set():
                 self._changed = anyio.Event()
             await self._changed.wait()
-        key = self._order.popleft()
         self._queued.discard(key)
         self._processing.add(key)
         return key
@@ -120,14 +149,13 @@ class WorkQueue(Generic[K]):
     def done(self, key: K) -> None:
         self._processing.discard(key)
         if key in self._redo:
-            self._redo.discard(key)
-            self.add(key)
+            self.add(key, background=self._redo.pop(key))
         elif self.idle():
             self._idle.set()
 
     def idle(self) -> bool:
         """Nothing queued and nothing being processed."""
-        return not self._order and not self._processing
+        return not self._queued and not self._processing
 
     async def join(self) -> None:
         """Wait until the queue is :meth:`idle`."""

@@ -226,6 +226,46 @@ async def test_work_queue_dedupes_and_never_hands_out_a_key_twice() -> None:
 
 
 @pytest.mark.anyio
+async def test_work_queue_hands_out_background_keys_only_when_nothing_else_waits() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    for key in ("r1", "r2", "r3"):
+        q.add(key, background=True)
+    q.add("due")
+    q.add("r3")  # marked dirty by an event too: no longer waits behind the resync
+    q.add("due", background=True)  # already in the front lane: stays there
+    assert len(q) == 4
+    assert [await q.get() for _ in range(2)] == ["due", "r3"]
+    assert await q.get() == "r1"
+    q.add("late")
+    assert await q.get() == "late"
+    assert await q.get() == "r2"
+    assert len(q) == 0
+    for key in ("due", "r3", "r1", "late", "r2"):
+        q.done(key)
+    assert q.idle()
+
+
+@pytest.mark.anyio
+async def test_work_queue_a_key_re_marked_while_processed_keeps_the_more_urgent_lane() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    q.add("a")
+    assert await q.get() == "a"
+    q.add("a", background=True)
+    q.add("a")  # an event during the pass: urgent
+    q.add("b", background=True)
+    q.done("a")
+    assert await q.get() == "a"
+    q.add("a", background=True)  # only the resync while processed: background again
+    q.add("c", background=True)
+    q.done("a")
+    assert [await q.get() for _ in range(3)] == ["b", "c", "a"]
+    for key in "bca":
+        q.done(key)
+    assert q.idle()
+    await q.join()
+
+
+@pytest.mark.anyio
 async def test_work_queue_get_waits_for_add() -> None:
     q: WorkQueue[str] = WorkQueue()
     got: list[str] = []
