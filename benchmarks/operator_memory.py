@@ -271,7 +271,8 @@ async def measure(n: int, per_object: int, holders: int, top: int) -> None:
         for key in keys:
             await core.reconcile(key)
         took = time.perf_counter() - started
-        print(f"a resync: {len(keys)} passes in {took:.2f} s ({took / len(keys) * 1e3:.2f} ms each)")
+        each = took / len(keys) * 1e3
+        print(f"a resync: {len(keys)} passes in {took:.2f} s ({each:.2f} ms each)")
         tg.cancel_scope.cancel()
     await client.aclose()
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import sys
 import time
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any, Final, final
@@ -162,12 +163,17 @@ class CoreController:
     def _attach_sessions(self, tg: Any, namespace: str | None) -> None:
         # Sessions and claims are cached slim: the operator may watch 100,000 of each.
         store = self.ctx.client.store
-        sessions = KindWatch(SlimStore(store, _slim_session_object), SESSION, namespace)
+        # The watches keep no objects: the ledger keeps the one record of each.
+        sessions = KindWatch(
+            SlimStore(store, _slim_session_object), SESSION, namespace, keep_objects=False
+        )
         self._session_watches[namespace] = sessions
         sessions.add_listener(self._on_session)
         tg.start_soon(sessions.run)
         tg.start_soon(self._sessions_synced, sessions)
-        claims = KindWatch(SlimStore(store, _slim_claim_object), CLAIM, namespace)
+        claims = KindWatch(
+            SlimStore(store, _slim_claim_object), CLAIM, namespace, keep_objects=False
+        )
         self._claim_watches[namespace] = claims
         claims.add_listener(self._on_claim)
         tg.start_soon(claims.run)
@@ -253,8 +259,8 @@ class CoreController:
         return change.reshaped and _safe_drifted(rules, obj, self.log)
 
     def _on_session(self, etype: str, obj: KObject) -> None:
-        skey = (obj.namespace, obj.name)
-        key = (SESSION_KIND, obj.namespace, obj.name)
+        skey = (sys.intern(obj.namespace), sys.intern(obj.name))
+        key = (SESSION_KIND, *skey)
         if etype == "DELETED":
             self.timers.schedule(key, None)
             self._session_ended(skey)
@@ -267,13 +273,18 @@ class CoreController:
             self.queue.add(key)
 
     def _on_claim(self, etype: str, obj: KObject) -> None:
+        if etype == "DELETED":
+            # The watch keeps no claims: a deletion it finds on a relist carries no spec.
+            for target in self.ledger.forget_claim(obj.namespace, obj.name):
+                self._claims_changed(target)
+            return
         claim = slim_claim(obj)
         if claim is None:
             return
-        if self.ledger.observe_claim(etype, claim):
-            self._claims_changed(claim.target)
+        for target in self.ledger.observe_claim(claim):
+            self._claims_changed(target)
         skey = (claim.namespace, claim.session)
-        if etype != "DELETED" and (self.ledger.is_dead(skey) or not self.ledger.known(skey)):
+        if self.ledger.is_dead(skey) or not self.ledger.known(skey):
             # Ended already, or unknown (a lagging watch, or ended while we were away):
             # the claims pass confirms with a GET before it reaps anything.
             self.queue.add((CLAIMS_OF, claim.namespace, claim.session))
@@ -702,25 +713,34 @@ class CoreController:
 _SLIM_METADATA: Final = ("name", "namespace", "uid", "resourceVersion", "deletionTimestamp")
 
 
+def _slim_metadata(md: Mapping[str, Any]) -> dict[str, Any]:
+    metadata = {k: md[k] for k in _SLIM_METADATA if k in md}
+    # Interned: the watch's index of versions and the ledger's records share them.
+    for k in ("name", "namespace"):
+        if isinstance(metadata.get(k), str):
+            metadata[k] = sys.intern(metadata[k])
+    return metadata
+
+
 def _slim_session_object(obj: KObject) -> KObject:
-    """A session as the operator caches it: identity, TTL, renewal count and pod."""
-    md = obj.metadata
+    """What the operator reads of a session: identity, TTL, renewal count and pod."""
     spec = obj.spec
     return KObject(
         {
-            "metadata": {k: md[k] for k in _SLIM_METADATA if k in md},
+            "metadata": _slim_metadata(obj.metadata),
             "spec": {k: spec[k] for k in ("ttlSeconds", "renewCount", "pod") if k in spec},
         }
     )
 
 
 def _slim_claim_object(obj: KObject) -> KObject:
-    """A claim as the operator caches it: identity, target and session only."""
-    md = obj.metadata
-    metadata = {k: md[k] for k in _SLIM_METADATA if k in md}
+    """What the operator reads of a claim: identity, target and session only."""
     spec = obj.spec
     return KObject(
-        {"metadata": metadata, "spec": {k: spec[k] for k in ("target", "session") if k in spec}}
+        {
+            "metadata": _slim_metadata(obj.metadata),
+            "spec": {k: spec[k] for k in ("target", "session") if k in spec},
+        }
     )
 
 

@@ -12,6 +12,7 @@ No I/O here: the core controller feeds watch events in and acts on the verdicts.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any, Final, final
@@ -19,7 +20,6 @@ from typing import Any, Final, final
 import attrs
 
 from konductor_sdk._kernel.clock import Clock
-from konductor_sdk._kernel.entries import ExpiryTracker
 from konductor_sdk._kernel.identity import PodRef
 from konductor_sdk._kernel.objects import KObject
 
@@ -65,23 +65,30 @@ def slim_claim(obj: KObject) -> SlimClaim | None:
     session = spec.get("session")
     if not isinstance(target, Mapping) or not isinstance(session, str):
         return None
+    # Interned: a namespace's claims share its name, their targets' and their sessions'.
     return SlimClaim(
-        obj.namespace,
+        sys.intern(obj.namespace),
         obj.name,
         obj.uid,
-        session,
-        str(target.get("kind", "")),
-        str(target.get("name", "")),
+        sys.intern(session),
+        sys.intern(str(target.get("kind", ""))),
+        sys.intern(str(target.get("name", ""))),
         bool(obj.metadata.get("deletionTimestamp")),
     )
 
 
 @attrs.define
 class _Seen:
+    """The one record kept of a live session (its watch keeps no copy of it)."""
+
     uid: str
     resource_version: str
     ttl: float
     pod: PodRef | None
+    renew_count: object
+    since: float
+    """Monotonic time this ``(uid, renew_count)`` was first seen, with a TTL running: the
+    expiry clock's start (a renewal restarts it; so does a TTL that was not running)."""
 
 
 @final
@@ -91,9 +98,12 @@ class SessionLedger:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._seen: dict[SessionKey, _Seen] = {}
-        self._clocks = ExpiryTracker(clock)
+        self._by_pod: dict[tuple[str, str], set[SessionKey]] = {}
         self._dead: dict[SessionKey, float] = {}
-        self._claims: dict[SessionKey, dict[str, SlimClaim]] = {}
+        """Ended sessions by when they ended, oldest first (trimmed from the front)."""
+        self._claim_records: dict[str, dict[str, SlimClaim]] = {}
+        """Claims by namespace and name (a deletion names nothing else)."""
+        self._claims: dict[SessionKey, tuple[SlimClaim, ...]] = {}
         self._waiting: dict[TargetKey, set[str]] = {}
 
     def __repr__(self) -> str:
@@ -106,25 +116,38 @@ class SessionLedger:
     # -- sessions ----------------------------------------------------------------------
 
     def observe(self, obj: KObject) -> None:
-        key = (obj.namespace, obj.name)
+        # Interned: the same names recur in the timers, the claims and the indexes.
+        key = (sys.intern(obj.namespace), sys.intern(obj.name))
         spec = obj.spec
         ttl = spec.get("ttlSeconds")
         ttl_s = float(ttl) if isinstance(ttl, int) and not isinstance(ttl, bool) else 0.0
         pod_raw = spec.get("pod")
         pod = PodRef.from_dict(pod_raw) if isinstance(pod_raw, Mapping) else None
         if pod is not None and not pod.namespace:
-            pod = attrs.evolve(pod, namespace=obj.namespace)
-        self._seen[key] = _Seen(obj.uid, obj.resource_version, ttl_s, pod)
-        if ttl_s > 0:
-            self._clocks.observe(key, (obj.uid, spec.get("renewCount")), ttl_s)
-        else:
-            self._clocks.forget(key)
+            pod = attrs.evolve(pod, namespace=key[0])
+        renew_count = spec.get("renewCount")
+        old = self._seen.get(key)
+        since = (
+            old.since
+            if old is not None
+            and old.ttl > 0
+            and ttl_s > 0
+            and (old.uid, old.renew_count) == (obj.uid, renew_count)
+            else self._clock.monotonic()
+        )
+        if old is not None and old.pod != pod:
+            self._unindex_pod(key, old.pod)
+        if pod is not None and (old is None or old.pod != pod):
+            self._by_pod.setdefault((pod.namespace, pod.name), set()).add(key)
+        self._seen[key] = _Seen(obj.uid, obj.resource_version, ttl_s, pod, renew_count, since)
         self._dead.pop(key, None)
 
     def ended(self, key: SessionKey) -> None:
         """The session is gone (deleted by anyone): everything naming it may be reaped."""
-        self._seen.pop(key, None)
-        self._clocks.forget(key)
+        seen = self._seen.pop(key, None)
+        if seen is not None:
+            self._unindex_pod(key, seen.pod)
+        self._dead.pop(key, None)  # re-inserted last: the dict stays in order of ending
         self._dead[key] = self._clock.monotonic()
         self._trim()
 
@@ -135,10 +158,12 @@ class SessionLedger:
         return key in self._dead
 
     def expires_at(self, key: SessionKey) -> float | None:
-        return self._clocks.expires_at(key)
+        seen = self._seen.get(key)
+        return None if seen is None or seen.ttl <= 0 else seen.since + seen.ttl
 
     def expired(self, key: SessionKey) -> bool:
-        return self._clocks.expired(key)
+        at = self.expires_at(key)
+        return at is not None and self._clock.monotonic() >= at
 
     def judged(self, key: SessionKey) -> tuple[str, str] | None:
         """``(uid, resourceVersion)`` of the version last seen, for a conditional delete."""
@@ -150,55 +175,85 @@ class SessionLedger:
         return None if seen is None else seen.pod
 
     def sessions_of_pod(self, namespace: str, name: str) -> list[SessionKey]:
-        return [
-            key
-            for key, seen in self._seen.items()
-            if seen.pod is not None and (seen.pod.namespace, seen.pod.name) == (namespace, name)
-        ]
+        return list(self._by_pod.get((namespace, name), ()))
 
     def keys(self) -> list[SessionKey]:
         return list(self._seen)
 
+    def _unindex_pod(self, key: SessionKey, pod: PodRef | None) -> None:
+        if pod is None:
+            return
+        keys = self._by_pod.get((pod.namespace, pod.name))
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_pod[(pod.namespace, pod.name)]
+
     def _trim(self) -> None:
         horizon = self._clock.monotonic() - DEAD_REMEMBERED
-        for key in [k for k, at in self._dead.items() if at < horizon]:
+        while self._dead:
+            key, at = next(iter(self._dead.items()))
+            if at >= horizon:
+                break
             del self._dead[key]
 
     # -- claims ------------------------------------------------------------------------
 
-    def observe_claim(self, etype: str, claim: SlimClaim) -> bool:
-        """Record a claim event; True if the live claims on its target changed."""
-        key = (claim.namespace, claim.session)
-        if etype == "DELETED":
-            claims = self._claims.get(key)
-            if claims is not None:
-                claims.pop(claim.name, None)
-                if not claims:
-                    del self._claims[key]
-        else:
-            self._claims.setdefault(key, {})[claim.name] = claim
+    def observe_claim(self, claim: SlimClaim) -> list[TargetKey]:
+        """Record a claim added or changed; the targets whose live claims changed."""
+        old = self._claim_records.get(claim.namespace, {}).get(claim.name)
+        changed: list[TargetKey] = []
+        if old is not None and (old.session, old.target) != (claim.session, claim.target):
+            changed = self.forget_claim(claim.namespace, claim.name)
+        self._claim_records.setdefault(claim.namespace, {})[claim.name] = claim
+        skey = (claim.namespace, claim.session)
+        # A tuple per session, not a dict: most sessions have one claim, and 100,000
+        # dicts of one would cost more than the claims.
+        others = tuple(c for c in self._claims.get(skey, ()) if c.name != claim.name)
+        self._claims[skey] = (*others, claim)
         target = claim.target
         names = self._waiting.get(target)
-        if etype == "DELETED" or claim.deleting:
-            if names is None or claim.name not in names:
-                return False
-            names.discard(claim.name)
-            if not names:
-                del self._waiting[target]
-            return True
-        if names is None:
-            names = self._waiting[target] = set()
-        elif claim.name in names:
-            return False
-        names.add(claim.name)
-        return True
+        if claim.deleting:
+            if names is not None and claim.name in names:
+                self._stop_waiting(target, names, claim.name)
+                changed.append(target)
+        elif names is None or claim.name not in names:
+            self._waiting.setdefault(target, set()).add(claim.name)
+            changed.append(target)
+        return changed
+
+    def forget_claim(self, namespace: str, name: str) -> list[TargetKey]:
+        """The claim is gone (its name is all a deletion needs); the targets whose live
+        claims changed."""
+        records = self._claim_records.get(namespace)
+        claim = records.pop(name, None) if records is not None else None
+        if claim is None:
+            return []
+        if not records:
+            del self._claim_records[namespace]
+        skey = (namespace, claim.session)
+        others = tuple(c for c in self._claims.get(skey, ()) if c.name != name)
+        if others:
+            self._claims[skey] = others
+        else:
+            self._claims.pop(skey, None)
+        names = self._waiting.get(claim.target)
+        if names is None or name not in names:
+            return []
+        self._stop_waiting(claim.target, names, name)
+        return [claim.target]
+
+    def _stop_waiting(self, target: TargetKey, names: set[str], name: str) -> None:
+        names.discard(name)
+        if not names:
+            del self._waiting[target]
 
     def claims_on(self, target: TargetKey) -> AbstractSet[str]:
         """Names of the live (not deleting) claims naming ``target``; granted ones too."""
         return self._waiting.get(target, _NONE)
 
     def claims_of(self, key: SessionKey) -> list[SlimClaim]:
-        return list(self._claims.get(key, {}).values())
+        return list(self._claims.get(key, ()))
 
     def claim_sessions(self) -> Iterable[SessionKey]:
         return list(self._claims)

@@ -97,7 +97,9 @@ class ObjectTracker:
         self._clock = clock
         self._objects: dict[ObjKey, _Tracked] = {}
         self._by_pod: dict[PodKey, set[ObjKey]] = {}
-        self._by_session: dict[PodKey, set[ObjKey]] = {}
+        self._by_session: dict[PodKey, tuple[ObjKey, ...]] = {}
+        """Objects naming each session: a tuple, as a session names few objects (one
+        each, mostly) and 100,000 sets of one would cost more than the entries."""
 
     def __repr__(self) -> str:
         entries = sum(len(t.entries) for t in self._objects.values())
@@ -276,15 +278,22 @@ class ObjectTracker:
         tracked.named = named
         new = {(key[1], s) for s in [*tracked.sessions.values(), *named]}
         for gone in old - new:
-            _discard(self._by_session, gone, key)
+            self._unname(gone, key)
         for added in new - old:
-            self._by_session.setdefault(added, set()).add(key)
+            self._by_session[added] = (*self._by_session.get(added, ()), key)
 
     def _unindex(self, key: ObjKey, tracked: _Tracked) -> None:
         for pod in {(p.namespace, p.name) for p in tracked.pods.values()}:
             self._drop_index(pod, key)
         for session in {(key[1], s) for s in [*tracked.sessions.values(), *tracked.named]}:
-            _discard(self._by_session, session, key)
+            self._unname(session, key)
+
+    def _unname(self, session: PodKey, key: ObjKey) -> None:
+        rest = tuple(k for k in self._by_session.get(session, ()) if k != key)
+        if rest:
+            self._by_session[session] = rest
+        else:
+            self._by_session.pop(session, None)
 
     def _drop_index(self, pod: PodKey, key: ObjKey) -> None:
         keys = self._by_pod.get(pod)
@@ -292,11 +301,3 @@ class ObjectTracker:
             keys.discard(key)
             if not keys:
                 del self._by_pod[pod]
-
-
-def _discard(index: dict[PodKey, set[ObjKey]], at: PodKey, key: ObjKey) -> None:
-    keys = index.get(at)
-    if keys is not None:
-        keys.discard(key)
-        if not keys:
-            del index[at]

@@ -63,6 +63,7 @@ class KindWatch:
         field_selector: str | None = None,
         label_selector: str | None = None,
         retry_budget: float = math.inf,
+        keep_objects: bool = True,
     ) -> None:
         self.kind = kind
         self.namespace = namespace
@@ -70,6 +71,10 @@ class KindWatch:
         self.label_selector = label_selector
         self._store = store
         self._cache: dict[tuple[str, str], KObject] = {}
+        self._versions: dict[tuple[str, str], str] | None = None if keep_objects else {}
+        """Without ``keep_objects``: the resourceVersion of each object instead of the
+        object, for a consumer that keeps its own record of each (listeners) and must not
+        pay for a second copy of 100,000 of them; :meth:`get` then answers ``None``."""
         self._events: dict[tuple[str, str], anyio.Event] = {}
         self._any_change = anyio.Event()
         self._listeners: list[Listener] = []
@@ -91,16 +96,27 @@ class KindWatch:
         selected = "".join(
             f" {s}" for s in (self.field_selector, self.label_selector) if s is not None
         )
-        return f"<KindWatch {self.kind.plural} {ns}{selected} objects={len(self._cache)}>"
+        return f"<KindWatch {self.kind.plural} {ns}{selected} objects={self._count()}>"
+
+    def _count(self) -> int:
+        return len(self._cache) if self._versions is None else len(self._versions)
+
+    def _version(self, key: tuple[str, str]) -> str | None:
+        if self._versions is not None:
+            return self._versions.get(key)
+        old = self._cache.get(key)
+        return None if old is None else old.resource_version
 
     def _key(self, name: str, namespace: str | None) -> tuple[str, str]:
         return (namespace if namespace is not None else (self.namespace or ""), name)
 
     def get(self, name: str, namespace: str | None = None) -> KObject | None:
-        """The newest version seen of ``name``; ``None`` if absent (or not synced yet)."""
+        """The newest version seen of ``name``; ``None`` if absent (or not synced yet, or
+        the watch keeps no objects)."""
         return self._cache.get(self._key(name, namespace))
 
     def objects(self) -> list[KObject]:
+        """Every object cached (none without ``keep_objects``)."""
         return list(self._cache.values())
 
     def next_change(self, name: str, namespace: str | None = None) -> anyio.Event:
@@ -187,10 +203,15 @@ class KindWatch:
 
     def _apply(self, etype: str, obj: KObject) -> None:
         key = (obj.namespace, obj.name)
-        old = self._cache.get(key)
-        if old is not None and rv_int(old.resource_version) > rv_int(obj.resource_version):
+        old = self._version(key)
+        if old is not None and rv_int(old) > rv_int(obj.resource_version):
             return  # a CAS result fed in by observe() was newer than this event
-        if etype == "DELETED":
+        if self._versions is not None:
+            if etype == "DELETED":
+                self._versions.pop(key, None)
+            else:
+                self._versions[key] = obj.resource_version
+        elif etype == "DELETED":
             self._cache.pop(key, None)
         else:
             self._cache[key] = obj
@@ -228,14 +249,23 @@ class KindWatch:
             )
             for obj in listed.items:
                 seen.add((obj.namespace, obj.name))
-                old = self._cache.get((obj.namespace, obj.name))
-                if old is None or old.resource_version != obj.resource_version:
+                old = self._version((obj.namespace, obj.name))
+                if old != obj.resource_version:
                     self._apply("ADDED" if old is None else "MODIFIED", obj)
             if not listed.continue_:
                 break
             token = listed.continue_
-        for key in [k for k in self._cache if k not in seen]:
-            self._apply("DELETED", self._cache[key])
+        if self._versions is None:
+            for key in [k for k in self._cache if k not in seen]:
+                self._apply("DELETED", self._cache[key])
+        else:
+            for (namespace, name), rv in [
+                (k, rv) for k, rv in self._versions.items() if k not in seen
+            ]:
+                # All a listener of such a watch gets of an object deleted while the
+                # watch was away: which one, and its last version.
+                md = {"name": name, "namespace": namespace, "resourceVersion": rv}
+                self._apply("DELETED", KObject({"metadata": md}))
         self.resource_version = listed.resource_version
         self.relists += 1
         self.synced.set()

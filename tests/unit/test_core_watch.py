@@ -198,6 +198,41 @@ async def test_page_size_zero_lists_in_one_request() -> None:
     assert len(watch.objects()) == 5
 
 
+async def test_a_watch_keeping_no_objects_still_tells_listeners_every_change() -> None:
+    store = ScriptedStore(
+        [obj("a", 5), obj("b", 6)],
+        [
+            ([WatchEvent("MODIFIED", obj("a", 11, n=1))], WatchExpired("gone", status=410)),
+        ],
+    )
+    store.relistings = [([obj("a", 11, n=1), obj("c", 20)], "21")]  # b deleted meanwhile
+    watch = KindWatch(store, SEMAPHORE, "ns", keep_objects=False)  # type: ignore[arg-type]
+    events: list[tuple[str, str, str, dict[str, Any]]] = []
+    watch.add_listener(
+        lambda etype, o: events.append((etype, o.name, o.resource_version, dict(o.status)))
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch.run)
+        with anyio.fail_after(5):
+            await store.done.wait()
+        tg.cancel_scope.cancel()
+    assert events == [
+        ("ADDED", "a", "5", {}),
+        ("ADDED", "b", "6", {}),
+        ("MODIFIED", "a", "11", {"n": 1}),
+        ("ADDED", "c", "20", {}),  # the relist: a unchanged, c new, b gone
+        ("DELETED", "b", "6", {}),
+    ]
+    assert watch.get("a") is None
+    assert watch.objects() == []
+    assert "objects=2" in repr(watch)
+    watch._apply("MODIFIED", obj("c", 19))  # older than what was seen: ignored
+    assert len(events) == 5
+    watch._apply("DELETED", obj("c", 22))
+    assert events[-1][:2] == ("DELETED", "c")
+    assert "objects=1" in repr(watch)
+
+
 async def test_connection_errors_resume_from_last_version_without_relisting() -> None:
     store = ScriptedStore(
         [],
