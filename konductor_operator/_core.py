@@ -259,7 +259,7 @@ class CoreController:
         return change.reshaped and _safe_drifted(rules, obj, self.log)
 
     def _on_session(self, etype: str, obj: KObject) -> None:
-        skey = (sys.intern(obj.namespace), sys.intern(obj.name))
+        skey = (obj.namespace, obj.name)
         key = (SESSION_KIND, *skey)
         if etype == "DELETED":
             self.timers.schedule(key, None)
@@ -715,10 +715,11 @@ _SLIM_METADATA: Final = ("name", "namespace", "uid", "resourceVersion", "deletio
 
 def _slim_metadata(md: Mapping[str, Any]) -> dict[str, Any]:
     metadata = {k: md[k] for k in _SLIM_METADATA if k in md}
-    # Interned: the watch's index of versions and the ledger's records share them.
-    for k in ("name", "namespace"):
-        if isinstance(metadata.get(k), str):
-            metadata[k] = sys.intern(metadata[k])
+    # Every object decodes its own copy of the namespace: keep one. (Not the names: the
+    # watch's index and the ledger share each object's own, and a table entry per name
+    # would cost more than it saves.)
+    if isinstance(metadata.get("namespace"), str):
+        metadata["namespace"] = sys.intern(metadata["namespace"])
     return metadata
 
 

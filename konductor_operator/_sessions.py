@@ -65,12 +65,12 @@ def slim_claim(obj: KObject) -> SlimClaim | None:
     session = spec.get("session")
     if not isinstance(target, Mapping) or not isinstance(session, str):
         return None
-    # Interned: a namespace's claims share its name, their targets' and their sessions'.
+    # Interned: the claims of a namespace share its name and their targets' (few).
     return SlimClaim(
         sys.intern(obj.namespace),
         obj.name,
         obj.uid,
-        sys.intern(session),
+        session,
         sys.intern(str(target.get("kind", ""))),
         sys.intern(str(target.get("name", ""))),
         bool(obj.metadata.get("deletionTimestamp")),
@@ -116,8 +116,7 @@ class SessionLedger:
     # -- sessions ----------------------------------------------------------------------
 
     def observe(self, obj: KObject) -> None:
-        # Interned: the same names recur in the timers, the claims and the indexes.
-        key = (sys.intern(obj.namespace), sys.intern(obj.name))
+        key = (sys.intern(obj.namespace), obj.name)
         spec = obj.spec
         ttl = spec.get("ttlSeconds")
         ttl_s = float(ttl) if isinstance(ttl, int) and not isinstance(ttl, bool) else 0.0
