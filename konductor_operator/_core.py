@@ -165,14 +165,17 @@ class CoreController:
         store = self.ctx.client.store
         # The watches keep no objects: the ledger keeps the one record of each.
         sessions = KindWatch(
-            SlimStore(store, _slim_session_object), SESSION, namespace, keep_objects=False
+            SlimStore(store, _slim_session_object), SESSION, namespace, versions=self.ledger
         )
         self._session_watches[namespace] = sessions
         sessions.add_listener(self._on_session)
         tg.start_soon(sessions.run)
         tg.start_soon(self._sessions_synced, sessions)
         claims = KindWatch(
-            SlimStore(store, _slim_claim_object), CLAIM, namespace, keep_objects=False
+            SlimStore(store, _slim_claim_object),
+            CLAIM,
+            namespace,
+            versions=self.ledger.claim_versions,
         )
         self._claim_watches[namespace] = claims
         claims.add_listener(self._on_claim)

@@ -22,6 +22,7 @@ import attrs
 from konductor_sdk._kernel.clock import Clock
 from konductor_sdk._kernel.identity import PodRef
 from konductor_sdk._kernel.objects import KObject
+from konductor_sdk._kernel.watch import Versions
 
 SessionKey = tuple[str, str]
 """``(namespace, name)`` of a session."""
@@ -53,6 +54,7 @@ class SlimClaim:
     target_name: str
     deleting: bool = False
     """Marked for deletion (finalizers or owners hold it back): no longer waiting."""
+    resource_version: str = ""
 
     @property
     def target(self) -> TargetKey:
@@ -74,6 +76,7 @@ def slim_claim(obj: KObject) -> SlimClaim | None:
         sys.intern(str(target.get("kind", ""))),
         sys.intern(str(target.get("name", ""))),
         bool(obj.metadata.get("deletionTimestamp")),
+        obj.resource_version,
     )
 
 
@@ -179,6 +182,12 @@ class SessionLedger:
     def keys(self) -> list[SessionKey]:
         return list(self._seen)
 
+    def version(self, namespace: str, name: str) -> str | None:
+        """The resourceVersion last seen of a live session: the session watch keeps no
+        sessions of its own (:class:`~konductor_sdk._kernel.watch.Versions`)."""
+        seen = self._seen.get((namespace, name))
+        return None if seen is None else seen.resource_version
+
     def _unindex_pod(self, key: SessionKey, pod: PodRef | None) -> None:
         if pod is None:
             return
@@ -247,6 +256,11 @@ class SessionLedger:
         if not names:
             del self._waiting[target]
 
+    @property
+    def claim_versions(self) -> Versions:
+        """The claim watch's view of the claims recorded (it keeps none of its own)."""
+        return _ClaimVersions(self._claim_records)
+
     def claims_on(self, target: TargetKey) -> AbstractSet[str]:
         """Names of the live (not deleting) claims naming ``target``; granted ones too."""
         return self._waiting.get(target, _NONE)
@@ -256,3 +270,16 @@ class SessionLedger:
 
     def claim_sessions(self) -> Iterable[SessionKey]:
         return list(self._claims)
+
+
+@final
+class _ClaimVersions:
+    def __init__(self, records: Mapping[str, Mapping[str, SlimClaim]]) -> None:
+        self._records = records
+
+    def version(self, namespace: str, name: str) -> str | None:
+        claim = self._records.get(namespace, {}).get(name)
+        return None if claim is None else claim.resource_version
+
+    def keys(self) -> list[tuple[str, str]]:
+        return [(ns, name) for ns, names in self._records.items() for name in names]

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
-from typing import final
+from collections.abc import Callable, Iterable
+from typing import Protocol, final
 
 import anyio
 
@@ -41,6 +41,22 @@ from konductor_sdk._kernel.store import Store, WatchExpired
 log = logging.getLogger("konductor_sdk.watch")
 
 Listener = Callable[[str, KObject], None]
+
+
+class Versions(Protocol):
+    """The records a listener keeps of a watch's objects, as the watch needs them: the
+    resourceVersion of each (to drop stale events and see what a re-list changed), and
+    which there are (to tell the listener of those deleted while the watch was away).
+    The listener must record every object delivered (or ``version`` answers ``None``
+    and the next re-list delivers it again) and forget it on ``DELETED``."""
+
+    def version(self, namespace: str, name: str) -> str | None: ...
+
+    def keys(self) -> Iterable[tuple[str, str]]:
+        """``(namespace, name)`` of every object recorded (other namespaces' too: the
+        watch looks at its own)."""
+        ...
+
 
 PAGE_SIZE = 500
 """Objects per page of a list (``limit``); 0 lists everything in one response."""
@@ -63,7 +79,7 @@ class KindWatch:
         field_selector: str | None = None,
         label_selector: str | None = None,
         retry_budget: float = math.inf,
-        keep_objects: bool = True,
+        versions: Versions | None = None,
     ) -> None:
         self.kind = kind
         self.namespace = namespace
@@ -71,10 +87,10 @@ class KindWatch:
         self.label_selector = label_selector
         self._store = store
         self._cache: dict[tuple[str, str], KObject] = {}
-        self._versions: dict[tuple[str, str], str] | None = None if keep_objects else {}
-        """Without ``keep_objects``: the resourceVersion of each object instead of the
-        object, for a consumer that keeps its own record of each (listeners) and must not
-        pay for a second copy of 100,000 of them; :meth:`get` then answers ``None``."""
+        self._versions = versions
+        """If given, the watch keeps no objects: its listener keeps a record of each and
+        tells their versions (100,000 sessions need not be kept twice); :meth:`get` then
+        answers ``None``."""
         self._events: dict[tuple[str, str], anyio.Event] = {}
         self._any_change = anyio.Event()
         self._listeners: list[Listener] = []
@@ -99,11 +115,17 @@ class KindWatch:
         return f"<KindWatch {self.kind.plural} {ns}{selected} objects={self._count()}>"
 
     def _count(self) -> int:
-        return len(self._cache) if self._versions is None else len(self._versions)
+        return len(self._cache) if self._versions is None else len(self._recorded())
+
+    def _recorded(self) -> list[tuple[str, str]]:
+        """What the listener recorded of this watch's objects (``versions``)."""
+        assert self._versions is not None
+        ns = self.namespace
+        return [k for k in self._versions.keys() if ns is None or k[0] == ns]  # noqa: SIM118 - a Versions, not a dict
 
     def _version(self, key: tuple[str, str]) -> str | None:
         if self._versions is not None:
-            return self._versions.get(key)
+            return self._versions.version(*key)
         old = self._cache.get(key)
         return None if old is None else old.resource_version
 
@@ -116,7 +138,7 @@ class KindWatch:
         return self._cache.get(self._key(name, namespace))
 
     def objects(self) -> list[KObject]:
-        """Every object cached (none without ``keep_objects``)."""
+        """Every object cached (none if the listener keeps them: ``versions``)."""
         return list(self._cache.values())
 
     def next_change(self, name: str, namespace: str | None = None) -> anyio.Event:
@@ -206,15 +228,11 @@ class KindWatch:
         old = self._version(key)
         if old is not None and rv_int(old) > rv_int(obj.resource_version):
             return  # a CAS result fed in by observe() was newer than this event
-        if self._versions is not None:
+        if self._versions is None:  # else the listener records it
             if etype == "DELETED":
-                self._versions.pop(key, None)
+                self._cache.pop(key, None)
             else:
-                self._versions[key] = obj.resource_version
-        elif etype == "DELETED":
-            self._cache.pop(key, None)
-        else:
-            self._cache[key] = obj
+                self._cache[key] = obj
         event = self._events.pop(key, None)
         if event is not None:
             event.set()
@@ -259,11 +277,10 @@ class KindWatch:
             for key in [k for k in self._cache if k not in seen]:
                 self._apply("DELETED", self._cache[key])
         else:
-            for (namespace, name), rv in [
-                (k, rv) for k, rv in self._versions.items() if k not in seen
-            ]:
+            for namespace, name in [k for k in self._recorded() if k not in seen]:
                 # All a listener of such a watch gets of an object deleted while the
                 # watch was away: which one, and its last version.
+                rv = self._versions.version(namespace, name) or ""
                 md = {"name": name, "namespace": namespace, "resourceVersion": rv}
                 self._apply("DELETED", KObject({"metadata": md}))
         self.resource_version = listed.resource_version

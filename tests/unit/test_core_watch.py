@@ -198,7 +198,28 @@ async def test_page_size_zero_lists_in_one_request() -> None:
     assert len(watch.objects()) == 5
 
 
-async def test_a_watch_keeping_no_objects_still_tells_listeners_every_change() -> None:
+class Records:
+    """A listener keeping its own record of each object (the watch keeps none)."""
+
+    def __init__(self) -> None:
+        self.rvs: dict[tuple[str, str], str] = {("elsewhere", "x"): "1"}  # not the watch's
+        self.events: list[tuple[str, str, str, dict[str, Any]]] = []
+
+    def listen(self, etype: str, o: KObject) -> None:
+        self.events.append((etype, o.name, o.resource_version, dict(o.status)))
+        if etype == "DELETED":
+            self.rvs.pop((o.namespace, o.name), None)
+        else:
+            self.rvs[(o.namespace, o.name)] = o.resource_version
+
+    def version(self, namespace: str, name: str) -> str | None:
+        return self.rvs.get((namespace, name))
+
+    def keys(self) -> list[tuple[str, str]]:
+        return list(self.rvs)
+
+
+async def test_a_watch_whose_listener_keeps_the_objects_tells_it_every_change() -> None:
     store = ScriptedStore(
         [obj("a", 5), obj("b", 6)],
         [
@@ -206,17 +227,15 @@ async def test_a_watch_keeping_no_objects_still_tells_listeners_every_change() -
         ],
     )
     store.relistings = [([obj("a", 11, n=1), obj("c", 20)], "21")]  # b deleted meanwhile
-    watch = KindWatch(store, SEMAPHORE, "ns", keep_objects=False)  # type: ignore[arg-type]
-    events: list[tuple[str, str, str, dict[str, Any]]] = []
-    watch.add_listener(
-        lambda etype, o: events.append((etype, o.name, o.resource_version, dict(o.status)))
-    )
+    records = Records()
+    watch = KindWatch(store, SEMAPHORE, "ns", versions=records)  # type: ignore[arg-type]
+    watch.add_listener(records.listen)
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch.run)
         with anyio.fail_after(5):
             await store.done.wait()
         tg.cancel_scope.cancel()
-    assert events == [
+    assert records.events == [
         ("ADDED", "a", "5", {}),
         ("ADDED", "b", "6", {}),
         ("MODIFIED", "a", "11", {"n": 1}),
@@ -226,11 +245,12 @@ async def test_a_watch_keeping_no_objects_still_tells_listeners_every_change() -
     assert watch.get("a") is None
     assert watch.objects() == []
     assert "objects=2" in repr(watch)
-    watch._apply("MODIFIED", obj("c", 19))  # older than what was seen: ignored
-    assert len(events) == 5
+    watch._apply("MODIFIED", obj("c", 19))  # older than what was recorded: ignored
+    assert len(records.events) == 5
     watch._apply("DELETED", obj("c", 22))
-    assert events[-1][:2] == ("DELETED", "c")
+    assert records.events[-1][:2] == ("DELETED", "c")
     assert "objects=1" in repr(watch)
+    assert records.version("elsewhere", "x") == "1"
 
 
 async def test_connection_errors_resume_from_last_version_without_relisting() -> None:

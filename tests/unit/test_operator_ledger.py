@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from konductor_operator._sessions import DEAD_REMEMBERED, SessionLedger, SlimClaim
 from konductor_sdk._kernel.clock import FakeClock
 from konductor_sdk._kernel.identity import PodRef
@@ -129,3 +131,20 @@ def test_a_claim_seen_with_another_session_or_target_leaves_the_old_ones() -> No
     assert ledger.claims_of((NS, "a")) == []
     assert [c.session for c in ledger.claims_of((NS, "b"))] == ["b"]
     assert set(ledger.claims_on(("Semaphore", NS, "s"))) == set()
+
+
+def test_the_ledger_tells_the_watches_the_versions_it_recorded() -> None:
+    ledger = SessionLedger(FakeClock())
+    ledger.observe(session("a", 7))
+    assert ledger.version(NS, "a") == "7"
+    assert ledger.version(NS, "b") is None
+    ledger.ended((NS, "a"))
+    assert ledger.version(NS, "a") is None
+    versions = ledger.claim_versions
+    ledger.observe_claim(attrs.evolve(claim("c1", "a"), resource_version="12"))
+    ledger.observe_claim(SlimClaim("other", "c2", "u", "a", "Semaphore", "s", False, "13"))
+    assert versions.version(NS, "c1") == "12"
+    assert sorted(versions.keys()) == [(NS, "c1"), ("other", "c2")]
+    ledger.forget_claim(NS, "c1")
+    assert versions.version(NS, "c1") is None
+    assert list(versions.keys()) == [("other", "c2")]
