@@ -89,6 +89,8 @@ class CoreController:
         self.rules = dict(rules if rules is not None else registered())
         self.tracker = ObjectTracker(ctx.clock)
         self.timers: TimerHeap[ObjKey] = TimerHeap()
+        self.session_timers: TimerHeap[SessionKey] = TimerHeap()
+        """Sessions' expiry, keyed by the ledger's own key tuples (100,000 of them)."""
         self.queue: WorkQueue[ObjKey] = WorkQueue()
         self.pods = PodWatcher(ctx.client, ctx.namespaces, self._on_pod, self._on_pods_synced)
         self.ledger = SessionLedger(ctx.clock)
@@ -114,7 +116,7 @@ class CoreController:
     def statistics(self) -> CoreStatistics:
         return CoreStatistics(
             objects=len(self.tracker),
-            timers=len(self.timers),
+            timers=len(self.timers) + len(self.session_timers),
             queued=len(self.queue),
             passes=self.passes,
             pod_confirmations=self.pods.confirmations,
@@ -262,18 +264,17 @@ class CoreController:
         return change.reshaped and _safe_drifted(rules, obj, self.log)
 
     def _on_session(self, etype: str, obj: KObject) -> None:
-        skey = (obj.namespace, obj.name)
-        key = (SESSION_KIND, *skey)
         if etype == "DELETED":
-            self.timers.schedule(key, None)
+            skey = (obj.namespace, obj.name)
+            self.session_timers.schedule(skey, None)
             self._session_ended(skey)
             return
-        self.ledger.observe(obj)
-        if self.timers.schedule(key, self.ledger.expires_at(skey)):
+        skey = self.ledger.observe(obj)
+        if self.session_timers.schedule(skey, self.ledger.expires_at(skey)):
             self._timer_wake.set()
         pod = self.ledger.pod(skey)
         if pod is not None and self.pods.suspicious(pod):
-            self.queue.add(key)
+            self.queue.add((SESSION_KIND, *skey))
 
     def _on_claim(self, etype: str, obj: KObject) -> None:
         if etype == "DELETED":
@@ -411,11 +412,15 @@ class CoreController:
     async def _timer_loop(self) -> None:
         clock = self.ctx.clock
         while True:
-            for key in self.timers.pop_due(clock.monotonic()):
+            now = clock.monotonic()
+            for key in self.timers.pop_due(now):
                 self.queue.add(key)
+            for skey in self.session_timers.pop_due(now):
+                self.queue.add((SESSION_KIND, *skey))
             if self._timer_wake.is_set():
                 self._timer_wake = anyio.Event()
-            nxt = self.timers.next_deadline()
+            deadlines = [self.timers.next_deadline(), self.session_timers.next_deadline()]
+            nxt = min((d for d in deadlines if d is not None), default=None)
             delay = 3600.0 if nxt is None else max(0.0, nxt - clock.monotonic())
             with anyio.move_on_after(delay):
                 await self._timer_wake.wait()
@@ -642,13 +647,13 @@ class CoreController:
             pass
         self.log.info("session %s/%s ended: %s", skey[0], skey[1], reason)
         self.ctx.metrics.sessions_ended.labels(label).inc()
-        self.timers.schedule((SESSION_KIND, *skey), None)
+        self.session_timers.schedule(skey, None)
         self._session_ended(skey)
 
     def _schedule_session(self, skey: SessionKey) -> None:
         when = self.ledger.expires_at(skey)
         floor = self.ctx.clock.monotonic() + RETRY_FLOOR
-        if when is not None and self.timers.schedule((SESSION_KIND, *skey), max(when, floor)):
+        if when is not None and self.session_timers.schedule(skey, max(when, floor)):
             self._timer_wake.set()
 
     async def _reap_claims(self, skey: SessionKey) -> None:

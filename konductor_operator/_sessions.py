@@ -118,7 +118,9 @@ class SessionLedger:
 
     # -- sessions ----------------------------------------------------------------------
 
-    def observe(self, obj: KObject) -> None:
+    def observe(self, obj: KObject) -> SessionKey:
+        """Record the session's current version; returns its key (a tuple others may
+        share rather than build their own: there may be 100,000)."""
         key = (sys.intern(obj.namespace), obj.name)
         spec = obj.spec
         ttl = spec.get("ttlSeconds")
@@ -143,6 +145,7 @@ class SessionLedger:
             self._by_pod.setdefault((pod.namespace, pod.name), set()).add(key)
         self._seen[key] = _Seen(obj.uid, obj.resource_version, ttl_s, pod, renew_count, since)
         self._dead.pop(key, None)
+        return key
 
     def ended(self, key: SessionKey) -> None:
         """The session is gone (deleted by anyone): everything naming it may be reaped."""
