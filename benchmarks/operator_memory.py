@@ -265,6 +265,12 @@ async def measure(n: int, per_object: int, holders: int, top: int) -> None:
                 f"{stat.size_diff / n:8.0f} B/participant "
                 f"{stat.count_diff:8d} blocks  {' < '.join(frames[:5])}"
             )
+        started = time.perf_counter()
+        gc.collect()
+        took = time.perf_counter() - started
+        tracked = Counter(type(o).__name__ for o in gc.get_objects())
+        print(f"a full garbage collection: {took:.3f} s over {tracked.total():,} objects")
+        print("  most of them:", ", ".join(f"{t} {n:,}" for t, n in tracked.most_common(6)))
         # What a resync costs: one pass over every object (nothing is due, nothing written).
         keys = core.tracker.keys()
         started = time.perf_counter()

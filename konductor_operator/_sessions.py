@@ -42,7 +42,7 @@ def session_of(entry: Mapping[str, Any]) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class SlimClaim:
     """What reaping needs of a claim."""
 
@@ -80,7 +80,7 @@ def slim_claim(obj: KObject) -> SlimClaim | None:
     )
 
 
-@attrs.define
+@attrs.frozen(weakref_slot=False)
 class _Seen:
     """The one record kept of a live session (its watch keeps no copy of it)."""
 
