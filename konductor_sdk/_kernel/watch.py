@@ -120,8 +120,8 @@ class KindWatch:
     def _recorded(self) -> list[tuple[str, str]]:
         """What the listener recorded of this watch's objects (``versions``)."""
         assert self._versions is not None
-        ns = self.namespace
-        return [k for k in self._versions.keys() if ns is None or k[0] == ns]  # noqa: SIM118 - a Versions, not a dict
+        ns, recorded = self.namespace, self._versions.keys()
+        return [k for k in recorded if ns is None or k[0] == ns]
 
     def _version(self, key: tuple[str, str]) -> str | None:
         if self._versions is not None:
