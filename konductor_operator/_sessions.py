@@ -17,6 +17,7 @@ No I/O here: the core controller feeds watch events in and acts on the verdicts.
 from __future__ import annotations
 
 import sys
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any, Final, final
@@ -106,8 +107,9 @@ class SessionLedger:
         self._clock = clock
         self._seen: dict[SessionKey, _Seen] = {}
         self._by_pod: dict[tuple[str, str], set[SessionKey]] = {}
-        self._dead: dict[SessionKey, float] = {}
-        """Ended sessions by when they ended, oldest first (trimmed from the front)."""
+        self._dead: OrderedDict[SessionKey, float] = OrderedDict()
+        """Ended sessions by when they ended, oldest first (trimmed from the front: an
+        OrderedDict, as a dict's front fills with holes that every trim would walk)."""
         self._claim_records: dict[str, dict[str, SlimClaim]] = {}
         """Claims by namespace and name (a deletion names nothing else)."""
         self._claims: dict[SessionKey, tuple[SlimClaim, ...]] = {}
@@ -156,8 +158,8 @@ class SessionLedger:
         seen = self._seen.pop(key, None)
         if seen is not None:
             self._unindex_pod(key, seen.pod)
-        self._dead.pop(key, None)  # re-inserted last: the dict stays in order of ending
         self._dead[key] = self._clock.monotonic()
+        self._dead.move_to_end(key)  # the dict stays in order of ending
         self._trim()
 
     def known(self, key: SessionKey) -> bool:
