@@ -163,9 +163,9 @@ class CoreController:
             self._on_object(rules, "ADDED", obj)
 
     def _attach_sessions(self, tg: Any, namespace: str | None) -> None:
-        # Sessions and claims are cached slim: the operator may watch 100,000 of each.
+        # The operator may watch 100,000 of each: their watches read them slim and keep
+        # no objects; the ledger keeps the one record of each.
         store = self.ctx.client.store
-        # The watches keep no objects: the ledger keeps the one record of each.
         sessions = KindWatch(
             SlimStore(store, _slim_session_object), SESSION, namespace, versions=self.ledger
         )
