@@ -332,9 +332,21 @@ class CoreController:
         if pending:
             return
         if when <= self.ctx.clock.monotonic():
-            self.queue.add(key)
+            self.queue.add(key, background=self._only_recount(key))
         else:
             self._schedule(key)
+
+    def _only_recount(self, key: ObjKey) -> bool:
+        """Whether all ``key`` is due for is a rewrite of its claim counts: those are for
+        people and metrics, and wait in the background lane behind reaping (after a load
+        of 100,000, a thousand of them would otherwise hold up every session expiring)."""
+        if key not in self._recount or key in self._drops:
+            return False
+        deadline = self.tracker.deadline(key)
+        if deadline is not None and deadline <= self.ctx.clock.monotonic():
+            return False
+        named = [*self.tracker.session_refs(key).values(), *self.tracker.named_sessions(key)]
+        return not any(self.ledger.is_dead((key[1], s)) for s in named)
 
     async def _claims_synced(self, watch: KindWatch) -> None:
         # Counts were not judged before every claim was listed.
@@ -414,7 +426,7 @@ class CoreController:
         while True:
             now = clock.monotonic()
             for key in self.timers.pop_due(now):
-                self.queue.add(key)
+                self.queue.add(key, background=self._only_recount(key))
             for skey in self.session_timers.pop_due(now):
                 self.queue.add((SESSION_KIND, *skey))
             if self._timer_wake.is_set():

@@ -428,6 +428,20 @@ async def test_queue_length_counts_live_claims_not_granted() -> None:
         assert h.status()["holders"] == {"0": grant("c2", 12)}, "counting never touches grants"
 
 
+async def test_a_pass_due_only_for_its_claim_counts_waits_behind_reaping() -> None:
+    store = FakeStore()
+    store.put(SESSION, session())
+    store.put(SEMAPHORE, semaphore(permits=1, **{"0": grant("c0", 11)}))
+    async with running(store=store) as h:
+        key = ("Semaphore", NS, "s")
+        core = h.core
+        assert not core._only_recount(key), "nothing due at all"
+        core._recount[key] = h.clock.monotonic()  # its counts are stale, and due
+        assert core._only_recount(key), "the background lane"
+        core.ledger.ended((NS, "sess"))  # the session its grant names ended: reap first
+        assert not core._only_recount(key)
+
+
 async def test_a_claim_storm_costs_one_status_write_per_second() -> None:
     store = FakeStore()
     store.put(SESSION, session())
