@@ -94,6 +94,10 @@ class GrantCoordinator:
         self._queue: ClaimQueue | None = None
         self._watch: KindWatch | None = None
         self._seen_object = False
+        self._seen_version: str | None = None
+        """The last version of the object handed to :meth:`_on_object`: our own writes reach
+        it twice (``observe`` of the answer, then the watch event), and the second changes
+        nothing."""
         self._hooked_sessions: set[str] = set()
         self.creating = anyio.Semaphore(CREATING_AT_ONCE)
         """Bounds this client's claim creations in flight on this object."""
@@ -185,6 +189,10 @@ class GrantCoordinator:
     def _on_object(self, etype: str, obj: KObject) -> None:
         if obj.name != self.name or obj.namespace != self.namespace:
             return
+        version = obj.resource_version if etype != "DELETED" else None
+        if version is not None and version == self._seen_version:
+            return  # (a version is one state: judged and planned on already)
+        self._seen_version = version
         self._wake.set()
         self.holdings.on_object(etype, obj)
 
@@ -290,6 +298,11 @@ class GrantCoordinator:
                         waiter.finish(gone)
             return
         self._seen_object = True
+        if not self.waiters and not self._direct:
+            # Nothing of ours to plan for (woken by a version while idle); a deferral to
+            # another process's waiter starts afresh once we have one.
+            self._deferred = None
+            return
         directs = [w for w in self._direct if w.outcome is None and not w.writing]
         if directs and self.waiters:
             # Our own claims are queued (maybe not delivered by the watch yet): a later
