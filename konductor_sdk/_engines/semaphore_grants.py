@@ -33,6 +33,7 @@ from konductor_sdk._engines.semaphore_waiter import (
     RESTART,
     Granted,
     Waiter,
+    grant_fields,
     spawn_quietly,
 )
 from konductor_sdk._kernel.batching import PerClient
@@ -386,6 +387,7 @@ class GrantCoordinator:
     async def _grant(self, obj: KObject, mine: list[tuple[Waiter, planning.Placement]]) -> None:
         client = self.client
         user = await client.whoami()
+        holder = client.identity.holder
         now = rfc3339(client.clock.now())
         entries: list[tuple[int, dict[str, Any]]] = []
         bounds: list[int | None] = []
@@ -396,7 +398,7 @@ class GrantCoordinator:
                 "session": waiter.session.name,
                 "creator": user,
                 "grantedAt": now,
-                **waiter.entry,
+                **grant_fields(waiter.request, holder),
             }
             if not waiter.direct:
                 entry["claim"] = waiter.request.id
@@ -455,7 +457,7 @@ class GrantCoordinator:
                 resource_version=written.resource_version,
                 ttl_seconds=bound,
             )
-            waiter.asked.clear()
+            waiter.asked = frozenset()
             if waiter.session.lost:
                 waiter.finish(RESTART)  # the loss callback passed over it while it wrote
             if waiter.abandoned or waiter.outcome is not None:
@@ -505,14 +507,14 @@ class GrantCoordinator:
         except APIError as exc:
             log.debug("%r: preemption request not written: %s", self, exc)
             return
-        head.asked.update(tokens)
+        head.asked |= frozenset(tokens)
         self.watch.observe(written)
 
     async def withdraw(self, waiter: Waiter) -> None:
         """Remove the preemption requests ``waiter`` made (it leaves, or starts over)."""
         if not waiter.asked:
             return
-        tokens, waiter.asked = set(waiter.asked), set()
+        tokens, waiter.asked = set(waiter.asked), frozenset()
         for _ in range(3):
             obj = self.current()
             if obj is None:
