@@ -251,7 +251,8 @@ class SemaphoreObject:
                 "ttl=0 ('until released or the pod ends') needs a pod identity "
                 "(POD_NAME/POD_NAMESPACE); use a ttl in seconds outside a pod"
             )
-        wanted = {**fields, **({"allowBurst": True} if allow_burst else {})}
+        # (Never changed, so shared with the caller's when there is nothing to add.)
+        wanted = {**fields, "allowBurst": True} if allow_burst else fields
         # The shared watch first: every later read of the object comes from its cache.
         await client.watch(self.kind.kind, self.namespace)
         await self.ensure(wanted)
@@ -265,7 +266,6 @@ class SemaphoreObject:
         direct = True  # the uncontended fast path: no claim, one write
         while True:
             claim: OwnClaim | None = None
-            outcome: Outcome = REJECTED
             if direct:
                 request = planning.Request(
                     id=f"direct-{secrets.token_hex(6)}",
@@ -274,16 +274,7 @@ class SemaphoreObject:
                     allow_burst=allow_burst,
                     fields=wanted,
                 )
-                outcome = await self._wait(coord, Waiter(request, session, True))
-                if outcome == REJECTED:
-                    if nowait:
-                        self.stats["would_block"] += 1
-                        raise WouldBlock(
-                            f"{self.describe()}: not granted at once (not enough free units, "
-                            "or others are queued)"
-                        )
-                    direct = False
-            if not direct:
+            else:
                 claim_spec = {
                     **wanted,
                     "priority": priority,
@@ -293,15 +284,34 @@ class SemaphoreObject:
                 claim, request = await self._queue(coord, session, claim_spec)
                 del claim_spec  # (a parked waiter's frame keeps only what it still needs)
                 self.stats["waited"] += 1
-                self.waiting += 1
-                try:
-                    outcome = await self._wait(coord, Waiter(request, session, False))
-                except BaseException:
+            # One wait site, in this frame: a thousand parked waiters are a thousand of
+            # these frames, and no second coroutine each.
+            waiter = Waiter(request, session, direct)
+            self.waiting += claim is not None
+            try:
+                coord.add(waiter)
+                await waiter.decided()
+            except BaseException:
+                waiter.abandoned = True
+                coord.remove(waiter)
+                with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
+                    await self._abandon(coord, waiter)
+                if claim is not None:
                     with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
                         await self._drop(claim)
-                    raise
-                finally:
-                    self.waiting -= 1
+                raise
+            finally:
+                self.waiting -= claim is not None
+            outcome = self._decided(coord, waiter)
+            if outcome == REJECTED:  # (only a claimless attempt is rejected)
+                if nowait:
+                    self.stats["would_block"] += 1
+                    raise WouldBlock(
+                        f"{self.describe()}: not granted at once (not enough free units, "
+                        "or others are queued)"
+                    )
+                direct = False
+                continue
             if outcome == RESTART:
                 # Our session ended while we waited: the place is forfeit.
                 if claim is not None:
@@ -374,22 +384,18 @@ class SemaphoreObject:
                     raise
             await anyio.sleep(backoff(attempt))
 
-    async def _wait(self, coord: GrantCoordinator, waiter: Waiter) -> Outcome:
-        """Hand ``waiter`` to the coordinator and sleep until it is decided."""
-        coord.add(waiter)
-        try:
-            # No timer per waiter: the session's renewer marks it lost at its deadline,
-            # and its loss callback restarts every waiter of it (GrantCoordinator._hook).
-            await waiter.decided()
-        except BaseException:
-            waiter.abandoned = True
-            coord.remove(waiter)
-            with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
-                if isinstance(waiter.outcome, Granted):
-                    await coord.holdings.give_back(waiter.outcome)
-                with contextlib.suppress(*CLEANUP_ERRORS):
-                    await coord.withdraw(waiter)
-            raise
+    async def _abandon(self, coord: GrantCoordinator, waiter: Waiter) -> None:
+        """Clean up after a waiter whose caller left (cancelled): a grant written for it
+        meanwhile is given back, its preemption requests withdrawn."""
+        if isinstance(waiter.outcome, Granted):
+            await coord.holdings.give_back(waiter.outcome)
+        with contextlib.suppress(*CLEANUP_ERRORS):
+            await coord.withdraw(waiter)
+
+    def _decided(self, coord: GrantCoordinator, waiter: Waiter) -> Outcome:
+        """The outcome of a waiter that was decided (no timer per waiter: the session's
+        renewer marks it lost at its deadline, and its loss callback restarts every
+        waiter of it, GrantCoordinator._hook)."""
         coord.remove(waiter)
         assert waiter.outcome is not None
         if waiter.asked and not isinstance(waiter.outcome, Granted):
