@@ -63,9 +63,11 @@ PAIR_BUDGET: Final = 20_000
 """Bound on (new grants x grants they must be checked against) per write: the admission
 policy's overlap check must stay inside the API server's CEL cost budget."""
 MAX_NEW_PER_WRITE: Final = 64
-CREATING_AT_ONCE: Final = 4
+CREATING_AT_ONCE: Final = 2
 """Claim creations in flight per client and object (a thousand waiters arriving at once
-would otherwise hold a thousand requests' buffers)."""
+would otherwise hold a thousand requests' buffers). Few: each beyond the client's idle
+connections opens another, ~300 KiB with TLS, kept after the crowd has queued; 2 queue a
+crowd as fast as 4 where the API server is the bound."""
 DEFER_SECONDS: Final = 0.1
 """Longest this client lets another process's waiter, ahead of ours in the fitting prefix,
 write its grant first before writing ours anyway."""
