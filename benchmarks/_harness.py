@@ -127,6 +127,34 @@ class Context:
         self._clients.append(client)
         return await client.connect()
 
+    async def user_client(self, user: str) -> Client:
+        """A connected client of ``user``, allowed in this namespace exactly what the
+        project's ``konductor-user`` role allows (as the SDK runs in a user's pod; the
+        admin's writes take other paths through the authorizer and the policies)."""
+        rules = konductor_user_rules()
+        name = f"konductor-user-{user}"
+        base = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{self.namespace}"
+        role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+        subject = {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}
+        rest = self.handle.rest()
+        role = {"metadata": {"name": name}, "rules": rules}
+        await anyio.to_thread.run_sync(lambda: rest.request("POST", f"{base}/roles", role))
+        await anyio.to_thread.run_sync(
+            lambda: rest.request(
+                "POST",
+                f"{base}/rolebindings",
+                {"metadata": {"name": name}, "roleRef": role_ref, "subjects": [subject]},
+            )
+        )
+        kubeconfig = await anyio.to_thread.run_sync(
+            lambda: self.handle.mint_kubeconfig(user, namespace=self.namespace)
+        )
+        client = Client(
+            kubeconfig=kubeconfig, namespace=self.namespace, identity=Identity(holder=user)
+        )
+        self._clients.append(client)
+        return await client.connect()
+
     async def spawn(self, target: str, params: dict[str, Any], *, name: str) -> Child:
         """A child process running ``target`` (see :mod:`benchmarks._child`)."""
         base = {"kubeconfig": str(self.kubeconfig), "namespace": self.namespace}
@@ -156,6 +184,17 @@ class Context:
                 await client.aclose()
             self._children.clear()
             self._clients.clear()
+
+
+def konductor_user_rules() -> list[Any]:
+    """The rules of the ``konductor-user`` ClusterRole, as deploy/ ships them."""
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "deploy" / "rbac" / "user-roles.yaml"
+    for doc in yaml.safe_load_all(path.read_text()):
+        if doc and doc.get("kind") == "ClusterRole" and doc["metadata"]["name"] == "konductor-user":
+            return list(doc["rules"])
+    raise RuntimeError(f"{path} has no konductor-user ClusterRole")
 
 
 def request_counts(before: Counter[str], after: Counter[str]) -> dict[str, float]:

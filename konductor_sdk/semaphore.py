@@ -422,8 +422,10 @@ class Semaphore:
             NotFoundError: the object does not exist (and ``permits`` was not given), or
                 was deleted while waiting.
         """
-        kwargs = self._kwargs(weight, priority, preemptible, ttl, burst)
-        return await self._object.acquire(**kwargs, nowait=False)
+        # No local: a parked waiter's frame need not keep the arguments' dict.
+        return await self._object.acquire(
+            **self._kwargs(weight, priority, preemptible, ttl, burst), nowait=False
+        )
 
     async def acquire_nowait(
         self,

@@ -5,12 +5,17 @@ One client, one Semaphore nobody else uses. Each repeat alternates chunks of raw
 chunks of ``acquire()`` + ``release()`` cycles, so both see the same moment of the machine.
 The floor of a cycle is two writes (grant, release); the request counters show how many
 the primitive really makes.
+
+The same is measured for a second client, a user bound to the ``konductor-user`` role in
+the namespace (as the SDK runs in a user's pod) on a semaphore of its own: the harness's
+admin is in ``system:masters``, which the authorizer and the admission policies treat
+differently (``override`` allowed), so its figures alone do not say what users see.
 """
 
 from __future__ import annotations
 
 import time
-from typing import ClassVar, final
+from typing import TYPE_CHECKING, ClassVar, final
 
 import anyio
 
@@ -21,7 +26,11 @@ from .._baselines import patch_round_trips
 from .._harness import Context, Scenario, accumulate, request_counts
 from .._report import Measurement, Row
 
+if TYPE_CHECKING:
+    from konductor_sdk.semaphore import Semaphore
+
 NAME = "uncontended"
+USER_NAME = "uncontended-user"
 CHUNK = 10
 
 
@@ -36,6 +45,18 @@ class Uncontended(Scenario):
         Row("API writes per cycle", "per_cycle.writes", "per_patch.writes", "per raw PATCH"),
         Row("API reads per cycle", "per_cycle.reads"),
         Row("409 conflicts per cycle", "per_cycle.conflicts"),
+        Row(
+            "cycle p50, as a konductor-user",
+            "user_cycle_ms.p50",
+            "user_patch_ms.p50",
+            "raw PATCH p50, same user",
+        ),
+        Row(
+            "cycle p99, as a konductor-user",
+            "user_cycle_ms.p99",
+            "user_patch_ms.p99",
+            "raw PATCH p99, same user",
+        ),
     )
     requires_kinds: ClassVar[tuple[ResourceKind, ...]] = (SEMAPHORE,)
     requires: ClassVar[tuple[str, ...]] = ("konductor_sdk.semaphore",)
@@ -46,31 +67,37 @@ class Uncontended(Scenario):
 
         self.client = await ctx.client("uncontended")
         self.semaphore = Semaphore(NAME, permits=4, client=self.client)
-        await self.semaphore.create(permits=4)
-        # The semaphore waits on the client's shared watch; open it now, not in cycle 1.
-        await self.client.watch(SEMAPHORE, self.client.namespace)
-        await self._cycles(CHUNK)  # warm-up: connection pool, first renewal task...
-        await patch_round_trips(self.client, SEMAPHORE, NAME, CHUNK)
+        self.user = await ctx.user_client("uncontended-user")
+        self.user_semaphore = Semaphore(USER_NAME, permits=4, client=self.user)
+        for client, sem, name in (
+            (self.client, self.semaphore, NAME),
+            (self.user, self.user_semaphore, USER_NAME),
+        ):
+            await sem.create(permits=4)
+            # The semaphore waits on the client's shared watch; open it now, not in cycle 1.
+            await client.watch(SEMAPHORE, client.namespace)
+            await self._cycles(sem, CHUNK)  # warm-up: connection pool, first renewal task...
+            await patch_round_trips(client, SEMAPHORE, name, CHUNK)
 
-    async def _cycles(self, count: int) -> list[float]:
+    async def _cycles(self, semaphore: Semaphore, count: int) -> list[float]:
         samples = []
         for _ in range(count):
             started = time.perf_counter()
-            permit = await self.semaphore.acquire()
+            permit = await semaphore.acquire()
             await permit.release()
             samples.append((time.perf_counter() - started) * 1000)
         return samples
 
-    async def _caught_up(self, client: Client) -> None:
+    async def _caught_up(self, client: Client, name: str) -> None:
         # A raw PATCH bumps the resourceVersion; let the watch cache see it before the
         # next acquire, or the acquire's first CAS attempt would read a stale cache and
         # take a 409 that only this benchmark's interleaving causes.
-        latest: KObject = await client.store.get(SEMAPHORE, client.namespace, NAME)
+        latest: KObject = await client.store.get(SEMAPHORE, client.namespace, name)
         watch = await client.watch(SEMAPHORE, client.namespace)
         with anyio.fail_after(10):
             while True:
-                changed = watch.next_change(NAME)
-                cached = watch.get(NAME)
+                changed = watch.next_change(name)
+                cached = watch.get(name)
                 if cached is not None and cached.resource_version == latest.resource_version:
                     return
                 await changed.wait()
@@ -79,17 +106,24 @@ class Uncontended(Scenario):
         chunks = ctx.size(full=20, quick=5)
         cycles: list[float] = []
         patches: list[float] = []
+        user_cycles: list[float] = []
+        user_patches: list[float] = []
         cycle_stats: dict[str, float] = {}
         patch_stats: dict[str, float] = {}
         for _ in range(chunks):
             before = self.client.store.stats.copy()
             patches += await patch_round_trips(self.client, SEMAPHORE, NAME, CHUNK)
             accumulate(patch_stats, request_counts(before, self.client.store.stats))
-            await self._caught_up(self.client)
+            await self._caught_up(self.client, NAME)
             before = self.client.store.stats.copy()
-            cycles += await self._cycles(CHUNK)
+            cycles += await self._cycles(self.semaphore, CHUNK)
             accumulate(cycle_stats, request_counts(before, self.client.store.stats))
+            user_patches += await patch_round_trips(self.user, SEMAPHORE, USER_NAME, CHUNK)
+            await self._caught_up(self.user, USER_NAME)
+            user_cycles += await self._cycles(self.user_semaphore, CHUNK)
         m = Measurement()
+        m.add_series("user_cycle_ms", user_cycles)
+        m.add_series("user_patch_ms", user_patches)
         m.add_series("cycle_ms", cycles)
         m.add_series("patch_ms", patches)
         m.add_counts("per_cycle", cycle_stats, len(cycles), "requests")

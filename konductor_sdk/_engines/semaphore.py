@@ -35,6 +35,7 @@ from konductor_sdk._engines.semaphore_waiter import (
     RESTART,
     Granted,
     Outcome,
+    OwnClaim,
     Waiter,
     claim_name,
     spawn_quietly,
@@ -250,7 +251,8 @@ class SemaphoreObject:
                 "ttl=0 ('until released or the pod ends') needs a pod identity "
                 "(POD_NAME/POD_NAMESPACE); use a ttl in seconds outside a pod"
             )
-        wanted = {**fields, **({"allowBurst": True} if allow_burst else {})}
+        # (Never changed, so shared with the caller's when there is nothing to add.)
+        wanted = {**fields, "allowBurst": True} if allow_burst else fields
         # The shared watch first: every later read of the object comes from its cache.
         await client.watch(self.kind.kind, self.namespace)
         await self.ensure(wanted)
@@ -261,23 +263,9 @@ class SemaphoreObject:
         await client.whoami()  # a grant records its writer; ask before the first one
         coord = self.coordinator()
         await coord.start()
-        entry: dict[str, Any] = {"holder": client.identity.holder}
-        if priority:
-            entry["priority"] = priority
-        if preemptible:
-            entry["preemptible"] = True
-        if "mode" in fields:
-            entry["mode"] = fields["mode"]
-        claim_spec = {
-            **wanted,
-            "priority": priority,
-            "preemptible": bool(preemptible),
-            "ttlSeconds": ttl,
-        }
         direct = True  # the uncontended fast path: no claim, one write
         while True:
-            claim: KObject | None = None
-            outcome: Outcome = REJECTED
+            claim: OwnClaim | None = None
             if direct:
                 request = planning.Request(
                     id=f"direct-{secrets.token_hex(6)}",
@@ -286,27 +274,44 @@ class SemaphoreObject:
                     allow_burst=allow_burst,
                     fields=wanted,
                 )
-                outcome = await self._wait(coord, Waiter(request, session, True, entry))
-                if outcome == REJECTED:
-                    if nowait:
-                        self.stats["would_block"] += 1
-                        raise WouldBlock(
-                            f"{self.describe()}: not granted at once (not enough free units, "
-                            "or others are queued)"
-                        )
-                    direct = False
-            if not direct:
+            else:
+                claim_spec = {
+                    **wanted,
+                    "priority": priority,
+                    "preemptible": bool(preemptible),
+                    "ttlSeconds": ttl,
+                }
                 claim, request = await self._queue(coord, session, claim_spec)
+                del claim_spec  # (a parked waiter's frame keeps only what it still needs)
                 self.stats["waited"] += 1
-                self.waiting += 1
-                try:
-                    outcome = await self._wait(coord, Waiter(request, session, False, entry))
-                except BaseException:
+            # One wait site, in this frame: a thousand parked waiters are a thousand of
+            # these frames, and no second coroutine each.
+            waiter = Waiter(request, session, direct)
+            self.waiting += claim is not None
+            try:
+                coord.add(waiter)
+                await waiter.decided()
+            except BaseException:
+                waiter.abandoned = True
+                coord.remove(waiter)
+                with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
+                    await self._abandon(coord, waiter)
+                if claim is not None:
                     with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
                         await self._drop(claim)
-                    raise
-                finally:
-                    self.waiting -= 1
+                raise
+            finally:
+                self.waiting -= claim is not None
+            outcome = self._decided(coord, waiter)
+            if outcome == REJECTED:  # (only a claimless attempt is rejected)
+                if nowait:
+                    self.stats["would_block"] += 1
+                    raise WouldBlock(
+                        f"{self.describe()}: not granted at once (not enough free units, "
+                        "or others are queued)"
+                    )
+                direct = False
+                continue
             if outcome == RESTART:
                 # Our session ended while we waited: the place is forfeit.
                 if claim is not None:
@@ -330,11 +335,12 @@ class SemaphoreObject:
 
     async def _queue(
         self, coord: GrantCoordinator, session: Session, spec: Mapping[str, Any]
-    ) -> tuple[KObject, planning.Request]:
+    ) -> tuple[OwnClaim, planning.Request]:
         """Create our claim (a name chosen here, so a cancelled create can be undone).
 
-        Returns a slim handle (name, uid: what deleting it needs) and its request: the
-        watch cache holds the full object, a thousand waiters need not hold another.
+        Returns what deleting it needs (name, uid) and its request, made from what we
+        sent: the server's answer is not kept (a thousand parked waiters would each pin
+        a decoded object; the claim queue's watch holds the claim itself).
         """
         client = coord.client
         name = claim_name(self.name)
@@ -348,9 +354,7 @@ class SemaphoreObject:
             ):
                 await client.store.delete(CLAIM, self.namespace, name)
             raise
-        md = created.metadata
-        slim = KObject({"metadata": {k: md[k] for k in ("name", "namespace", "uid") if k in md}})
-        return slim, planning.Request.of_claim(created)
+        return OwnClaim(name, created.uid), planning.Request.of_spec(name, spec)
 
     async def _create_claim(
         self, client: Client, session: Session, spec: Mapping[str, Any], name: str
@@ -380,22 +384,18 @@ class SemaphoreObject:
                     raise
             await anyio.sleep(backoff(attempt))
 
-    async def _wait(self, coord: GrantCoordinator, waiter: Waiter) -> Outcome:
-        """Hand ``waiter`` to the coordinator and sleep until it is decided."""
-        coord.add(waiter)
-        try:
-            # No timer per waiter: the session's renewer marks it lost at its deadline,
-            # and its loss callback restarts every waiter of it (GrantCoordinator._hook).
-            await waiter.event.wait()
-        except BaseException:
-            waiter.abandoned = True
-            coord.remove(waiter)
-            with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
-                if isinstance(waiter.outcome, Granted):
-                    await coord.holdings.give_back(waiter.outcome)
-                with contextlib.suppress(*CLEANUP_ERRORS):
-                    await coord.withdraw(waiter)
-            raise
+    async def _abandon(self, coord: GrantCoordinator, waiter: Waiter) -> None:
+        """Clean up after a waiter whose caller left (cancelled): a grant written for it
+        meanwhile is given back, its preemption requests withdrawn."""
+        if isinstance(waiter.outcome, Granted):
+            await coord.holdings.give_back(waiter.outcome)
+        with contextlib.suppress(*CLEANUP_ERRORS):
+            await coord.withdraw(waiter)
+
+    def _decided(self, coord: GrantCoordinator, waiter: Waiter) -> Outcome:
+        """The outcome of a waiter that was decided (no timer per waiter: the session's
+        renewer marks it lost at its deadline, and its loss callback restarts every
+        waiter of it, GrantCoordinator._hook)."""
         coord.remove(waiter)
         assert waiter.outcome is not None
         if waiter.asked and not isinstance(waiter.outcome, Granted):
@@ -408,7 +408,7 @@ class SemaphoreObject:
         granted: Granted,
         session: Session,
         fields: Mapping[str, Any],
-        claim: KObject | None,
+        claim: OwnClaim | None,
     ) -> Permit:
         client = self.client
         obj = coord.current()
@@ -460,20 +460,20 @@ class SemaphoreObject:
         finally:
             permit.done()
 
-    def _finished(self, claim: KObject) -> None:
+    def _finished(self, claim: OwnClaim) -> None:
         # Our own plans skip it from now on; other processes once its deletion reaches them.
         coord = self.known_coordinator()
         if coord is not None and claim.name not in coord.waiters:
             coord.finished_claims.add(claim.name)
 
-    async def _drop(self, claim: KObject) -> None:
+    async def _drop(self, claim: OwnClaim) -> None:
         """Delete our claim now (a leftover one blocks the queue until our session ends)."""
         self._finished(claim)
-        await delete_claim_retrying(self.client, claim.namespace, claim.name, claim.uid)
+        await delete_claim_retrying(self.client, self.namespace, claim.name, claim.uid)
 
-    def _drop_later(self, claim: KObject) -> None:
+    def _drop_later(self, claim: OwnClaim) -> None:
         self._finished(claim)
-        delete_claim_soon(self.client, claim.namespace, claim.name, claim.uid)
+        delete_claim_soon(self.client, self.namespace, claim.name, claim.uid)
 
     def _later(self, func: Any, *args: Any) -> bool:
         """Run ``func(*args)`` in the client's background; ``False`` if it is closing."""

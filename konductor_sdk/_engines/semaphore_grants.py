@@ -33,6 +33,7 @@ from konductor_sdk._engines.semaphore_waiter import (
     RESTART,
     Granted,
     Waiter,
+    grant_fields,
     spawn_quietly,
 )
 from konductor_sdk._kernel.batching import PerClient
@@ -62,9 +63,11 @@ PAIR_BUDGET: Final = 20_000
 """Bound on (new grants x grants they must be checked against) per write: the admission
 policy's overlap check must stay inside the API server's CEL cost budget."""
 MAX_NEW_PER_WRITE: Final = 64
-CREATING_AT_ONCE: Final = 4
+CREATING_AT_ONCE: Final = 2
 """Claim creations in flight per client and object (a thousand waiters arriving at once
-would otherwise hold a thousand requests' buffers)."""
+would otherwise hold a thousand requests' buffers). Few: each beyond the client's idle
+connections opens another, ~300 KiB with TLS, kept after the crowd has queued; 2 queue a
+crowd as fast as 4 where the API server is the bound."""
 DEFER_SECONDS: Final = 0.1
 """Longest this client lets another process's waiter, ahead of ours in the fitting prefix,
 write its grant first before writing ours anyway."""
@@ -94,6 +97,10 @@ class GrantCoordinator:
         self._queue: ClaimQueue | None = None
         self._watch: KindWatch | None = None
         self._seen_object = False
+        self._seen_version: str | None = None
+        """The last version of the object handed to :meth:`_on_object`: our own writes reach
+        it twice (``observe`` of the answer, then the watch event), and the second changes
+        nothing."""
         self._hooked_sessions: set[str] = set()
         self.creating = anyio.Semaphore(CREATING_AT_ONCE)
         """Bounds this client's claim creations in flight on this object."""
@@ -185,6 +192,10 @@ class GrantCoordinator:
     def _on_object(self, etype: str, obj: KObject) -> None:
         if obj.name != self.name or obj.namespace != self.namespace:
             return
+        version = obj.resource_version if etype != "DELETED" else None
+        if version is not None and version == self._seen_version:
+            return  # (a version is one state: judged and planned on already)
+        self._seen_version = version
         self._wake.set()
         self.holdings.on_object(etype, obj)
 
@@ -290,6 +301,11 @@ class GrantCoordinator:
                         waiter.finish(gone)
             return
         self._seen_object = True
+        if not self.waiters and not self._direct:
+            # Nothing of ours to plan for (woken by a version while idle); a deferral to
+            # another process's waiter starts afresh once we have one.
+            self._deferred = None
+            return
         directs = [w for w in self._direct if w.outcome is None and not w.writing]
         if directs and self.waiters:
             # Our own claims are queued (maybe not delivered by the watch yet): a later
@@ -386,6 +402,7 @@ class GrantCoordinator:
     async def _grant(self, obj: KObject, mine: list[tuple[Waiter, planning.Placement]]) -> None:
         client = self.client
         user = await client.whoami()
+        holder = client.identity.holder
         now = rfc3339(client.clock.now())
         entries: list[tuple[int, dict[str, Any]]] = []
         bounds: list[int | None] = []
@@ -396,7 +413,7 @@ class GrantCoordinator:
                 "session": waiter.session.name,
                 "creator": user,
                 "grantedAt": now,
-                **waiter.entry,
+                **grant_fields(waiter.request, holder),
             }
             if not waiter.direct:
                 entry["claim"] = waiter.request.id
@@ -455,7 +472,7 @@ class GrantCoordinator:
                 resource_version=written.resource_version,
                 ttl_seconds=bound,
             )
-            waiter.asked.clear()
+            waiter.asked = frozenset()
             if waiter.session.lost:
                 waiter.finish(RESTART)  # the loss callback passed over it while it wrote
             if waiter.abandoned or waiter.outcome is not None:
@@ -505,14 +522,14 @@ class GrantCoordinator:
         except APIError as exc:
             log.debug("%r: preemption request not written: %s", self, exc)
             return
-        head.asked.update(tokens)
+        head.asked |= frozenset(tokens)
         self.watch.observe(written)
 
     async def withdraw(self, waiter: Waiter) -> None:
         """Remove the preemption requests ``waiter`` made (it leaves, or starts over)."""
         if not waiter.asked:
             return
-        tokens, waiter.asked = set(waiter.asked), set()
+        tokens, waiter.asked = set(waiter.asked), frozenset()
         for _ in range(3):
             obj = self.current()
             if obj is None:

@@ -1,6 +1,6 @@
 """What one waiting request of this client is, and how it is told the outcome.
 
-A :class:`Waiter` is one task blocked on its own :class:`Signal` until the
+A :class:`Waiter` is one task blocked on its own future until the
 :class:`~konductor_sdk._engines.semaphore_grants.GrantCoordinator` decided for it: granted
 (:class:`Granted`), to start over under a fresh session (:data:`RESTART`), not granted at
 once (:data:`REJECTED`, for a claimless attempt), or an error.
@@ -49,58 +49,62 @@ Outcome = Granted | BaseException | str
 
 
 @final
-class Signal:
-    """A one-shot wake-up for one waiting task: what ``anyio.Event`` does, in a tenth of the
-    memory (no deque per event), for the thousand waiters a process may park. asyncio only,
-    like the client it belongs to."""
+@attrs.frozen
+class OwnClaim:
+    """The claim of one of our waiters: what deleting exactly it takes (the server's
+    answer to its create is not kept: the watch's cache has the claim itself)."""
 
-    __slots__ = ("_future", "_set")
-
-    def __init__(self) -> None:
-        self._future: asyncio.Future[None] | None = None
-        self._set = False
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:
-        self._set = True
-        future = self._future
-        if future is not None and not future.done():
-            future.set_result(None)
-
-    async def wait(self) -> None:
-        if self._set:
-            await anyio.lowlevel.checkpoint()
-            return
-        self._future = asyncio.get_running_loop().create_future()
-        try:
-            await self._future
-        finally:
-            self._future = None
+    name: str
+    uid: str
 
 
+@final
 @attrs.define(eq=False, slots=True)
 class Waiter:
-    """One request of this client, as the coordinator sees it."""
+    """One request of this client, as the coordinator sees it.
+
+    A thousand of them may be parked in one process, so a waiter is only this record and
+    one future (no event object, no coroutine of its own): what a grant writes besides
+    weight and token is derived from its request (:func:`grant_fields`).
+    """
 
     request: planning.Request
     session: Session
     direct: bool
     """A claimless attempt (fast path); granted only if nobody is queued and it fits."""
-    entry: dict[str, Any]
-    """The grant's fields besides weight/token (holder, priority, mode...)."""
-    event: Signal = attrs.field(factory=Signal)
     outcome: Outcome | None = None
     writing: bool = False
     abandoned: bool = False
-    asked: set[int] = attrs.field(factory=set)
+    asked: frozenset[int] = frozenset()
     """Tokens of the holders this waiter asked to yield."""
+    _woken: asyncio.Future[None] | None = attrs.field(default=None, init=False)
 
     def finish(self, outcome: Outcome) -> None:
         if self.outcome is None:
             self.outcome = outcome
-            self.event.set()
+            woken = self._woken
+            if woken is not None and not woken.done():
+                woken.set_result(None)
+
+    def decided(self) -> Awaitable[None]:
+        """What to await until :meth:`finish` was called (a checkpoint if it was already).
+        asyncio only, like the client it belongs to."""
+        if self.outcome is not None:
+            return anyio.lowlevel.checkpoint()
+        self._woken = asyncio.get_running_loop().create_future()
+        return self._woken
+
+
+def grant_fields(request: planning.Request, holder: str) -> dict[str, Any]:
+    """The fields of a grant for ``request`` besides its weight, token and bookkeeping."""
+    entry: dict[str, Any] = {"holder": holder}
+    if request.priority:
+        entry["priority"] = request.priority
+    if request.preemptible:
+        entry["preemptible"] = True
+    if "mode" in request.fields:
+        entry["mode"] = request.fields["mode"]
+    return entry
 
 
 def spawn_quietly(client: Client, func: Callable[..., Awaitable[Any]], *args: Any) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import logging
+import sys
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Final, final
@@ -35,6 +36,8 @@ from konductor_sdk._kernel.sessions import Session
 from konductor_sdk._kernel.watch import KindWatch, rv_int
 
 SESSION_LABEL: Final = "sync.konductor.io/session"
+QUEUED_METADATA: Final = ("name", "namespace", "uid", "resourceVersion", "deletionTimestamp")
+"""What a queued claim keeps of its metadata (:func:`queued_form`)."""
 
 OrderKey = tuple[int, int, str]
 
@@ -163,12 +166,50 @@ def delete_claim_soon(client: Client, namespace: str, name: str, uid: str | None
         owed.pop((namespace, name), None)  # closed already: its session takes it along
 
 
+def queued_form(raw: Mapping[str, Any]) -> None:
+    """Reduce a claim's decoded JSON, in place, to what is ever read of a queued claim:
+    its name, namespace, uid, resourceVersion, deletion mark and spec (without the
+    target, which the watch's selector fixes).
+
+    A process may cache a thousand claims of one target; as decoded, each is about 50
+    objects (its keys are fresh strings per document: the JSON decoder memoizes keys only
+    within one document). Labels, annotations and owner references are the API server's
+    and the garbage collector's business, never the queue's. Keys become the interned
+    literals and the session and holder strings, the same for all of one process's
+    claims, are interned, so what is left per claim is its name, uid and resourceVersion.
+    """
+    if not isinstance(raw, dict):
+        return
+    metadata = raw.get("metadata")
+    spec = raw.get("spec")
+    kept_md = (
+        {k: metadata[k] for k in QUEUED_METADATA if k in metadata}
+        if isinstance(metadata, dict)
+        else {}
+    )
+    if "namespace" in kept_md and isinstance(kept_md["namespace"], str):
+        kept_md["namespace"] = sys.intern(kept_md["namespace"])
+    kept_spec: dict[str, Any] = {}
+    if isinstance(spec, dict):
+        for key, value in spec.items():
+            if key != "target":
+                kept_spec[sys.intern(key)] = sys.intern(value) if isinstance(value, str) else value
+    raw.clear()
+    raw["metadata"] = kept_md
+    raw["spec"] = kept_spec
+
+
 @final
 class ClaimQueue:
     """The live claims of one target in service order, kept from a watch of them.
 
     Built on the target's field-selected watch; every process that waits on the target
     shares one per client. Reading it costs nothing: it is updated by the watch's events.
+
+    The watch is this queue's alone (one per target and client, made by
+    :func:`claim_queue`), so the queue keeps its claims, in the watch's cache too, in
+    :func:`queued_form`: the objects are reduced in place as they arrive, before anyone
+    else reads them.
     """
 
     def __init__(self, watch: KindWatch) -> None:
@@ -197,6 +238,8 @@ class ClaimQueue:
         if old is not None:
             del self._order[bisect.bisect_left(self._order, old)]
             del self._objects[name]
+        if etype != "DELETED":
+            queued_form(obj.raw)
         if etype != "DELETED" and not obj.deleting:
             # A claim is immutable: it keeps the place it was first seen with.
             key = old if old is not None else order_key(obj)

@@ -58,11 +58,15 @@ class Request:
 
     @classmethod
     def of_claim(cls, claim: KObject) -> Request:
-        spec = claim.spec
+        return cls.of_spec(claim.name, claim.spec)
+
+    @classmethod
+    def of_spec(cls, name: str, spec: Mapping[str, Any]) -> Request:
+        """The request of the claim ``name`` with ``spec``."""
         fields = {k: spec[k] for k in ("weight", "mode", "allowBurst") if k in spec}
         prio = spec.get("priority", 0)
         return cls(
-            id=claim.name,
+            id=name,
             priority=prio if isinstance(prio, int) and not isinstance(prio, bool) else 0,
             preemptible=spec.get("preemptible") is True,
             allow_burst=spec.get("allowBurst") is True,

@@ -81,16 +81,25 @@ async def status(name: str) -> None:
 @click.option("--party", default=None, help="This party's name (default: unique).")
 @_app.ttl_option
 @_app.timeout_option
+@_verbs.quiet_option
 @_app.async_command
 async def wait(
-    name: str, expected: int | None, party: str | None, ttl: int | None, wait_timeout: float | None
+    name: str,
+    expected: int | None,
+    party: str | None,
+    ttl: int | None,
+    wait_timeout: float | None,
+    quiet: bool,
 ) -> None:
     """Arrive and wait until the barrier opens; print this party's index.
 
     The arrival is renewed while waiting; on Ctrl-C or --timeout it is withdrawn.
     Exit 1 if the barrier fails (reset, timeoutSeconds passed, deleted).
     """
+    from konductor_sdk._kernel.objects import BARRIER
     from konductor_sdk.barrier import Barrier
+
+    from . import _progress
 
     cfg = _app.settings()
     async with _app.open_client(cfg) as client:
@@ -101,8 +110,12 @@ async def wait(
             ttl=ttl or cfg.ttl("barrier"),
             client=client,
         )
+        what = f"barrier {client.namespace}/{name}"
         with _app.wait_limit(wait_timeout, f"barrier {name}"):
-            index = await obj.wait()
+            async with _progress.object_progress(
+                client, BARRIER, client.namespace, name, _progress.barrier_line, what, quiet=quiet
+            ):
+                index = await obj.wait()
     _emit_index(name, index)
 
 

@@ -100,14 +100,22 @@ async def status(name: str) -> None:
 @click.command("wait")
 @_verbs.name_arg("gate")
 @_app.timeout_option
+@_verbs.quiet_option
 @_app.async_command
-async def wait(name: str, wait_timeout: float | None) -> None:
+async def wait(name: str, wait_timeout: float | None, quiet: bool) -> None:
     """Wait until the gate is open (exit 1 if it fails, 3 on --timeout)."""
+    from konductor_sdk._kernel.objects import GATE
     from konductor_sdk.gate import Gate
 
+    from . import _progress
+
     async with _app.open_client(_app.settings()) as client:
+        what = f"gate {client.namespace}/{name}"
         with _app.wait_limit(wait_timeout, f"gate {name}"):
-            st = await Gate(name, client=client).wait()
+            async with _progress.object_progress(
+                client, GATE, client.namespace, name, _progress.gate_line, what, quiet=quiet
+            ):
+                st = await Gate(name, client=client).wait()
     _verbs.emit_status(st)
 
 

@@ -51,23 +51,39 @@ async def status(name: str) -> None:
 )
 @_verbs.nowait_option
 @_app.timeout_option
+@_verbs.quiet_option
 @_app.async_command
 async def acquire(
-    name: str, ttl: int | None, priority: int, nowait: bool, wait_timeout: float | None
+    name: str,
+    ttl: int | None,
+    priority: int,
+    nowait: bool,
+    wait_timeout: float | None,
+    quiet: bool,
 ) -> None:
     """Take the lease and exit, leaving it held for --ttl seconds (required: nobody
     renews it after koncli exits). Prints the key for 'koncli lease release'.
 
     To hold a lease while a command runs, use 'koncli lease elect' or 'koncli run --lease'.
     """
+    from konductor_sdk._kernel.objects import LEASE
     from konductor_sdk.lease import Lease
+
+    from . import _progress
 
     _verbs.check_nowait(nowait, wait_timeout)
     seconds = _verbs.detached_ttl(ttl, for_pod=False)
     async with _app.open_client(_app.settings()) as client:
         obj = Lease(name, ttl=seconds, client=client, priority=priority)
+        what = f"lease {client.namespace}/{name}"
         with _app.wait_limit(wait_timeout, f"lease {name}"):
-            held = await (obj.acquire_nowait() if nowait else obj.acquire())
+            if nowait:
+                held = await obj.acquire_nowait()
+            else:
+                async with _progress.object_progress(
+                    client, LEASE, client.namespace, name, _progress.lease_line, what, quiet=quiet
+                ):
+                    held = await obj.acquire()
         _verbs.emit_grant(
             {
                 "kind": "lease",
@@ -77,7 +93,8 @@ async def acquire(
                 "token": held.token,
                 "holder": held.holder,
                 "ttlSeconds": seconds,
-            }
+            },
+            quiet=quiet,
         )
 
 
@@ -108,6 +125,7 @@ async def release(name: str, key: str) -> None:
 )
 @_app.timeout_option
 @click.option("--grace-period", type=click.FloatRange(min=0), default=None, metavar="SECONDS")
+@_verbs.quiet_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def elect(
     name: str,
@@ -115,6 +133,7 @@ def elect(
     priority: int,
     wait_timeout: float | None,
     grace_period: float | None,
+    quiet: bool,
     command: tuple[str, ...],
 ) -> None:
     """Wait to become leader, then run COMMAND while leading (same as run --lease NAME).
@@ -137,6 +156,7 @@ def elect(
             priority=priority,
             acquire_within=wait_timeout,
             grace=grace_period,
+            quiet=quiet,
         ),
         handle_signals=False,
     )

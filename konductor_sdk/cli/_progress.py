@@ -1,23 +1,27 @@
-"""Progress of a wait on the semaphore family: the place in the queue and who holds.
+"""Progress of a wait: the place in the queue and who holds, what a barrier or gate lacks.
 
 While ``semaphore acquire``, ``mutex lock``, ``rwmutex lock`` or ``run`` waits, one line on
 stderr says where this process stands (``position 2 of 3``) and who holds the object, and
 is redrawn when either changes. It is driven by the object's ``changes()`` (the client's
 shared watches of the object and of its claims, the ones the wait itself uses), so a wait
-nobody disturbs costs no extra request and redraws nothing.
+nobody disturbs costs no extra request and redraws nothing. A wait on a lease (``lease
+acquire``, ``lease elect``, ``run --lease``), a barrier or a gate shows who holds the lease,
+how many parties arrived, or what the gate waits for, from the client's shared watch of the
+kind (the one the wait itself uses).
 
-The line appears only once this process's claim is in the queue (an uncontended grant
-shows nothing), and not with ``--quiet``. On a terminal it is redrawn in place and erased
-when the wait ends, however it ends. Elsewhere (a pipe, a pod's log) it is printed as a
-plain log line when it changes, at most one every :data:`LOG_EVERY` seconds, so that an
-initContainer's log says what it waits for without a line per grant in a long queue.
+The line appears only while this process actually waits (an uncontended grant, an open
+barrier or gate shows nothing), and not with ``--quiet``. On a terminal it is redrawn in
+place and erased when the wait ends, however it ends. Elsewhere (a pipe, a pod's log) it
+is printed as a plain log line when it changes, at most one every :data:`LOG_EVERY`
+seconds, so that an initContainer's log says what it waits for without a line per grant
+in a long queue.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from konductor_sdk import Client
+    from konductor_sdk._kernel.objects import KObject, ResourceKind
     from konductor_sdk.semaphore import HolderInfo, SemaphoreStatus
 
 log = logging.getLogger("konductor_sdk.cli")
@@ -68,16 +73,48 @@ def progress_line(status: SemaphoreStatus, holder: str, what: str) -> str | None
     )
 
 
+def lease_line(obj: KObject, holder: str, what: str) -> str | None:
+    """While another holder has the lease: who, with which token; ``None`` otherwise."""
+    from konductor_sdk.lease import LeaseStatus
+
+    st = LeaseStatus.from_object(obj)
+    if st.holder is None or st.holder == holder:
+        return None
+    return f"koncli: waiting for {what}: held by {st.holder} (token {st.token})"
+
+
+def barrier_line(obj: KObject, holder: str, what: str) -> str | None:
+    """While the barrier's current generation waits: how many arrived of how many."""
+    from konductor_sdk._machines import barrier as barrier_state
+    from konductor_sdk.barrier import BarrierStatus
+
+    st = BarrierStatus.from_object(obj)
+    if st.phase != barrier_state.WAITING:
+        return None
+    line = f"koncli: waiting at {what}: {st.arrived}/{st.expected} arrived"
+    return line + (f" (generation {st.generation})" if st.generation > 1 else "")
+
+
+def gate_line(obj: KObject, holder: str, what: str) -> str | None:
+    """While the gate waits: how many conditions are met and which ones it waits for."""
+    from konductor_sdk._machines import gate as gate_state
+    from konductor_sdk.gate import GateStatus
+
+    st = GateStatus.from_object(obj)
+    if st.phase != gate_state.WAITING:
+        return None
+    return f"koncli: waiting for {what}: {st.met}/{st.total} met; {st.message}"
+
+
 def _enabled(quiet: bool) -> Console | None:
     return None if quiet else _output.stderr_console()
 
 
 @contextlib.asynccontextmanager
-async def queue_progress(
-    client: Client, front: Any, what: str, *, quiet: bool
+async def _showing(
+    client: Client, lines: Callable[[], AsyncGenerator[str | None, None]], *, quiet: bool
 ) -> AsyncIterator[None]:
-    """Show the progress of the wait inside the block on ``front`` (a Semaphore, Mutex or
-    RWMutex of ``client``); see the module docstring for when it is shown."""
+    """Show the lines ``lines()`` yields while inside the block (see the module docstring)."""
     console = _enabled(quiet)
     if console is None:
         yield
@@ -87,7 +124,7 @@ async def queue_progress(
     # In the client's task group, not in one of ours: the block enters the permit's
     # context (its own cancel scopes), which must not be nested inside a scope we close
     # first; and no task group wraps the block's errors (WouldBlock, TimeoutError...).
-    client.spawn(_show, front, what, client.identity.holder, console, scope, stopped)
+    client.spawn(_show, lines, console, scope, stopped)
     try:
         yield
     finally:
@@ -97,10 +134,49 @@ async def queue_progress(
             await stopped.wait()
 
 
-async def _show(
-    front: Any,
+def queue_progress(
+    client: Client, front: Any, what: str, *, quiet: bool
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """Show the progress of the wait inside the block on ``front`` (a Semaphore, Mutex or
+    RWMutex of ``client``); see the module docstring for when it is shown."""
+    holder = client.identity.holder
+
+    async def lines() -> AsyncGenerator[str | None, None]:
+        async with contextlib.aclosing(front.changes()) as changes:
+            async for status in changes:
+                yield progress_line(status, holder, what)
+
+    return _showing(client, lines, quiet=quiet)
+
+
+def object_progress(
+    client: Client,
+    kind: ResourceKind,
+    namespace: str,
+    name: str,
+    line: Callable[[KObject, str, str], str | None],
     what: str,
-    holder: str,
+    *,
+    quiet: bool,
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """Show ``line(object, holder, what)`` for the object ``kind``/``namespace``/``name``
+    while inside the block, redrawn whenever the client's shared watch of the kind sees it
+    change (:func:`lease_line`, :func:`barrier_line`, :func:`gate_line`)."""
+    holder = client.identity.holder
+
+    async def lines() -> AsyncGenerator[str | None, None]:
+        watch = await client.watch(kind, namespace)
+        while True:
+            changed = watch.next_change(name, namespace)
+            obj = watch.get(name, namespace)
+            yield None if obj is None else line(obj, holder, what)
+            await changed.wait()
+
+    return _showing(client, lines, quiet=quiet)
+
+
+async def _show(
+    lines: Callable[[], AsyncGenerator[str | None, None]],
     console: Console,
     scope: anyio.CancelScope,
     stopped: anyio.Event,
@@ -112,9 +188,8 @@ async def _show(
     logged: tuple[str, float] | None = None  # (line, when) last printed, off a terminal
     try:
         with scope:
-            async with contextlib.aclosing(front.changes()) as changes:
-                async for status in changes:
-                    line = progress_line(status, holder, what)
+            async with contextlib.aclosing(lines()) as shown:
+                async for line in shown:
                     if not console.is_terminal:
                         now = anyio.current_time()
                         if line is not None and (
@@ -129,7 +204,7 @@ async def _show(
                         live.start()
                     live.update(Text(line or ""), refresh=True)
     except Exception as exc:  # the wait itself reports what went wrong; this only shows it
-        log.debug("progress of %s ended: %s", what, exc)
+        log.debug("progress ended: %s", exc)
     finally:
         if live.is_started:
             live.stop()

@@ -24,22 +24,35 @@ async def hold(
     client: Client, spec: HoldSpec, *, ttl: int, priority: int, quiet: bool = False
 ) -> AsyncIterator[dict[str, Any]]:
     """Acquire or wait for ``spec`` for the duration of the body (``quiet``: no progress
-    line while queued on the semaphore family, see :mod:`._progress`)."""
+    line while waiting, see :mod:`._progress`)."""
+    from . import _progress
+
+    await client.connect()
+    ns = spec.namespace or client.namespace
     if spec.kind == "lease":
+        from konductor_sdk._kernel.objects import LEASE
         from konductor_sdk.lease import Lease
 
         lease = Lease(
             spec.name, ttl=ttl, namespace=spec.namespace, client=client, priority=priority
         )
-        async with lease as held:
+        async with contextlib.AsyncExitStack() as stack:
+            async with _progress.object_progress(
+                client, LEASE, ns, spec.name, _progress.lease_line, spec.describe(), quiet=quiet
+            ):
+                held = await stack.enter_async_context(lease)
             yield {"key": held.key, "token": held.token}
     elif spec.kind == "barrier":
+        from konductor_sdk._kernel.objects import BARRIER
         from konductor_sdk.barrier import Barrier
 
         barrier = Barrier(
             spec.name, expected=spec.expected, namespace=spec.namespace, client=client, ttl=ttl
         )
-        index = await barrier.wait()
+        async with _progress.object_progress(
+            client, BARRIER, ns, spec.name, _progress.barrier_line, spec.describe(), quiet=quiet
+        ):
+            index = await barrier.wait()
         yield {"index": index}
     elif spec.kind in ("semaphore", "mutex", "rwmutex"):
         async with _semaphore_family(
@@ -47,9 +60,13 @@ async def hold(
         ) as granted:
             yield granted
     elif spec.kind == "gate":
+        from konductor_sdk._kernel.objects import GATE
         from konductor_sdk.gate import Gate
 
-        await Gate(spec.name, namespace=spec.namespace, client=client).wait()
+        async with _progress.object_progress(
+            client, GATE, ns, spec.name, _progress.gate_line, spec.describe(), quiet=quiet
+        ):
+            await Gate(spec.name, namespace=spec.namespace, client=client).wait()
         yield {}
     else:  # pragma: no cover - HoldSpec.kind is a closed Literal
         raise AssertionError(spec.kind)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -186,6 +187,10 @@ def run_command(
     gets SIGINT (Ctrl-C, to its whole process group, as a terminal sends it). The status
     is None if the time bound ran out first (the process group is then killed).
     """
+    if re.search(r"\|\s*grep\s+(-\w*q|--quiet)", command):
+        # Under pipefail, grep -q leaving early makes the writer die of SIGPIPE (exit 141)
+        # whenever it had more to write: a block that passes or fails by timing.
+        return 2, f"{command!r}: use 'grep PATTERN >/dev/null' after a pipe, not grep -q"
     proc = subprocess.Popen(
         ["bash", "-o", "pipefail", "-c", command],
         stdin=subprocess.DEVNULL,

@@ -153,3 +153,69 @@ async def test_a_waiter_into_a_pipe_logs_its_progress_and_with_quiet_prints_none
         # the next acquire, the loop's second round, is granted at once.
         assert await sem.force_release(key) == (key,)
         assert (await sem.status()).waiters == ()
+
+
+class Stream:
+    """A process's stderr as it comes (the progress lines are how the test knows it waits)."""
+
+    def __init__(self, stream: anyio.abc.ByteReceiveStream | None) -> None:
+        assert stream is not None
+        self.stream = stream
+        self.text = ""
+
+    async def wait_for(self, wanted: str) -> None:
+        with anyio.fail_after(60):
+            while wanted not in self.text:
+                try:
+                    self.text += (await self.stream.receive()).decode(errors="replace")
+                except anyio.EndOfStream:
+                    raise AssertionError(f"{wanted!r} never came; stderr: {self.text}") from None
+
+    async def rest(self) -> str:
+        self.text += await read_all(self.stream)
+        return self.text
+
+
+async def test_a_waiting_lease_barrier_or_gate_logs_who_holds_or_what_is_missing(
+    kubeconfig: Path, namespace: str, tmp_path: Path, sdk: Client
+) -> None:
+    from konductor_sdk.barrier import Barrier
+    from konductor_sdk.gate import Condition, Gate
+    from konductor_sdk.lease import Lease
+
+    env = koncli_env(kubeconfig, tmp_path / "xdg", KONDUCTOR_NAMESPACE=namespace)
+
+    async def koncli(*args: str) -> anyio.abc.Process:
+        return await anyio.open_process([KONCLI, *args], env=env, stdin=subprocess.DEVNULL)
+
+    # A lease another holder has: who holds it, until it is released.
+    lease = Lease("db", ttl=60, client=sdk)
+    held = await lease.acquire()
+    async with await koncli("lease", "acquire", "db", "--ttl", "60") as proc:
+        err = Stream(proc.stderr)
+        await err.wait_for(f"koncli: waiting for lease {namespace}/db: held by test-sdk (token ")
+        await held.release()
+        with anyio.fail_after(60):
+            assert await proc.wait() == 0
+        assert "koncli: acquired lease" in await err.rest()
+
+    # A barrier: how many arrived, until the last party comes.
+    async with await koncli("barrier", "wait", "stage", "--expected", "2") as proc:
+        err = Stream(proc.stderr)
+        await err.wait_for(f"koncli: waiting at barrier {namespace}/stage: ")
+        assert "/2 arrived" in err.text
+        await Barrier("stage", expected=2, client=sdk).wait()
+        with anyio.fail_after(60):
+            assert await proc.wait() == 0
+
+    # A gate: what it waits for, until that is marked.
+    gate = Gate("ready", client=sdk)
+    await gate.create([Condition.external("schema"), Condition.external("cache")])
+    await gate.mark("cache")
+    async with await koncli("gate", "wait", "ready") as proc:
+        err = Stream(proc.stderr)
+        await err.wait_for(f"waiting for gate {namespace}/ready: 1/2 met; waiting for: schema")
+        await gate.mark("schema")
+        with anyio.fail_after(60):
+            assert await proc.wait() == 0
+        assert "\x1b" not in await err.rest()  # a log line, not a redrawn one

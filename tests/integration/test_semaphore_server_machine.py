@@ -31,7 +31,7 @@ from hypothesis.stateful import (
 )
 
 from konductor_sdk import Client, Identity, WouldBlock
-from konductor_sdk._kernel.claims import order_key, target_selector
+from konductor_sdk._kernel.claims import order_key
 from konductor_sdk._kernel.objects import CLAIM, SEMAPHORE
 from konductor_sdk.sync import _portal
 from konductor_sdk.sync.semaphore import Permit, Semaphore
@@ -65,6 +65,23 @@ class ServerMachine(RuleBasedStateMachine):
         self.permits: dict[str, Permit] = {}
         self.max_token = 0
         self.seen_claims: set[str] = set()
+        self.added: dict[str, Any] = {}  # every claim of this semaphore the watch saw added
+        _portal.run(self._listen)
+
+    async def _listen(self) -> None:
+        # A claim that can be granted at once lives for a few milliseconds (created,
+        # granted, deleted): only a watch is sure to see it, a list may fall between.
+        watch = await self.client.watch(CLAIM, self.client.namespace)
+        self.grew = anyio.Event()
+
+        def listener(etype: str, obj: Any) -> None:
+            target = obj.spec.get("target") or {}
+            if etype == "ADDED" and target == {"kind": SEMAPHORE.kind, "name": self.name}:
+                self.added[obj.name] = obj
+                self.grew.set()
+                self.grew = anyio.Event()
+
+        self.unlisten = watch.add_listener(listener)
 
     def _obj(self) -> Any:
         return _portal.run(self.client.store.get, SEMAPHORE, self.client.namespace, self.name)
@@ -125,19 +142,15 @@ class ServerMachine(RuleBasedStateMachine):
         return claim.name
 
     async def _new_claim(self, known: set[str]) -> Any:
-        """Wait for the one claim of this semaphore not seen before (a granted claim may
-        still be listed for a moment: its deletion is asynchronous)."""
-        selector = target_selector(SEMAPHORE, self.name)
+        """Wait for the one claim of this semaphore not seen before."""
         with anyio.fail_after(60):
             while True:
-                listed = await self.client.store.list(
-                    CLAIM, self.client.namespace, field_selector=selector
-                )
-                new = [c for c in listed.items if c.name not in known]
+                grew = self.grew
+                new = [c for name, c in self.added.items() if name not in known]
                 if new:
                     (claim,) = new
                     return claim
-                await anyio.sleep(0.05)
+                await grew.wait()
 
     @rule(key=consumes(holders_))
     def release(self, key: str) -> None:
@@ -175,6 +188,8 @@ class ServerMachine(RuleBasedStateMachine):
             assert max(int(e["token"]) for e in holders.values()) <= obj.status["fencingToken"]
 
     def teardown(self) -> None:
+        if hasattr(self, "unlisten"):
+            self.unlisten()
         if hasattr(self, "sem"):
             for future in self.pending.values():
                 future.cancel()
