@@ -52,9 +52,10 @@ SESSION_KIND: Final = SESSION.kind
 CLAIMS_OF: Final = "ClaimsOf"
 """Work-queue keys ``("ClaimsOf", namespace, session)`` reap the claims of an ended session."""
 RECOUNT_EVERY: Final = 1.0
-"""Least seconds between two writes of an object's claim counts (``queueLength``) alone:
-a thousand claims created together, or grants at hundreds per second, cost one write a
-second, not one each (every write wakes every process watching the object)."""
+"""Least seconds between two writes of an object's aggregates alone (claim counts such as
+``queueLength``; fields clients may not write such as ``inUse``): a thousand claims created
+together, or grants at hundreds per second, cost one write a second, not one each (every
+write wakes every process watching the object, and collides with its clients' CAS)."""
 BULK_CLAIMS: Final = 16
 """Above this many claims of one ended session, one deletecollection (a scan of the
 namespace's claims on the server) replaces a delete by name each (known from the watch)."""
@@ -235,7 +236,9 @@ class CoreController:
         self._schedule(key)
         if self._needs_attention(rules, key, obj, observation):
             self.queue.add(key)
-        elif self._counts_stale(rules, key, obj):
+        elif self._counts_stale(rules, key, obj) or (
+            observation.reshaped and _safe_drifted(rules, obj, self.log)
+        ):
             self._recount_soon(key)
 
     def _forget(self, key: ObjKey) -> None:
@@ -259,9 +262,7 @@ class CoreController:
             if change.first
             else [sessions[i] for i, _ in change.added if i in sessions]
         )
-        if any(self._session_suspicious((key[1], s)) for s in named):
-            return True
-        return change.reshaped and _safe_drifted(rules, obj, self.log)
+        return any(self._session_suspicious((key[1], s)) for s in named)
 
     def _on_session(self, etype: str, obj: KObject) -> None:
         if etype == "DELETED":
@@ -293,7 +294,7 @@ class CoreController:
             # the claims pass confirms with a GET before it reaps anything.
             self.queue.add((CLAIMS_OF, claim.namespace, claim.session))
 
-    # -- claim counts (queueLength): coalesced, at most one write per RECOUNT_EVERY --------
+    # -- aggregates (queueLength, inUse...): coalesced, one write per RECOUNT_EVERY at most --
 
     def _claims_changed(self, key: ObjKey) -> None:
         rules = self.rules.get(key[0])
@@ -508,14 +509,16 @@ class CoreController:
         dead = dead_named | frozenset(str(c.spec.get("session", "")) for c in dropped)
         episode = self.tracker.timeout_due(key)
         drift = _safe_drifted(rules, obj, self.log)
-        # Stale counts are written alone only when their turn came; any other write
-        # carries them anyway.
+        # Stale aggregates (claim counts; the fields clients may not write, which every
+        # grant and release leaves behind) are written alone only when their turn came, at
+        # most once per RECOUNT_EVERY per object: chasing every grant would double the
+        # object's writes and collide with its clients'. Any other write carries them.
         recount = False
-        if self._counts_stale(rules, key, obj):
+        if drift or self._counts_stale(rules, key, obj):
             recount = self._recount_at(key) <= clock.monotonic()
         else:
             self._recount.pop(key, None)
-        if not removals and episode is None and not drift and not dead and not recount:
+        if not removals and episode is None and not dead and not recount:
             self._schedule(key, floor=clock.monotonic() + RETRY_FLOOR)
             return
         # What the last mutate() call decided: (removals applied, timeout fired, timeout due).

@@ -137,6 +137,11 @@ class KindWatch:
         the watch keeps no objects)."""
         return self._cache.get(self._key(name, namespace))
 
+    def version(self, name: str, namespace: str | None = None) -> str | None:
+        """The newest resourceVersion seen of ``name`` (also when the watch keeps no
+        objects: ``versions``); ``None`` if absent."""
+        return self._version(self._key(name, namespace))
+
     def objects(self) -> list[KObject]:
         """Every object cached (none if the listener keeps them: ``versions``)."""
         return list(self._cache.values())

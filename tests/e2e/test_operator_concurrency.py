@@ -210,10 +210,9 @@ class RealServerReaper(RuleBasedStateMachine):
         with anyio.fail_after(30):
             while True:
                 changed = watch.next_change(written.name, self.namespace)
-                cached = watch.get(written.name, self.namespace)
-                if cached is not None and int(cached.resource_version) >= int(
-                    written.resource_version
-                ):
+                # The operator's session watch keeps versions only (its ledger has the rest).
+                seen = watch.version(written.name, self.namespace)
+                if seen is not None and int(seen) >= int(written.resource_version):
                     return
                 await changed.wait()
 
