@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import logging
 import os
 import signal
 import time
@@ -221,6 +222,11 @@ def main() -> None:
     parser.add_argument("--renew-deadline", type=float, default=2.0)
     parser.add_argument("--retry-period", type=float, default=0.5)
     args = parser.parse_args()
+    # The SDK's own account of what it did goes to stderr, which a failing test shows.
+    logging.basicConfig(
+        level=os.environ.get("KONDUCTOR_FAULT_LOG", "INFO"),
+        format="%(relativeCreated)8.0f %(name)s %(levelname)s %(message)s",
+    )
     anyio.run(_semaphore if args.role == "semaphore" else _leader, args)
 
 
