@@ -47,6 +47,7 @@ from konductor_sdk._kernel.objects import (
     ResourceKind,
     WatchEvent,
 )
+from konductor_sdk._kernel.store import _slim as slim
 from konductor_sdk._machines.rules import registered
 
 NS = "bench"
@@ -153,9 +154,9 @@ class ListedStore:
         items = []
         for text in texts[start:end]:
             raw = json.loads(text)
-            raw["metadata"].pop("managedFields", None)
             raw.setdefault("apiVersion", kind.api_version)
             raw.setdefault("kind", kind.kind)
+            slim(raw)  # as the real store decodes what the server sends
             items.append(KObject(raw))
         more = str(end) if end < len(texts) else ""
         return ObjectList(tuple(items), "999999", continue_=more)

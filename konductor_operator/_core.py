@@ -32,7 +32,7 @@ from konductor_sdk._kernel.cas import update_status
 from konductor_sdk._kernel.errors import APIError, ConflictError, ConflictExhausted, NotFoundError
 from konductor_sdk._kernel.objects import CLAIM, SESSION, KObject
 from konductor_sdk._kernel.watch import KindWatch
-from konductor_sdk._machines.rules import KindRules, Status, base_status, registered
+from konductor_sdk._machines.rules import KindRules, Status, registered
 
 from ._context import OperatorContext
 from ._pods import UNKNOWN, PodWatcher, SlimStore
@@ -527,7 +527,7 @@ class CoreController:
         def mutate(fresh: KObject) -> Status | None:
             if fresh.uid != obj.uid:
                 return None  # deleted and re-created: a different object, judge it anew
-            status, applied = apply_removals(rules, fresh.spec, base_status(rules, fresh), removals)
+            status, applied = apply_removals(rules, fresh, removals)
             if dead and rules.drop_sessions is not None:
                 after = rules.drop_sessions(KObject({**fresh.raw, "status": status}), dead, dropped)
                 if after is not None:

@@ -12,7 +12,6 @@ holder that renewed after we judged it is never removed by a stale judgment.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
@@ -151,16 +150,12 @@ def pod_verdict(ref: PodRef, pod: KObject | None) -> str | None:
 
 
 def apply_removals(
-    rules: KindRules,
-    spec: Mapping[str, Any],
-    status: Mapping[str, Any],
-    removals: Iterable[Removal],
+    rules: KindRules, obj: KObject, removals: Iterable[Removal]
 ) -> tuple[Status, tuple[Removal, ...]]:
-    """The normalized status without the removals that still match, and those removals.
-
-    ``status`` is not modified (it usually belongs to a shared watch cache).
-    """
-    new: Status = copy.deepcopy(dict(status))
+    """``obj``'s normalized status without the removals that still match, and those
+    removals. Starts from :func:`base_status` (a copy: ``obj`` usually belongs to a shared
+    watch cache, and a kind such as the Gate drops conclusions of another generation)."""
+    new = base_status(rules, obj)
     applied: list[Removal] = []
     for removal in removals:
         map_name, key = removal.entry
@@ -171,7 +166,7 @@ def apply_removals(
         if isinstance(entry, Mapping) and removal.matches(entry):
             del entries[key]
             applied.append(removal)
-    return rules.normalize(spec, new), tuple(applied)
+    return rules.normalize(obj.spec, new), tuple(applied)
 
 
 def drifted(rules: KindRules, obj: KObject) -> bool:

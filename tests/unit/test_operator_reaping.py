@@ -83,6 +83,11 @@ def test_iter_entries_skips_malformed_maps_and_entries() -> None:
     assert [i for i, _ in iter_entries(SEM_RULES, st_)] == [("holders", "a")]
 
 
+def sem(st_: dict[str, Any]) -> KObject:
+    """A Semaphore with ``SPEC`` and the status ``st_`` (shared, as in a watch cache)."""
+    return KObject({"metadata": {"name": "s", "namespace": "ns"}, "spec": SPEC, "status": st_})
+
+
 def test_apply_removals_removes_only_unchanged_entries_and_normalizes() -> None:
     # v2 grants are keyed by their first slot (docs/semaphore.md).
     before = status(**{"0": holder("a", 1), "1": holder("b", 2)})
@@ -92,7 +97,7 @@ def test_apply_removals_removes_only_unchanged_entries_and_normalizes() -> None:
     # b renewed after it was judged: its removal must not apply.
     fresh = copy.deepcopy(before)
     fresh["holders"]["1"]["renewCount"] = 1
-    after, applied = apply_removals(SEM_RULES, SPEC, fresh, [judged_a, judged_b])
+    after, applied = apply_removals(SEM_RULES, sem(fresh), [judged_a, judged_b])
     assert applied == (judged_a,)
     assert set(after["holders"]) == {"1"}
     assert after["inUse"] == 1
@@ -105,7 +110,7 @@ def test_apply_removals_never_writes_a_grant() -> None:
     # hands them out, so a removal leaves the other grants exactly as they were.
     st_ = status(**{"0": holder("a", 1), "1": holder("b", 2)})
     after, _ = apply_removals(
-        SEM_RULES, SPEC, st_, [expired_removal(("holders", "0"), st_["holders"]["0"], 1.0)]
+        SEM_RULES, sem(st_), [expired_removal(("holders", "0"), st_["holders"]["0"], 1.0)]
     )
     assert after["holders"] == {"1": st_["holders"]["1"]}
     assert after["fencingToken"] == st_["fencingToken"]
@@ -115,7 +120,7 @@ def test_apply_removals_of_a_replaced_entry_is_a_noop() -> None:
     st_ = status(a=holder("a", 1))
     judged = pod_removal(("holders", "a"), st_["holders"]["a"], POD_DELETED)
     st_["holders"]["a"] = holder("a", 7)  # same key, a different grant
-    after, applied = apply_removals(SEM_RULES, SPEC, st_, [judged])
+    after, applied = apply_removals(SEM_RULES, sem(st_), [judged])
     assert applied == ()
     assert after == SEM_RULES.normalize(SPEC, st_)
 
