@@ -96,6 +96,8 @@ class GrantCoordinator:
         self._failure: BaseException | None = None
         self._queue: ClaimQueue | None = None
         self._watch: KindWatch | None = None
+        self._broken: KindWatch | None = None
+        """A watch the run depends on that failed: the run ends with its error."""
         self._seen_object = False
         self._seen_version: str | None = None
         """The last version of the object handed to :meth:`_on_object`: our own writes reach
@@ -172,11 +174,17 @@ class GrantCoordinator:
 
     def add(self, waiter: Waiter) -> None:
         self._ensure_running()  # (it may have ended, idle, since start() returned)
-        self._hook(waiter.session)
         if waiter.direct:
             self._direct.append(waiter)
         else:
             self.waiters[waiter.request.id] = waiter
+        if waiter.session.lost:
+            # Lost before it got here (a process frozen between its claim's create and the
+            # answer: its renewer ran first on the thaw), so the loss callbacks ran without
+            # it, and a waiter whose claim is reaped is never planned for again.
+            waiter.finish(RESTART)
+        else:
+            self._hook(waiter.session)
         self._wake.set()
 
     def remove(self, waiter: Waiter) -> None:
@@ -200,10 +208,17 @@ class GrantCoordinator:
         self.holdings.on_object(etype, obj)
 
     def _on_watch_failed(self, exc: APIError) -> None:
-        # The next start() watches anew (the client replaces a failed shared watch).
+        # The next start() watches anew (the client replaces a failed shared watch); the
+        # run ends, telling its waiters (no version will come to plan on).
+        self._broken = self._watch
         self._watch = None
         self.holdings.watch = None
         self.holdings.watch_failed(f"cannot watch the object any more: {exc}")
+        self._wake.set()
+
+    def _on_claims_failed(self, exc: APIError) -> None:
+        # No claim will be seen any more (ours neither): nothing could be planned.
+        self._broken = self._queue.watch if self._queue is not None else None
         self._wake.set()
 
     def _on_claim(self, etype: str, obj: KObject) -> None:
@@ -215,18 +230,25 @@ class GrantCoordinator:
 
     async def _run(self) -> None:
         failure: BaseException | None = None
+        self._broken = None
         try:
             async with claim_queue(self.client, self.kind.kind, self.name) as queue:
                 remove = queue.watch.add_listener(self._on_claim)
+                remove_failed = queue.watch.add_failure_listener(self._on_claims_failed)
                 self._queue = queue
                 self._ready.set()
                 try:
                     await self._loop()
                 finally:
                     remove()
-        except BaseException as exc:
-            failure = exc if isinstance(exc, Exception) else RuntimeError("the client was closed")
-            self._failure = failure
+                    remove_failed()
+        except Exception as exc:
+            # Told to the waiters (below) and to the next start(); never raised into the
+            # client's task group, which would take its watches and renewers down with it.
+            log.debug("%r: stopped: %s", self, exc)
+            failure = self._failure = exc
+        except BaseException:
+            failure = self._failure = RuntimeError("the client was closed")
             raise
         finally:
             # One synchronous block: a start() after it spawns a new run.
@@ -242,6 +264,8 @@ class GrantCoordinator:
         idle_since: float | None = None
         while True:
             wake = self._wake = anyio.Event()
+            if self._broken is not None:
+                self._broken.raise_if_failed()
             try:
                 await self._step()
             except Exception as exc:  # a bug must fail the waiters, not hang them

@@ -239,6 +239,9 @@ class Client:
         await self.connect()
         key = (kind, namespace, field_selector, label_selector)
         entry = self._selected.get(key)
+        if entry is not None and entry.watch.failed is not None:
+            entry.scope.cancel()  # (it ends by itself; a new user must not wait for that)
+            entry = None
         if entry is None:
             watch = KindWatch(
                 self.store,
