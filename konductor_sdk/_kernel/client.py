@@ -306,11 +306,16 @@ class Client:
         return None
 
     def spawn(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
-        """Run ``func(*args)`` in the client's task group (ended by :meth:`aclose`)."""
+        """Run ``func(*args)`` in the client's task group (ended by :meth:`aclose`).
+
+        A background task that fails is logged, never raised into that group: it would
+        cancel every other task of the client, its shared watches and session renewers,
+        and leave every waiter of every primitive hanging.
+        """
         if self._closed:
             raise RuntimeError("Client is closed")
         if self._tg is not None:
-            self._tg.start_soon(func, *args)
+            self._tg.start_soon(self._contained, func, args, name=_task_name(func))
             return
         self._pending.append((func, args))
         if self._host_task is None:
@@ -320,11 +325,22 @@ class Client:
             loop = asyncio.get_running_loop()
             self._host_task = loop.create_task(self._host(), name="konductor-client")
 
+    async def _contained(
+        self, func: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...]
+    ) -> None:
+        try:
+            await func(*args)
+        except Exception as exc:
+            if self._closed:  # what a task meets while the client closes under it
+                log.debug("background task %s ended on close: %r", _task_name(func), exc)
+            else:
+                log.exception("background task %s failed", _task_name(func))
+
     async def _host(self) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             for func, args in self._pending:
-                tg.start_soon(func, *args)
+                tg.start_soon(self._contained, func, args, name=_task_name(func))
             self._pending.clear()
             await anyio.sleep_forever()
 
@@ -400,6 +416,10 @@ def _abort_closed_tls(api_client: Any) -> None:
     ):
         connector._cleanup_closed_disabled = False
         connector._cleanup_closed()  # starts its periodic abort of closed transports
+
+
+def _task_name(func: Callable[..., Any]) -> str:
+    return getattr(func, "__qualname__", None) or repr(func)
 
 
 def _retry_budget(value: float | None) -> float:
