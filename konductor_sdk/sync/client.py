@@ -131,7 +131,12 @@ class Client(_context.BlockingContext, _twin.Twin[_client.Client]):
         return _portal.call(self._async.cached_watch, kind, namespace)
 
     def spawn(self, func: Callable[..., Any], *args: Any) -> None:
-        """Run ``func(*args)`` in the client's task group (ended by :meth:`aclose`)."""
+        """Run ``func(*args)`` in the client's task group (ended by :meth:`aclose`).
+
+        A background task that fails is logged, never raised into that group: it would
+        cancel every other task of the client, its shared watches and session renewers,
+        and leave every waiter of every primitive hanging.
+        """
         _portal.call(self._async.spawn, _twin.awaitable(func), *args)
 
     def close(self) -> None:
