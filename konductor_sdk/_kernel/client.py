@@ -452,7 +452,7 @@ def defer_kubernetes_models() -> bool:
     except Exception:
         for name in [m for m in sys.modules if m.partition(".")[0] == "kubernetes_asyncio"]:
             del sys.modules[name]
-        log.debug("kubernetes_asyncio imported as usual", exc_info=True)
+        log.debug("kubernetes_asyncio left to a plain import", exc_info=True)
         return False
     return True
 
