@@ -13,9 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.abc
+import importlib.util
 import logging
 import math
 import os
+import sys
+import threading
+import types
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -454,6 +459,75 @@ def _read_environment_once(api_client: Any) -> None:
 
 def _task_name(func: Callable[..., Any]) -> str:
     return getattr(func, "__qualname__", None) or repr(func)
+
+
+_LAZY_PACKAGES = (
+    "kubernetes_asyncio",
+    "kubernetes_asyncio.client",
+    "kubernetes_asyncio.client.models",
+)
+_LAZY_LOCK = threading.RLock()  # a real __init__ may touch another lazy package
+
+
+def defer_kubernetes_models() -> bool:
+    """Import ``kubernetes_asyncio`` so that its generated API and model classes load only
+    when something asks for them; returns whether it did.
+
+    Its package ``__init__`` files import ~830 generated modules (~33 MiB of RSS), while
+    the store needs only ``ApiClient``, ``Configuration`` and the config loaders. Here the
+    three packages are created without running their ``__init__``: a submodule asked of
+    them is imported on its own, and any other name (``client.CoreV1Api``,
+    ``models.V1Pod``, ``__version__``) first runs the real ``__init__`` into the same
+    module object, so code that uses them gets what a plain import gives, classes
+    included. Nothing is done (``False``) if ``kubernetes_asyncio`` is already imported,
+    or if its layout is not the expected one (then it is left as it was found).
+    """
+    if any(name in sys.modules for name in _LAZY_PACKAGES):
+        return False
+    try:
+        for name in _LAZY_PACKAGES:
+            spec = importlib.util.find_spec(name)
+            if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+                raise ImportError(f"{name} is not a package")
+            module = importlib.util.module_from_spec(spec)
+            module.__getattr__ = _load_on_demand(module, spec.loader)  # type: ignore[method-assign]
+            sys.modules[name] = module
+            parent, _, child = name.rpartition(".")
+            if parent:
+                setattr(sys.modules[parent], child, module)
+        # What kubernetes_asyncio.config takes from its client package, bound as the real
+        # __init__ binds them (the same classes).
+        from kubernetes_asyncio.client.api_client import ApiClient
+        from kubernetes_asyncio.client.configuration import Configuration
+
+        client = sys.modules["kubernetes_asyncio.client"]
+        client.ApiClient = ApiClient  # type: ignore[attr-defined]
+        client.Configuration = Configuration  # type: ignore[attr-defined]
+    except Exception:
+        for name in [m for m in sys.modules if m.partition(".")[0] == "kubernetes_asyncio"]:
+            del sys.modules[name]
+        log.debug("kubernetes_asyncio left to a plain import", exc_info=True)
+        return False
+    return True
+
+
+def _load_on_demand(
+    module: types.ModuleType, loader: importlib.abc.Loader
+) -> Callable[[str], object]:
+    """The module ``__getattr__`` (PEP 562) of a package of :func:`defer_kubernetes_models`."""
+
+    def __getattr__(name: str) -> object:
+        with _LAZY_LOCK:
+            if module.__dict__.get("__getattr__") is __getattr__:  # else loaded meanwhile
+                full = f"{module.__name__}.{name}"
+                if "." not in name and importlib.util.find_spec(full) is not None:
+                    # A submodule: the real __init__ binds the same module under its name.
+                    return importlib.import_module(full)
+                del module.__getattr__
+                loader.exec_module(module)
+        return getattr(module, name)
+
+    return __getattr__
 
 
 def _retry_budget(value: float | None) -> float:

@@ -125,4 +125,4 @@ def test_dockerfile_builds_the_package_and_runs_the_operator() -> None:
     assert 'ENTRYPOINT ["konductor-operator"]' in text
     assert "USER 65532" in text
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["konductor-operator"] == "konductor_operator.__main__:main"
+    assert scripts["konductor-operator"] == "konductor_operator.__main__:entry_point"
