@@ -375,6 +375,9 @@ async def run_one(kubeconfig: Path, n: int, args: argparse.Namespace) -> dict[st
                     await p.done.wait()
                 tg.cancel_scope.cancel()
             result["rss_mib_peak"] = round(proc_status_mib(pid, "VmHWM"), 1)
+            # Lists beyond the first of this process's own watches: one while participants
+            # die delays what it sees, and the lag below with it.
+            result["measuring_relists"] = sum(w.relists - 1 for w in watches)
             expiry = {i: p.acked[i] + p.ttl[i] for i in p.expiring}
             whole = [
                 max(p.session_gone[i], p.other_gone[i]) - expiry[i]
