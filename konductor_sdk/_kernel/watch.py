@@ -321,7 +321,9 @@ class KindWatch:
                 ):
                     attempt = 0
                     failing_since = None
-                    self.resource_version = event.object.resource_version
+                    # (A store that slims objects may drop it: then the last one known
+                    # stands, or the stream's end would mean listing everything again.)
+                    self.resource_version = event.object.resource_version or self.resource_version
                     if event.type != "BOOKMARK":
                         self._apply(event.type, event.object)
                 failing_since = None  # the server ended the stream: it is there

@@ -263,6 +263,19 @@ async def test_connection_errors_resume_from_last_version_without_relisting() ->
     assert store.watch_from[:2] == ["10", "12"]
 
 
+async def test_events_without_a_version_keep_the_last_one_to_resume_from() -> None:
+    # A store that slims objects down to their names (a benchmark did): the stream's end
+    # must resume, not re-list everything.
+    bare = KObject({"metadata": {"name": "a", "namespace": "ns"}})
+    store = ScriptedStore(
+        [],
+        [([WatchEvent("ADDED", obj("b", 12)), WatchEvent("MODIFIED", bare)], None), ([], None)],
+    )
+    await run_until_done(store)
+    assert store.stats["list"] == 1
+    assert store.watch_from[:2] == ["10", "12"]
+
+
 async def test_next_change_fires_once_per_change_for_every_waiter() -> None:
     watch = KindWatch(ScriptedStore([], []), SEMAPHORE, "ns")  # type: ignore[arg-type]
     watch.synced.set()
