@@ -88,9 +88,17 @@ async def barrier_child(params: dict[str, Any], link: Link) -> dict[str, Any]:
                 return {}
             if command["op"] == "watch":
                 value = command["value"]
-                await link.send("watching")
-                await until(client, command["name"], lambda obj, v=value: annotation(obj) == v)
-                await link.send("seen", t=time.monotonic())
+                tasks = int(command.get("tasks", 0))
+                woken: list[float] = []
+                seen = anyio.Event()
+                async with anyio.create_task_group() as tg:
+                    for _ in range(tasks):
+                        tg.start_soon(_woken, seen, woken)
+                    await link.send("watching")
+                    await until(client, command["name"], lambda obj, v=value: annotation(obj) == v)
+                    t = time.monotonic()
+                    seen.set()
+                await link.send("seen", t=t, woken=woken)
             elif command["op"] == "round":
                 barriers = [
                     Barrier(command["name"], expected=command["expected"], client=client, party=p)
@@ -107,6 +115,11 @@ async def barrier_child(params: dict[str, Any], link: Link) -> dict[str, Any]:
                 await link.send("released", releases=releases, stats=stats_since(client, before))
             else:
                 raise ValueError(f"unknown command {command!r}")
+
+
+async def _woken(seen: anyio.Event, woken: list[float]) -> None:
+    await seen.wait()
+    woken.append(time.monotonic())
 
 
 async def _wait_open(barrier: Any, releases: list[float]) -> None:
@@ -194,18 +207,28 @@ async def _generation(client: Client, name: str) -> int:
     return 0 if obj is None else int(obj.status.get("generation") or 0)
 
 
-async def fanout(client: Client, children: list[Child], name: str) -> float:
-    """One annotation PATCH → the last process whose watch has it (ms)."""
+async def fanout(
+    client: Client, children: list[Child], name: str, tasks: list[int] | None = None
+) -> tuple[float, list[float]]:
+    """One annotation PATCH → the last process whose watch has it (ms); and, with
+    ``tasks`` (per child), when each of that many tasks waiting in the child on an event
+    set by its watch resumed (ms after the PATCH was sent): what releasing that many
+    parties costs a Python process with no barrier at all."""
     value = next_value()
-    for child in children:
-        await child.send(op="watch", name=name, value=value)
+    for index, child in enumerate(children):
+        await child.send(op="watch", name=name, value=value, tasks=tasks[index] if tasks else 0)
     for child in children:
         await child.expect("watching")
     sent = time.monotonic()
     await patch_annotation(client, BARRIER, name, value)
-    seen = [float((await child.expect("seen"))["t"]) for child in children]
+    seen: list[float] = []
+    woken: list[float] = []
+    for child in children:
+        message = await child.expect("seen")
+        seen.append(float(message["t"]))
+        woken += [(float(t) - sent) * 1000 for t in message["woken"]]
     await until(client, name, lambda obj: annotation(obj) == value)
-    return (max(seen) - sent) * 1000
+    return (max(seen) - sent) * 1000, woken
 
 
 @final
@@ -232,6 +255,12 @@ class BarrierScenario(Scenario):
             "fanout_ms.pooled_p50",
             "write → every process's watch, p50",
         ),
+        Row(
+            "last arrival → party released, p99 of all parties and rounds",
+            "release_ms.pooled_p99",
+            "wake_floor_ms.pooled_p99",
+            "write → as many plain tasks resumed by each process's watch, p99",
+        ),
         Row("last arrival → last party released, p50 of rounds", "last_release_ms.pooled_p50"),
         Row("other arrivals: time until all recorded", "arrive_s"),
         Row("API writes per party (successful)", "per_party.writes_ok"),
@@ -256,6 +285,7 @@ class BarrierScenario(Scenario):
         rounds = ctx.size(full=5, quick=2)
         m = Measurement()
         release, told, last_release, floor, arrivals, sizes = [], [], [], [], [], []
+        wake_floor: list[float] = []
         stats: Counter[str] = Counter()
         for _ in range(rounds):
             result = await one_round(self.client, self.children, name=NAME, expected=self.parties)
@@ -266,11 +296,16 @@ class BarrierScenario(Scenario):
             sizes.append(result["bytes"])
             stats.update(result["stats"])
             for _ in range(FANOUT_SAMPLES):
-                floor.append(await fanout(self.client, self.children, NAME))
+                floor.append((await fanout(self.client, self.children, NAME))[0])
+            _, resumed = await fanout(
+                self.client, self.children, NAME, shares(self.parties - 1, self.processes)
+            )
+            wake_floor += resumed
         m.add_series("release_ms", release)
         m.add_series("told_ms", told)
         m.add_series("last_release_ms", last_release)
         m.add_series("fanout_ms", floor)
+        m.add_series("wake_floor_ms", wake_floor)
         m.add("arrive_s", statistics.median(arrivals), "s")
         m.add("object_bytes", max(sizes), "bytes")
         counts = request_counts(Counter(), stats)

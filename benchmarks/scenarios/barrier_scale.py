@@ -77,7 +77,9 @@ class BarrierScaleScenario(Scenario):
             m.add_series(f"n{n}.release_ms", result["release_ms"])
             m.add_series(f"n{n}.told_ms", result["told_ms"])
             name = f"scale-{n}-{repeat}"
-            floor = [await fanout(self.client, self.children, name) for _ in range(FANOUT_SAMPLES)]
+            floor = [
+                (await fanout(self.client, self.children, name))[0] for _ in range(FANOUT_SAMPLES)
+            ]
             m.add_series(f"n{n}.fanout_ms", floor)
             m.add(f"n{n}.arrive_s", result["arrive_s"], "s")
             m.add(f"n{n}.object_bytes", result["bytes"], "bytes")

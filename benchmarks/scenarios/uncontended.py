@@ -6,6 +6,11 @@ chunks of ``acquire()`` + ``release()`` cycles, so both see the same moment of t
 The floor of a cycle is two writes (grant, release); the request counters show how many
 the primitive really makes.
 
+A third series isolates the primitive's own cost from the server's: the very two status
+writes of a cycle (captured from the SDK, their tokens advanced), sent raw in a loop. What
+the server does with a grant (the admission policy that checks who wrote it, the CRD's
+rules) is in both; only the SDK's bookkeeping and hand-offs are not.
+
 The same is measured for a second client, a user bound to the ``konductor-user`` role in
 the namespace (as the SDK runs in a user's pod) on a semaphore of its own: the harness's
 admin is in ``system:masters``, which the authorizer and the admission policies treat
@@ -15,9 +20,11 @@ differently (``override`` allowed), so its figures alone do not say what users s
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, ClassVar, final
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, final
 
 import anyio
+import attrs
 
 from konductor_sdk import Client
 from konductor_sdk._kernel.objects import SEMAPHORE, KObject, ResourceKind
@@ -41,6 +48,18 @@ class Uncontended(Scenario):
     title: ClassVar[str] = "Uncontended acquire+release"
     rows: ClassVar[tuple[Row, ...]] = (
         Row("cycle p50", "cycle_ms.p50", "patch_ms.p50", "raw PATCH p50"),
+        Row(
+            "cycle p50, against its own two writes sent raw",
+            "cycle_ms.p50",
+            "replay_ms.p50",
+            "the same grant + release, raw, p50",
+        ),
+        Row(
+            "the same grant + release sent raw, p50",
+            "replay_ms.p50",
+            "patch_ms.p50",
+            "raw PATCH p50",
+        ),
         Row("cycle p99", "cycle_ms.p99", "patch_ms.p99", "raw PATCH p99"),
         Row("API writes per cycle", "per_cycle.writes", "per_patch.writes", "per raw PATCH"),
         Row("API reads per cycle", "per_cycle.reads"),
@@ -57,6 +76,12 @@ class Uncontended(Scenario):
             "user_patch_ms.p99",
             "raw PATCH p99, same user",
         ),
+        Row(
+            "the same grant + release sent raw as a konductor-user, p50",
+            "user_replay_ms.p50",
+            "user_patch_ms.p50",
+            "raw PATCH p50, same user",
+        ),
     )
     requires_kinds: ClassVar[tuple[ResourceKind, ...]] = (SEMAPHORE,)
     requires: ClassVar[tuple[str, ...]] = ("konductor_sdk.semaphore",)
@@ -65,6 +90,7 @@ class Uncontended(Scenario):
     async def setup(self, ctx: Context) -> None:
         from konductor_sdk.semaphore import Semaphore
 
+        self.writes: dict[str, tuple[Any, Any]] = {}
         self.client = await ctx.client("uncontended")
         self.semaphore = Semaphore(NAME, permits=4, client=self.client)
         self.user = await ctx.user_client("uncontended-user")
@@ -77,7 +103,9 @@ class Uncontended(Scenario):
             # The semaphore waits on the client's shared watch; open it now, not in cycle 1.
             await client.watch(SEMAPHORE, client.namespace)
             await self._cycles(sem, CHUNK)  # warm-up: connection pool, first renewal task...
+            self.writes[name] = await _captured_cycle(client, sem)
             await patch_round_trips(client, SEMAPHORE, name, CHUNK)
+            await self._replays(client, name, CHUNK)
 
     async def _cycles(self, semaphore: Semaphore, count: int) -> list[float]:
         samples = []
@@ -85,6 +113,26 @@ class Uncontended(Scenario):
             started = time.perf_counter()
             permit = await semaphore.acquire()
             await permit.release()
+            samples.append((time.perf_counter() - started) * 1000)
+        return samples
+
+    async def _replays(self, client: Client, name: str, count: int) -> list[float]:
+        """``count`` raw grant + release pairs, as the SDK writes them (ms per pair)."""
+        grant, release = self.writes[name]
+        obj = await client.store.get(SEMAPHORE, client.namespace, name)
+        samples = []
+        for _ in range(count):
+            delta = int(obj.status.get("fencingToken", 0)) - grant.token
+            started = time.perf_counter()
+            for ops in (grant.ops, release.ops):
+                obj = await client.store.patch(
+                    SEMAPHORE,
+                    client.namespace,
+                    name,
+                    _advanced(ops, delta, obj),
+                    patch_type="json",
+                    subresource="status",
+                )
             samples.append((time.perf_counter() - started) * 1000)
         return samples
 
@@ -108,6 +156,8 @@ class Uncontended(Scenario):
         patches: list[float] = []
         user_cycles: list[float] = []
         user_patches: list[float] = []
+        replays: list[float] = []
+        user_replays: list[float] = []
         cycle_stats: dict[str, float] = {}
         patch_stats: dict[str, float] = {}
         for _ in range(chunks):
@@ -118,17 +168,69 @@ class Uncontended(Scenario):
             before = self.client.store.stats.copy()
             cycles += await self._cycles(self.semaphore, CHUNK)
             accumulate(cycle_stats, request_counts(before, self.client.store.stats))
+            replays += await self._replays(self.client, NAME, CHUNK)
+            await self._caught_up(self.client, NAME)
             user_patches += await patch_round_trips(self.user, SEMAPHORE, USER_NAME, CHUNK)
             await self._caught_up(self.user, USER_NAME)
             user_cycles += await self._cycles(self.user_semaphore, CHUNK)
+            user_replays += await self._replays(self.user, USER_NAME, CHUNK)
+            await self._caught_up(self.user, USER_NAME)
         m = Measurement()
         m.add_series("user_cycle_ms", user_cycles)
         m.add_series("user_patch_ms", user_patches)
         m.add_series("cycle_ms", cycles)
         m.add_series("patch_ms", patches)
+        m.add_series("replay_ms", replays)
+        m.add_series("user_replay_ms", user_replays)
         m.add_counts("per_cycle", cycle_stats, len(cycles), "requests")
         m.add_counts("per_patch", patch_stats, len(patches), "requests")
         return m
+
+
+@attrs.frozen
+class _Write:
+    ops: list[dict[str, Any]]
+    token: int
+    """The object's fencing counter before the cycle it was captured from."""
+
+
+async def _captured_cycle(client: Client, semaphore: Semaphore) -> tuple[_Write, _Write]:
+    """The two status writes (JSON patches) one acquire + release makes."""
+    store = client.store
+    before = await store.get(SEMAPHORE, client.namespace, semaphore.name)
+    token = int(before.status.get("fencingToken", 0))
+    captured: list[list[dict[str, Any]]] = []
+    patch = store.patch
+
+    async def capture(*args: Any, **kwargs: Any) -> KObject:
+        captured.append(args[3])
+        return await patch(*args, **kwargs)
+
+    store.patch = capture  # type: ignore[method-assign]
+    try:
+        permit = await semaphore.acquire()
+        await permit.release()
+    finally:
+        store.patch = patch  # type: ignore[method-assign]
+    if len(captured) != 2:
+        raise RuntimeError(f"an uncontended cycle made {len(captured)} PATCHes, not 2")
+    return _Write(captured[0], token), _Write(captured[1], token)
+
+
+def _advanced(ops: Sequence[dict[str, Any]], delta: int, current: KObject) -> list[dict[str, Any]]:
+    """``ops`` with every fencing token ``delta`` later and the current resourceVersion."""
+    out = []
+    for op in ops:
+        op = dict(op)
+        path, value = op["path"], op.get("value")
+        if path == "/metadata/resourceVersion":
+            op["value"] = current.resource_version
+        elif path == "/status/fencingToken" or path.endswith("/token"):
+            op["value"] = value + delta
+        elif isinstance(value, dict) and "token" in value:
+            op["value"] = {**value, "token": value["token"] + delta}
+        out.append(op)
+    return out
 
 
 SCENARIO = Uncontended()

@@ -232,8 +232,13 @@ class WaitingLoop:
             return None
         self.saw(obj, own=False)
         seen = self._view_of(obj)
+        # One reader per generation: thousands of parties of one process read one record.
+        readers: dict[int, Callable[[int], outcomes.Outcome]] = {}
         for party in list(self.waiting):
-            out = outcomes.outcome_of(seen.status, generation=party.generation, index=party.index)
+            read = readers.get(party.generation)
+            if read is None:
+                read = readers[party.generation] = outcomes.reader(seen.status, party.generation)
+            out = read(party.index)
             if out.state == outcomes.OPENED:
                 assert out.rank is not None
                 self.settle(party, rank=out.rank)

@@ -9,7 +9,7 @@ later version of the object it can tell whether that generation is still waiting
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -45,60 +45,97 @@ class Outcome:
     """The generation's phase when it is concluded (``Open``/``Failed``)."""
 
 
-def _concluded(generation: int, index: int, record: Mapping[str, Any]) -> Outcome:
-    phase = str(record.get("phase", ""))
-    next_index = stored_int(record.get("nextIndex"), -1, minimum=0)
-    arrived = stored_int(record.get("arrived"), 0, minimum=0)
-    raw = record.get("departed")
+@attrs.frozen
+class _Concluded:
+    """A concluded generation's record, parsed once: every party of a process reads its
+    outcome off the same version, so the per-party cost is a lookup in ``departed``."""
+
+    generation: int
+    phase: str
+    next_index: int
+    arrived: int
     departed: ranges.Ranges | None
-    if raw is not None:
-        departed = ranges.clean(raw, below=next_index if next_index >= 0 else None)
-    elif next_index >= 0 and arrived == next_index:
-        departed = []  # nobody left: ranks are indices
-    else:
-        departed = None  # a history record of a generation some parties left: unknown
-    if next_index >= 0 and index >= next_index:
-        return Outcome(UNKNOWN, generation, phase=phase)
-    if phase == state.OPEN:
+    failed: Outcome | None
+    """The one outcome of a failed generation (the same for every party)."""
+
+    @classmethod
+    def parse(cls, generation: int, record: Mapping[str, Any]) -> _Concluded:
+        phase = str(record.get("phase", ""))
+        next_index = stored_int(record.get("nextIndex"), -1, minimum=0)
+        arrived = stored_int(record.get("arrived"), 0, minimum=0)
+        raw = record.get("departed")
+        departed: ranges.Ranges | None
+        if raw is not None:
+            departed = ranges.clean(raw, below=next_index if next_index >= 0 else None)
+        elif next_index >= 0 and arrived == next_index:
+            departed = []  # nobody left: ranks are indices
+        else:
+            departed = None  # a history record of a generation some parties left: unknown
+        failed = None
+        if phase != state.OPEN:
+            # Failed: for everyone, also for a party withdrawn before it failed.
+            failed = Outcome(
+                FAILED,
+                generation,
+                reason=str(record.get("reason", "")),
+                message=str(record.get("message", "")),
+                missing=tuple(m for m in record.get("missing") or () if isinstance(m, str)),
+                arrived=arrived,
+                phase=phase,
+            )
+        return cls(generation, phase, next_index, arrived, departed, failed)
+
+    def of(self, index: int) -> Outcome:
+        generation, phase = self.generation, self.phase
+        if self.next_index >= 0 and index >= self.next_index:
+            return Outcome(UNKNOWN, generation, phase=phase)
+        if self.failed is not None:
+            return self.failed
+        departed = self.departed
         if departed is None:
             return Outcome(UNKNOWN, generation, phase=phase)
+        if not departed:
+            return Outcome(OPENED, generation, rank=index, arrived=self.arrived, phase=phase)
         if ranges.contains(departed, index):
-            return Outcome(REMOVED, generation, reason=phase, arrived=arrived, phase=phase)
+            return Outcome(REMOVED, generation, reason=phase, arrived=self.arrived, phase=phase)
         rank = index - ranges.count_below(departed, index)
-        return Outcome(OPENED, generation, rank=rank, arrived=arrived, phase=phase)
-    # Failed: for everyone, also for a party withdrawn before it failed.
-    return Outcome(
-        FAILED,
-        generation,
-        reason=str(record.get("reason", "")),
-        message=str(record.get("message", "")),
-        missing=tuple(m for m in record.get("missing") or () if isinstance(m, str)),
-        arrived=arrived,
-        phase=phase,
-    )
+        return Outcome(OPENED, generation, rank=rank, arrived=self.arrived, phase=phase)
+
+
+def reader(s: Mapping[str, Any], generation: int) -> Callable[[int], Outcome]:
+    """What the parties of ``generation`` make of the normalized status ``s`` (read,
+    never modified), by arrival index: :func:`outcome_of` with the generation's record
+    looked up and parsed once for all of them."""
+    current = s["generation"]
+    if current < generation:
+        pending = Outcome(PENDING, generation)  # a view older than the parties' arrivals
+        return lambda index: pending
+    if current == generation:
+        if s["phase"] == state.WAITING:
+            next_index, departed = s["nextIndex"], s["departed"]
+            pending = Outcome(PENDING, generation)
+
+            def waiting(index: int) -> Outcome:
+                if index < next_index and ranges.contains(departed, index):
+                    return Outcome(REMOVED, generation, reason=state.WAITING, arrived=s["arrived"])
+                return pending  # still waiting, or a view older than the party's arrival
+
+            return waiting
+        return _Concluded.parse(generation, s).of
+    previous = s.get("previous") or {}
+    if stored_int(previous.get("generation"), 0, minimum=0) == generation:
+        return _Concluded.parse(generation, previous).of
+    for record in s["history"]:
+        if record.get("generation") == generation:
+            return _Concluded.parse(generation, record).of
+    unknown = Outcome(UNKNOWN, generation)
+    return lambda index: unknown
 
 
 def outcome_of(s: Mapping[str, Any], *, generation: int, index: int) -> Outcome:
     """What the party at ``index`` of ``generation`` makes of the normalized status ``s``
     (read, never modified)."""
-    current = s["generation"]
-    if current < generation:
-        return Outcome(PENDING, generation)  # a view older than the party's own arrival
-    if current == generation:
-        if s["phase"] == state.WAITING:
-            if index >= s["nextIndex"]:
-                return Outcome(PENDING, generation)  # older than the party's arrival
-            if ranges.contains(s["departed"], index):
-                return Outcome(REMOVED, generation, reason=state.WAITING, arrived=s["arrived"])
-            return Outcome(PENDING, generation)
-        return _concluded(generation, index, s)
-    previous = s.get("previous") or {}
-    if stored_int(previous.get("generation"), 0, minimum=0) == generation:
-        return _concluded(generation, index, previous)
-    for record in s["history"]:
-        if record.get("generation") == generation:
-            return _concluded(generation, index, record)
-    return Outcome(UNKNOWN, generation)
+    return reader(s, generation)(index)
 
 
 def outcome(status: Mapping[str, Any], *, generation: int, index: int) -> Outcome:

@@ -177,3 +177,52 @@ async def test_claims_and_preemption_requests_are_their_creators(
         # An admin may override: force-release anyone's grant.
         held = await Semaphore("pre", client=bob).acquire()
         assert await Semaphore("pre", client=client).force_release(held.key) == (held.key,)
+
+
+async def test_one_user_write_adds_at_most_64_grants_an_override_write_more(
+    control_plane: ClusterHandle, namespace: str, client: Client
+) -> None:
+    """The distinct-token rule is O(new grants^2), so a user's write is bounded (the SDK
+    adds at most 64 per write); a user allowed ``override`` (here the admin) is not."""
+    alice_cfg: Path = await bind_user(control_plane, namespace, "alice")
+    async with Client(kubeconfig=alice_cfg, namespace=namespace) as alice:
+        semaphore = Semaphore("wide", permits=200, client=alice)
+        await (await semaphore.acquire()).release()  # (a status with a fencing counter)
+        token = (await alice.store.get(SEMAPHORE, namespace, "wide")).status["fencingToken"]
+
+        def grants(first: int, count: int, token: int) -> list[dict[str, Any]]:
+            return [
+                {"op": "test", "path": "/status/fencingToken", "value": token},
+                {
+                    "op": "add",
+                    "path": "/status/holders",
+                    "value": {
+                        str(first + i): {
+                            "weight": 1,
+                            "token": token + 1 + i,
+                            "session": "s",
+                            "creator": "alice",
+                            "holder": "alice",
+                        }
+                        for i in range(count)
+                    },
+                },
+                {"op": "add", "path": "/status/fencingToken", "value": token + count},
+            ]
+
+        def write(who: Client, ops: list[dict[str, Any]]) -> Any:
+            return who.store.patch(
+                SEMAPHORE, namespace, "wide", ops, patch_type="json", subresource="status"
+            )
+
+        with pytest.raises(APIError) as info:
+            await write(alice, grants(0, 65, token))
+        assert info.value.status == 422
+        assert "at most 64 grants" in str(info.value.body), info.value.body
+        assert not (await alice.store.get(SEMAPHORE, namespace, "wide")).status.get("holders")
+        written = await write(alice, grants(0, 64, token))
+        assert len(written.status["holders"]) == 64
+        await write(alice, [{"op": "add", "path": "/status/holders", "value": {}}])
+        # The admin may write more at once (the creator is alice's: override).
+        written = await write(client, grants(0, 65, token + 64))
+        assert len(written.status["holders"]) == 65
