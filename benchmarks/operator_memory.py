@@ -32,10 +32,9 @@ from typing import Any
 
 import anyio
 
-from konductor_operator import CoreController, EventRecorder, Metrics, OperatorConfig
+from konductor_operator import CoreController
 from konductor_operator._context import OperatorContext
 from konductor_sdk import Client, Identity
-from konductor_sdk._kernel.clock import SYSTEM_CLOCK
 from konductor_sdk._kernel.errors import NotFoundError
 from konductor_sdk._kernel.objects import (
     CLAIM,
@@ -233,16 +232,7 @@ async def measure(n: int, per_object: int, holders: int, top: int) -> None:
     before = tracemalloc.take_snapshot() if top else None
     client = Client(store=ListedStore(objects), namespace=NS, identity=Identity("operator"))
     await client.connect()
-    ctx = OperatorContext(
-        client=client,
-        namespaces=(NS,),
-        events=EventRecorder(client, clock=SYSTEM_CLOCK),
-        metrics=Metrics(),
-        clock=SYSTEM_CLOCK,
-        config=OperatorConfig(metrics_port=0, leader_elect=False, workers=2),
-        logger=logging.getLogger("bench.operator"),
-    )
-    ctx.health.connected = True
+    ctx = OperatorContext.standalone(client, (NS,), logger=logging.getLogger("bench.operator"))
     core = CoreController(ctx)
     async with anyio.create_task_group() as tg:
         tg.start_soon(core.run)

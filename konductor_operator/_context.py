@@ -78,6 +78,33 @@ class OperatorContext:
     logger: logging.Logger
     health: Health = attrs.Factory(Health)
 
+    @classmethod
+    def standalone(
+        cls,
+        client: Client,
+        namespaces: tuple[str, ...] | None,
+        *,
+        config: OperatorConfig | None = None,
+        clock: Clock | None = None,
+        logger: logging.Logger | None = None,
+    ) -> OperatorContext:
+        """A context for controllers run without :class:`~konductor_operator.Operator`
+        (embedded in another program, tests, benchmarks): events and metrics of its own,
+        the client's clock, no leader election, and marked connected, as
+        ``Operator.run`` marks it once the client is up."""
+        clock = clock or client.clock
+        ctx = cls(
+            client=client,
+            namespaces=namespaces,
+            events=EventRecorder(client, clock=clock),
+            metrics=Metrics(),
+            clock=clock,
+            config=config or OperatorConfig(metrics_port=0, leader_elect=False, workers=2),
+            logger=logger or logging.getLogger("konductor_operator"),
+        )
+        ctx.health.connected = True
+        return ctx
+
     def with_logger(self, name: str) -> OperatorContext:
         """This context with the child logger ``name`` (e.g. per controller)."""
         return attrs.evolve(self, logger=self.logger.getChild(name))

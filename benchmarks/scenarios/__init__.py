@@ -16,6 +16,7 @@ MODULES = (
     "raw_watch",
     "raw_write",
     "uncontended",
+    "policy_cost",
     "contention",
     "barrier",
     "barrier_scale",

@@ -90,7 +90,7 @@ class Uncontended(Scenario):
     async def setup(self, ctx: Context) -> None:
         from konductor_sdk.semaphore import Semaphore
 
-        self.writes: dict[str, tuple[Any, Any]] = {}
+        self.writes: dict[str, tuple[Writes, Writes]] = {}
         self.client = await ctx.client("uncontended")
         self.semaphore = Semaphore(NAME, permits=4, client=self.client)
         self.user = await ctx.user_client("uncontended-user")
@@ -103,7 +103,7 @@ class Uncontended(Scenario):
             # The semaphore waits on the client's shared watch; open it now, not in cycle 1.
             await client.watch(SEMAPHORE, client.namespace)
             await self._cycles(sem, CHUNK)  # warm-up: connection pool, first renewal task...
-            self.writes[name] = await _captured_cycle(client, sem)
+            self.writes[name] = await captured_cycle(client, sem)
             await patch_round_trips(client, SEMAPHORE, name, CHUNK)
             await self._replays(client, name, CHUNK)
 
@@ -117,24 +117,7 @@ class Uncontended(Scenario):
         return samples
 
     async def _replays(self, client: Client, name: str, count: int) -> list[float]:
-        """``count`` raw grant + release pairs, as the SDK writes them (ms per pair)."""
-        grant, release = self.writes[name]
-        obj = await client.store.get(SEMAPHORE, client.namespace, name)
-        samples = []
-        for _ in range(count):
-            delta = int(obj.status.get("fencingToken", 0)) - grant.token
-            started = time.perf_counter()
-            for ops in (grant.ops, release.ops):
-                obj = await client.store.patch(
-                    SEMAPHORE,
-                    client.namespace,
-                    name,
-                    _advanced(ops, delta, obj),
-                    patch_type="json",
-                    subresource="status",
-                )
-            samples.append((time.perf_counter() - started) * 1000)
-        return samples
+        return await replays(client, name, self.writes[name], count)
 
     async def _caught_up(self, client: Client, name: str) -> None:
         # A raw PATCH bumps the resourceVersion; let the watch cache see it before the
@@ -188,13 +171,13 @@ class Uncontended(Scenario):
 
 
 @attrs.frozen
-class _Write:
+class Writes:
     ops: list[dict[str, Any]]
     token: int
     """The object's fencing counter before the cycle it was captured from."""
 
 
-async def _captured_cycle(client: Client, semaphore: Semaphore) -> tuple[_Write, _Write]:
+async def captured_cycle(client: Client, semaphore: Semaphore) -> tuple[Writes, Writes]:
     """The two status writes (JSON patches) one acquire + release makes."""
     store = client.store
     before = await store.get(SEMAPHORE, client.namespace, semaphore.name)
@@ -214,7 +197,31 @@ async def _captured_cycle(client: Client, semaphore: Semaphore) -> tuple[_Write,
         store.patch = patch  # type: ignore[method-assign]
     if len(captured) != 2:
         raise RuntimeError(f"an uncontended cycle made {len(captured)} PATCHes, not 2")
-    return _Write(captured[0], token), _Write(captured[1], token)
+    return Writes(captured[0], token), Writes(captured[1], token)
+
+
+async def replays(
+    client: Client, name: str, writes: tuple[Writes, Writes], count: int
+) -> list[float]:
+    """``count`` raw grant + release pairs on semaphore ``name``, as the SDK wrote
+    ``writes`` (ms per pair)."""
+    grant, release = writes
+    obj = await client.store.get(SEMAPHORE, client.namespace, name)
+    samples = []
+    for _ in range(count):
+        delta = int(obj.status.get("fencingToken", 0)) - grant.token
+        started = time.perf_counter()
+        for ops in (grant.ops, release.ops):
+            obj = await client.store.patch(
+                SEMAPHORE,
+                client.namespace,
+                name,
+                _advanced(ops, delta, obj),
+                patch_type="json",
+                subresource="status",
+            )
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
 
 
 def _advanced(ops: Sequence[dict[str, Any]], delta: int, current: KObject) -> list[dict[str, Any]]:
@@ -225,7 +232,7 @@ def _advanced(ops: Sequence[dict[str, Any]], delta: int, current: KObject) -> li
         path, value = op["path"], op.get("value")
         if path == "/metadata/resourceVersion":
             op["value"] = current.resource_version
-        elif path == "/status/fencingToken" or path.endswith("/token"):
+        elif isinstance(value, int) and (path == "/status/fencingToken" or path.endswith("/token")):
             op["value"] = value + delta
         elif isinstance(value, dict) and "token" in value:
             op["value"] = {**value, "token": value["token"] + delta}

@@ -35,8 +35,6 @@ from hypothesis.stateful import (
 
 from konductor_operator import (
     CoreController,
-    EventRecorder,
-    Metrics,
     Operator,
     OperatorConfig,
     OperatorContext,
@@ -175,16 +173,13 @@ class RealServerReaper(RuleBasedStateMachine):
             self.client = client
             await Semaphore(self.name, permits=PERMITS_SM, client=client).create()
             self.user = await client.whoami()
-            ctx = OperatorContext(
-                client=client,
-                namespaces=(self.namespace,),
-                events=EventRecorder(client, clock=self.clock),
-                metrics=Metrics(),
-                clock=self.clock,
+            ctx = OperatorContext.standalone(
+                client,
+                (self.namespace,),
                 config=OperatorConfig(metrics_port=0, leader_elect=False),
+                clock=self.clock,
                 logger=logging.getLogger("test.sm"),
             )
-            ctx.health.connected = True
             self.core = CoreController(ctx, rules={"Semaphore": registered()["Semaphore"]})
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.core.run)

@@ -13,11 +13,8 @@ import anyio.lowlevel
 
 from konductor_operator._config import OperatorConfig
 from konductor_operator._context import OperatorContext
-from konductor_operator._events import EventRecorder
-from konductor_operator._metrics import Metrics
 from konductor_operator.gate_controller import GateController
 from konductor_sdk import Client, Identity
-from konductor_sdk._kernel.clock import SYSTEM_CLOCK
 from konductor_sdk._kernel.objects import GATE, KObject, ResourceKind
 from konductor_sdk._machines import gate as state
 
@@ -42,14 +39,8 @@ async def gate_controller(
             enable_http_probes=probes,
             http_probe_allow=allow,
         )
-        ctx = OperatorContext(
-            client=client,
-            namespaces=(namespace,),
-            events=EventRecorder(client, clock=SYSTEM_CLOCK),
-            metrics=Metrics(),
-            clock=SYSTEM_CLOCK,
-            config=config,
-            logger=logging.getLogger("tests.gate"),
+        ctx = OperatorContext.standalone(
+            client, (namespace,), config=config, logger=logging.getLogger("tests.gate")
         )
         controller = GateController(ctx)
         async with anyio.create_task_group() as tg:

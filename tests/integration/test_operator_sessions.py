@@ -17,11 +17,8 @@ import anyio
 import pytest
 
 from konductor_operator import _core
-from konductor_operator._config import OperatorConfig
 from konductor_operator._context import OperatorContext
 from konductor_operator._core import CoreController
-from konductor_operator._events import EventRecorder
-from konductor_operator._metrics import Metrics
 from konductor_sdk import Client, Identity, NotFoundError
 from konductor_sdk._kernel.claims import create_claim
 from konductor_sdk._kernel.clock import FakeClock
@@ -54,16 +51,9 @@ async def operator(
         kubeconfig=kubeconfig, namespace=namespace, identity=Identity("operator"), clock=clock
     )
     await client.connect()
-    ctx = OperatorContext(
-        client=client,
-        namespaces=(namespace,),
-        events=EventRecorder(client, clock=clock),
-        metrics=Metrics(),
-        clock=clock,
-        config=OperatorConfig(metrics_port=0, leader_elect=False, workers=2),
-        logger=logging.getLogger("test.operator"),
+    ctx = OperatorContext.standalone(
+        client, (namespace,), logger=logging.getLogger("test.operator")
     )
-    ctx.health.connected = True
     core = CoreController(ctx, rules=rules if rules is not None else {"Holdings": RULES})
     try:
         async with anyio.create_task_group() as tg:

@@ -22,7 +22,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from konductor_operator import CoreController, EventRecorder, Metrics, OperatorConfig
+from konductor_operator import CoreController
 from konductor_operator._context import OperatorContext
 from konductor_operator._pods import PodWatcher
 from konductor_sdk import Client, Identity, PodRef
@@ -115,16 +115,7 @@ async def running(*kinds: str, store: FakeStore | None = None) -> AsyncIterator[
     clock = FakeClock()
     client = Client(store=store, namespace=NS, identity=Identity("operator"), clock=clock)
     await client.connect()
-    ctx = OperatorContext(
-        client=client,
-        namespaces=(NS,),
-        events=EventRecorder(client, clock=clock),
-        metrics=Metrics(),
-        clock=clock,
-        config=OperatorConfig(metrics_port=0, leader_elect=False, workers=2),
-        logger=logging.getLogger("test.operator"),
-    )
-    ctx.health.connected = True  # what Operator.run sets once connected
+    ctx = OperatorContext.standalone(client, (NS,), logger=logging.getLogger("test.operator"))
     rules = registered()
     core = CoreController(ctx, rules={k: rules[k] for k in kinds or ("Semaphore",)})
     try:
