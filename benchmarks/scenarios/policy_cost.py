@@ -37,8 +37,13 @@ from .uncontended import Writes, captured_cycle, replays
 BINDINGS: Final = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings"
 BINDING: Final = f"{BINDINGS}/konductor-semaphore-grants"
 CRD: Final = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/semaphores.sync.konductor.io"
-CONFIGS: Final = (("all", True, True), ("no_policy", False, True), ("no_rules", True, False))
-CONFIGS_ALL: Final = (*CONFIGS, ("none", False, False))
+CONFIGS: Final = (
+    ("all", True, True),
+    ("no_policy", False, True),
+    ("no_rules", True, False),
+    ("none", False, False),
+)
+"""(name, with the grants policy, with the CRD's rules)."""
 SETTLE_S: Final = 4.0
 """After a CRD or binding change, before measuring: the apiserver applies it
 asynchronously (a new CRD handler, the policy's informer)."""
@@ -59,7 +64,7 @@ class PolicyCost(Scenario):
     title: ClassVar[str] = "What the server's rules cost a grant or release write"
     rows: ClassVar[tuple[Row, ...]] = tuple(
         row
-        for config, _, _ in CONFIGS_ALL
+        for config, _, _ in CONFIGS
         for row in (
             Row(
                 f"status write - annotation PATCH, {config.replace('_', ' ')}, admin",
@@ -123,7 +128,7 @@ class PolicyCost(Scenario):
         extra: dict[str, list[float]] = {}
         try:
             for _ in range(rounds):
-                for config, policy, rules in CONFIGS_ALL:
+                for config, policy, rules in CONFIGS:
                     await self._configure(policy, rules)
                     for who, client, name, writes in self.clients:
                         key = f"{config}.{who}_extra_ms"
