@@ -90,7 +90,7 @@ class Uncontended(Scenario):
     async def setup(self, ctx: Context) -> None:
         from konductor_sdk.semaphore import Semaphore
 
-        self.writes: dict[str, tuple[Writes, Writes]] = {}
+        self.cycles: dict[str, Cycle] = {}
         self.client = await ctx.client("uncontended")
         self.semaphore = Semaphore(NAME, permits=4, client=self.client)
         self.user = await ctx.user_client("uncontended-user")
@@ -103,7 +103,7 @@ class Uncontended(Scenario):
             # The semaphore waits on the client's shared watch; open it now, not in cycle 1.
             await client.watch(SEMAPHORE, client.namespace)
             await self._cycles(sem, CHUNK)  # warm-up: connection pool, first renewal task...
-            self.writes[name] = await captured_cycle(client, sem)
+            self.cycles[name] = await captured_cycle(client, sem)
             await patch_round_trips(client, SEMAPHORE, name, CHUNK)
             await self._replays(client, name, CHUNK)
 
@@ -117,7 +117,7 @@ class Uncontended(Scenario):
         return samples
 
     async def _replays(self, client: Client, name: str, count: int) -> list[float]:
-        return await replays(client, name, self.writes[name], count)
+        return await replays(client, name, self.cycles[name], count)
 
     async def _caught_up(self, client: Client, name: str) -> None:
         # A raw PATCH bumps the resourceVersion; let the watch cache see it before the
@@ -171,14 +171,17 @@ class Uncontended(Scenario):
 
 
 @attrs.frozen
-class Writes:
-    ops: list[dict[str, Any]]
+class Cycle:
+    """The two status writes (JSON patches) of one acquire + release, as the SDK sent them."""
+
+    grant: list[dict[str, Any]]
+    release: list[dict[str, Any]]
     token: int
-    """The object's fencing counter before the cycle it was captured from."""
+    """The object's fencing counter before the cycle."""
 
 
-async def captured_cycle(client: Client, semaphore: Semaphore) -> tuple[Writes, Writes]:
-    """The two status writes (JSON patches) one acquire + release makes."""
+async def captured_cycle(client: Client, semaphore: Semaphore) -> Cycle:
+    """One acquire + release of ``semaphore``, its two writes captured."""
     store = client.store
     before = await store.get(SEMAPHORE, client.namespace, semaphore.name)
     token = int(before.status.get("fencingToken", 0))
@@ -197,30 +200,35 @@ async def captured_cycle(client: Client, semaphore: Semaphore) -> tuple[Writes, 
         store.patch = patch  # type: ignore[method-assign]
     if len(captured) != 2:
         raise RuntimeError(f"an uncontended cycle made {len(captured)} PATCHes, not 2")
-    return Writes(captured[0], token), Writes(captured[1], token)
+    return Cycle(captured[0], captured[1], token)
 
 
-async def replays(
-    client: Client, name: str, writes: tuple[Writes, Writes], count: int
-) -> list[float]:
-    """``count`` raw grant + release pairs on semaphore ``name``, as the SDK wrote
-    ``writes`` (ms per pair)."""
-    grant, release = writes
+async def replay(
+    client: Client, name: str, cycle: Cycle, current: KObject
+) -> tuple[float, KObject]:
+    """``cycle`` sent raw once more on semaphore ``name``, whose newest version is
+    ``current``: the pair's round trip (ms) and the object after it."""
+    delta = int(current.status.get("fencingToken", 0)) - cycle.token
+    started = time.perf_counter()
+    for ops in (cycle.grant, cycle.release):
+        current = await client.store.patch(
+            SEMAPHORE,
+            client.namespace,
+            name,
+            _advanced(ops, delta, current),
+            patch_type="json",
+            subresource="status",
+        )
+    return (time.perf_counter() - started) * 1000, current
+
+
+async def replays(client: Client, name: str, cycle: Cycle, count: int) -> list[float]:
+    """``count`` raw grant + release pairs on semaphore ``name`` (ms per pair)."""
     obj = await client.store.get(SEMAPHORE, client.namespace, name)
     samples = []
     for _ in range(count):
-        delta = int(obj.status.get("fencingToken", 0)) - grant.token
-        started = time.perf_counter()
-        for ops in (grant.ops, release.ops):
-            obj = await client.store.patch(
-                SEMAPHORE,
-                client.namespace,
-                name,
-                _advanced(ops, delta, obj),
-                patch_type="json",
-                subresource="status",
-            )
-        samples.append((time.perf_counter() - started) * 1000)
+        elapsed, obj = await replay(client, name, cycle, obj)
+        samples.append(elapsed)
     return samples
 
 
