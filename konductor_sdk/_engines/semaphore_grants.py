@@ -230,7 +230,10 @@ class GrantCoordinator:
 
     async def _run(self) -> None:
         failure: BaseException | None = None
-        self._broken = None
+        # A claim watch that failed was the last run's; a failed object watch nobody has
+        # replaced (only start() watches anew) ends this run at once with its error: a run
+        # spawned by add() after the failure could plan on nothing.
+        self._broken = None if self._watch is not None else self._broken
         try:
             async with claim_queue(self.client, self.kind.kind, self.name) as queue:
                 remove = queue.watch.add_listener(self._on_claim)

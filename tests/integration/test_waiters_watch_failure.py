@@ -4,16 +4,19 @@ failed watch delivers nothing more, not even its own claim. The client goes on."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import anyio
 import pytest
 from _semaphore_helpers import until_queued
 
-from konductor_sdk import Client, Semaphore, UnreachableError
+from konductor_sdk import Client, Identity, Semaphore, UnreachableError
+from konductor_sdk._engines.semaphore_grants import coordinator
 from konductor_sdk._kernel.claims import target_selector
-from konductor_sdk._kernel.objects import CLAIM, SEMAPHORE
+from konductor_sdk._kernel.objects import CLAIM, SEMAPHORE, KObject, ResourceKind
 from konductor_sdk._kernel.watch import KindWatch
+from konductor_sdk._machines.semaphore import SEMAPHORE_KIND
 
 pytestmark = pytest.mark.anyio
 
@@ -56,3 +59,57 @@ async def test_a_queued_waiter_is_told_when_a_watch_fails_and_the_client_goes_on
         await held.release()
         permit = await Semaphore(name, client=client).acquire(ttl=30)
         await permit.release()
+
+
+class ObjectWatchFailsBeforeHandover:
+    """A real store; once the first claim create lands, and before its answer returns, the
+    client's object watch fails and the coordinator's run ends on it (an unlucky moment of
+    the run above, made certain)."""
+
+    def __init__(self, inner: Any, name: str) -> None:
+        self._inner = inner
+        self.name = name
+        self.stats = inner.stats
+        self.client: Client | None = None
+        self.failed = False
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._inner, attr)
+
+    async def create(
+        self, kind: ResourceKind, namespace: str | None, body: Mapping[str, Any], **kw: Any
+    ) -> KObject:
+        created: KObject = await self._inner.create(kind, namespace, body, **kw)
+        if kind == CLAIM and not self.failed:
+            self.failed = True
+            assert self.client is not None
+            coord = coordinator(self.client, SEMAPHORE_KIND, self.client.namespace, self.name)
+            object_watch(self.client)._fail(UnreachableError("gone (test)", budget=0))
+            with anyio.fail_after(10):
+                # The run ends on the failure (it has no waiter yet); it sets no event of
+                # its own that a test could wait on, so its flag is watched, bounded.
+                while coord._running:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+        return created
+
+
+async def test_a_waiter_handed_over_after_the_object_watch_failed_is_told(
+    make_client: Callable[..., Client],
+) -> None:
+    name = "failed-before-handover"
+    base = make_client(holder="holder")
+    await base.connect()
+    store = ObjectWatchFailsBeforeHandover(base.store, name)
+    client = Client(store=store, namespace=base.namespace, identity=Identity("waiter"))  # type: ignore[arg-type]
+    store.client = client
+    try:
+        held = await Semaphore(name, permits=1, client=base).acquire(ttl=30)
+        with anyio.fail_after(30), pytest.raises(UnreachableError, match="gone"):
+            await Semaphore(name, client=client).acquire(ttl=30)
+        await held.release()
+        # The next acquire watches anew.
+        with anyio.fail_after(30):
+            permit = await Semaphore(name, client=client).acquire(ttl=30)
+        await permit.release()
+    finally:
+        await client.aclose()
