@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+import anyio
 import yaml
 
 from konductor_sdk.testing import ClusterHandle
@@ -40,4 +42,42 @@ async def bind_user(control_plane: ClusterHandle, namespace: str, user: str) -> 
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
         },
     )
+    await until_allowed(control_plane, namespace, "semaphores", user=user)
     return control_plane.mint_kubeconfig(user, namespace=namespace)
+
+
+async def until_allowed(
+    control_plane: ClusterHandle,
+    namespace: str,
+    resource: str,
+    *,
+    user: str,
+    groups: Sequence[str] = (),
+    verb: str = "create",
+) -> None:
+    """Wait until the API server's authorizer lets ``user`` ``verb`` ``resource`` of
+    sync.konductor.io in ``namespace``: a new Role or RoleBinding reaches its RBAC cache
+    a moment after the write that created it is answered."""
+    rest = control_plane.rest()
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": user,
+            "groups": list(groups),
+            "resourceAttributes": {
+                "group": "sync.konductor.io",
+                "resource": resource,
+                "verb": verb,
+                "namespace": namespace,
+            },
+        },
+    }
+    path = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+    with anyio.fail_after(10):
+        while True:
+            status, answer = rest.request("POST", path, review)
+            assert status == 201, answer
+            if answer["status"].get("allowed"):
+                return
+            await anyio.sleep(0.05)

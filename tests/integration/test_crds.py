@@ -15,6 +15,7 @@ import yaml
 from konductor_sdk import Client, ForbiddenError, InvalidObjectError
 from konductor_sdk._kernel.objects import GROUP, VERSION, ResourceKind
 from konductor_sdk.testing import ClusterHandle
+from tests.integration._ownership import until_allowed
 
 pytestmark = pytest.mark.anyio
 
@@ -179,6 +180,7 @@ async def test_a_user_without_a_role_is_denied_and_a_role_lets_it_in(
             ],
         },
     )
+    await until_allowed(control_plane, namespace, "semaphores", user="alice", groups=["team-a"])
     created = await alice.store.create(kind, namespace, body)
     assert created.name == "s"
     # The role is namespaced: alice is still a stranger everywhere else.
