@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import cProfile
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -146,6 +147,15 @@ class Context:
                 {"metadata": {"name": name}, "roleRef": role_ref, "subjects": [subject]},
             )
         )
+        allowed = functools.partial(
+            self.handle.wait_allowed,
+            user,
+            "create",
+            "semaphores",
+            group="sync.konductor.io",
+            namespace=self.namespace,
+        )
+        await anyio.to_thread.run_sync(allowed)
         kubeconfig = await anyio.to_thread.run_sync(
             lambda: self.handle.mint_kubeconfig(user, namespace=self.namespace)
         )

@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Self, final
@@ -214,6 +215,68 @@ class ClusterHandle:
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
         self.rest().expect("POST", "/api/v1/namespaces", body, ok=(409,))
         return name
+
+    def wait_allowed(
+        self,
+        user: str,
+        verb: str,
+        resource: str,
+        *,
+        group: str = "",
+        namespace: str | None = None,
+        groups: Sequence[str] = (),
+        timeout: float = 10.0,
+    ) -> None:
+        """Block until the API server's authorizer lets ``user`` ``verb`` ``resource``.
+
+        RBAC objects reach the authorizer through a cache: a Role or RoleBinding is in
+        force a moment *after* the write that created it was answered, so a test that binds
+        a role and at once acts as the user can be refused. This asks the authorizer
+        itself (a SubjectAccessReview, as ``kubectl auth can-i --as`` does) until it says
+        yes. Blocks; from async code, ``await anyio.to_thread.run_sync(...)``.
+
+        Args:
+            user: The user name, as in :meth:`mint_kubeconfig`.
+            verb: ``get``, ``create``, ``update``, a custom verb...
+            resource: The resource's plural, with ``/subresource`` if any
+                (``semaphores/status``).
+            group: Its API group (``""`` for the core group).
+            namespace: The namespace; None for a cluster-scoped check.
+            groups: The user's groups, as in :meth:`mint_kubeconfig`.
+            timeout: Seconds to wait.
+
+        Raises:
+            TimeoutError: Still refused after ``timeout``; the message names the request
+                and the authorizer's last reason.
+        """
+        plural, _, subresource = resource.partition("/")
+        attributes = {"group": group, "resource": plural, "verb": verb}
+        if subresource:
+            attributes["subresource"] = subresource
+        if namespace is not None:
+            attributes["namespace"] = namespace
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {"user": user, "groups": list(groups), "resourceAttributes": attributes},
+        }
+        rest = self.rest()
+        deadline = time.monotonic() + timeout
+        while True:
+            # There is no event to wait on: the authorizer's cache is not observable.
+            answer = rest.expect(
+                "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", review
+            )
+            status = answer.get("status") or {}
+            if status.get("allowed"):
+                return
+            if time.monotonic() >= deadline:
+                where = f" in namespace {namespace}" if namespace is not None else ""
+                raise TimeoutError(
+                    f"{user} may still not {verb} {resource} ({group or 'core'} group){where} "
+                    f"after {timeout:g} s: {status.get('reason') or 'no rule allows it'}"
+                )
+            time.sleep(0.05)
 
     def create_service_account(self, namespace: str, name: str) -> str:
         """Create a ServiceAccount (an existing one is fine). Blocks.

@@ -189,6 +189,32 @@ class LocalControlPlane:
         """
         return self.handle.mint_kubeconfig(user, groups, namespace)
 
+    def wait_allowed(
+        self,
+        user: str,
+        verb: str,
+        resource: str,
+        *,
+        group: str = "",
+        namespace: str | None = None,
+        groups: Sequence[str] = (),
+        timeout: float = 10.0,
+    ) -> None:
+        """Block until the authorizer lets ``user`` ``verb`` ``resource``; see the handle.
+
+        Args:
+            user: The user name.
+            verb: The verb.
+            resource: The resource's plural (``/subresource`` if any).
+            group: Its API group.
+            namespace: The namespace, or None.
+            groups: The user's groups.
+            timeout: Seconds to wait.
+        """
+        self.handle.wait_allowed(
+            user, verb, resource, group=group, namespace=namespace, groups=groups, timeout=timeout
+        )
+
     def api_client(
         self, kubeconfig: str | os.PathLike[str] | None = None
     ) -> AbstractAsyncContextManager[ApiClient]:

@@ -187,6 +187,10 @@ async def test_gates_record_their_creator_as_the_policy_requires(
             ],
         },
     )
+    # Until the binding is in force, RBAC's 403 would pass for the policy's refusal below.
+    control_plane.wait_allowed(
+        "carol", "create", "gates", group=GATE.group, namespace=namespace, groups=["team"]
+    )
     carol = control_plane.mint_kubeconfig("carol", ["team"], namespace)
     async with Client(kubeconfig=carol, namespace=namespace, identity=Identity("c")) as c:
         with anyio.fail_after(30):

@@ -73,6 +73,14 @@ async def user_env(
                     ],
                 },
             )
+            control_plane.wait_allowed(
+                "dev",
+                "create",
+                "semaphores",
+                group="sync.konductor.io",
+                namespace=namespace,
+                groups=["developers"],
+            )
             user = control_plane.mint_kubeconfig("dev", ["developers"], namespace)
             yield koncli_env(user, tmp_path / "xdg", KONDUCTOR_NAMESPACE=namespace)
         finally:

@@ -192,6 +192,21 @@ def rbac(control_plane: ClusterHandle) -> Iterator[Identities]:
             assert 200 <= status < 300, answer
             created.append(doc)
         sa = f"system:serviceaccount:{namespace}:konductor-operator"
+        # The bindings are in force a moment after their writes: wait until the
+        # authorizer applies each one, or a test's first request could be refused.
+        for user, groups, verb in (
+            (sa, ["system:serviceaccounts"], "watch"),
+            ("konductor-user", [], "create"),
+            ("konductor-viewer", [], "get"),
+        ):
+            control_plane.wait_allowed(
+                user,
+                verb,
+                "semaphores",
+                group="sync.konductor.io",
+                namespace=namespace,
+                groups=groups,
+            )
         yield Identities(
             namespace=namespace,
             operator=control_plane.mint_kubeconfig(sa, ["system:serviceaccounts"], namespace),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,28 +57,14 @@ async def until_allowed(
     verb: str = "create",
 ) -> None:
     """Wait until the API server's authorizer lets ``user`` ``verb`` ``resource`` of
-    sync.konductor.io in ``namespace``: a new Role or RoleBinding reaches its RBAC cache
-    a moment after the write that created it is answered."""
-    rest = control_plane.rest()
-    review = {
-        "apiVersion": "authorization.k8s.io/v1",
-        "kind": "SubjectAccessReview",
-        "spec": {
-            "user": user,
-            "groups": list(groups),
-            "resourceAttributes": {
-                "group": "sync.konductor.io",
-                "resource": resource,
-                "verb": verb,
-                "namespace": namespace,
-            },
-        },
-    }
-    path = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
-    with anyio.fail_after(10):
-        while True:
-            status, answer = rest.request("POST", path, review)
-            assert status == 201, answer
-            if answer["status"].get("allowed"):
-                return
-            await anyio.sleep(0.05)
+    sync.konductor.io in ``namespace`` (see :meth:`ClusterHandle.wait_allowed`)."""
+    wait = functools.partial(
+        control_plane.wait_allowed,
+        user,
+        verb,
+        resource,
+        group="sync.konductor.io",
+        namespace=namespace,
+        groups=groups,
+    )
+    await anyio.to_thread.run_sync(wait)

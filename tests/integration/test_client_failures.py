@@ -144,6 +144,9 @@ async def limited_user(control_plane: ClusterHandle, kubeconfig: Path, namespace
                 ],
             },
         )
+    control_plane.wait_allowed(
+        "no-watch", "create", "mutexes", group="sync.konductor.io", namespace=namespace
+    )
     return control_plane.mint_kubeconfig("no-watch", [], namespace)
 
 

@@ -3,6 +3,7 @@ RBAC, and a teardown that leaves no process, port or directory behind."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -150,6 +151,11 @@ async def test_minted_user_is_subject_to_rbac(
             await alice.list_namespaced_config_map(namespace)
         assert denied.value.status == 403
         assert 'User "alice"' in json.loads(denied.value.body or "{}")["message"]
+        # Asked before any binding, the authorizer keeps saying no, and the wait says so.
+        with pytest.raises(TimeoutError, match=r"alice may still not list configmaps .* 0\.3 s"):
+            control_plane.wait_allowed(
+                "alice", "list", "configmaps", namespace=namespace, timeout=0.3
+            )
 
         # Bind the *group* from the certificate: proves O= entries become groups.
         rbac = client.RbacAuthorizationV1Api(api_client)
@@ -167,12 +173,14 @@ async def test_minted_user_is_subject_to_rbac(
         )
         await rbac.create_namespaced_role(namespace, role)
         await rbac.create_namespaced_role_binding(namespace, binding)
-        # The RBAC authorizer reads from an informer cache: allow it to catch up.
-        with anyio.fail_after(30):
-            while True:  # polling a server-side cache: there is no event to wait on
-                if await _allowed(alice.list_namespaced_config_map(namespace)):
-                    break
-                await anyio.sleep(0.1)
+        # The RBAC authorizer reads from an informer cache: wait until it applies the
+        # binding, then the very request it was asked about goes through.
+        readers = ["konductor-readers"]
+        allowed = functools.partial(
+            control_plane.wait_allowed, "alice", "list", "configmaps", namespace=namespace
+        )
+        await anyio.to_thread.run_sync(functools.partial(allowed, groups=readers))
+        assert await _allowed(alice.list_namespaced_config_map(namespace))
         # Still nothing outside the grant.
         with pytest.raises(ApiException) as other_verb:
             await alice.create_namespaced_config_map(namespace, _config_map("x", "1"))

@@ -197,6 +197,9 @@ async def test_mark_by_a_second_user(
     for body in rbac:
         kind = ResourceKind("rbac.authorization.k8s.io", "v1", body["kind"].lower() + "s", "")
         await client.store.create(kind, namespace, body)
+    control_plane.wait_allowed(
+        "approver", "update", "gates/status", group="sync.konductor.io", namespace=namespace
+    )
     approver_cfg = control_plane.mint_kubeconfig("approver", namespace=namespace)
     stranger_cfg = control_plane.mint_kubeconfig("stranger", namespace=namespace)
     async with Client(kubeconfig=approver_cfg, namespace=namespace) as approver:

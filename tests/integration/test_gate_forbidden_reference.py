@@ -51,6 +51,7 @@ def operator_identity(control_plane: ClusterHandle, namespace: str) -> Iterator[
     rest.expect("POST", f"{RBAC}/clusterroles", role)
     rest.expect("POST", f"{RBAC}/clusterrolebindings", binding)
     try:
+        control_plane.wait_allowed(user, "watch", "gates", group="sync.konductor.io")
         yield control_plane.mint_kubeconfig(user, namespace=namespace)
     finally:
         rest.request("DELETE", f"{RBAC}/clusterrolebindings/{user}")

@@ -5,6 +5,7 @@ access for permitted and refused creators, HTTP probes, and waking on the right 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -338,7 +339,13 @@ async def test_waiter_wakes_on_first_event_after_the_condition_holds(
     assert events.index(after[0]) == returned[0] - 1
 
 
-async def _grant(client: Client, namespace: str, user: str, rules: list[dict[str, Any]]) -> None:
+async def _grant(
+    client: Client,
+    control_plane: ClusterHandle,
+    namespace: str,
+    user: str,
+    rules: list[dict[str, Any]],
+) -> None:
     name = f"{user}-role"
     await client.store.create(ROLE, namespace, {"metadata": {"name": name}, "rules": rules})
     await client.store.create(
@@ -350,6 +357,17 @@ async def _grant(client: Client, namespace: str, user: str, rules: list[dict[str
             "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
         },
     )
+    # In force a moment after the write: wait until the authorizer applies the first rule.
+    rule = rules[0]
+    allowed = functools.partial(
+        control_plane.wait_allowed,
+        user,
+        rule["verbs"][0],
+        rule["resources"][0],
+        group=rule["apiGroups"][0],
+        namespace=namespace,
+    )
+    await anyio.to_thread.run_sync(allowed)
 
 
 async def test_cross_namespace_reference_follows_creator_rbac(
@@ -366,9 +384,13 @@ async def test_cross_namespace_reference_follows_creator_rbac(
         }
     ]
     for user in ("alice", "bob"):
-        await _grant(client, namespace, user, gates)
+        await _grant(client, control_plane, namespace, user, gates)
     await _grant(
-        client, other, "alice", [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]}]
+        client,
+        control_plane,
+        other,
+        "alice",
+        [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]}],
     )
     assert operator.access.policy_active, operator.access.policy_error
     results: dict[str, KObject] = {}
