@@ -17,8 +17,10 @@ import cProfile
 import datetime as dt
 import functools
 import json
+import math
 import os
 import platform
+import re
 import secrets
 import statistics
 import sys
@@ -263,6 +265,45 @@ def server_counters(handle: ClusterHandle) -> dict[str, float]:
         key = f"{prefix}.{found}"
         totals[key] = totals.get(key, 0.0) + float(value)
     return totals
+
+
+def request_seconds(handle: ClusterHandle, resource: str) -> dict[str, tuple[float, float]]:
+    """The apiserver's own time answering requests on ``resource``, from its ``/metrics``
+    (``apiserver_request_duration_seconds``, from reading the request to writing the
+    answer): ``(seconds, count)`` by verb, ``PATCH/status`` for the status subresource.
+    Subtract two readings with :func:`mean_ms`."""
+    status, text = handle.rest().request("GET", "/metrics", timeout=30)
+    if status != 200 or not isinstance(text, str):
+        return {}
+    totals: dict[str, tuple[float, float]] = {}
+    name = "apiserver_request_duration_seconds_"
+    for line in text.splitlines():
+        if not line.startswith((name + "sum{", name + "count{")):
+            continue
+        labels, _, value = line.rpartition(" ")
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if fields.get("resource") != resource:
+            continue
+        key = fields.get("verb", "") + (
+            f"/{fields['subresource']}" if fields.get("subresource") else ""
+        )
+        seconds, count = totals.get(key, (0.0, 0.0))
+        if line.startswith(name + "sum{"):
+            seconds += float(value)
+        else:
+            count += float(value)
+        totals[key] = (seconds, count)
+    return totals
+
+
+def mean_ms(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], key: str
+) -> float:
+    """The mean time (ms) of the ``key`` requests answered between two readings of
+    :func:`request_seconds`; NaN if there were none."""
+    seconds = after.get(key, (0.0, 0.0))[0] - before.get(key, (0.0, 0.0))[0]
+    count = after.get(key, (0.0, 0.0))[1] - before.get(key, (0.0, 0.0))[1]
+    return seconds / count * 1000 if count else math.nan
 
 
 def counter_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
