@@ -25,6 +25,7 @@ MODULES = (
     "wakeup",
     "many_waiters",
     "queue_scale",
+    "holders_scale",
     "operator_scale",
 )
 
