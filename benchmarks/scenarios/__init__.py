@@ -26,6 +26,7 @@ MODULES = (
     "many_waiters",
     "queue_scale",
     "holders_scale",
+    "objects_scale",
     "operator_scale",
 )
 
