@@ -28,7 +28,7 @@ import time
 import traceback
 import urllib.request
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, final
 
@@ -196,6 +196,22 @@ class Context:
                 await client.aclose()
             self._children.clear()
             self._clients.clear()
+
+
+async def per_size(
+    ctx: Context,
+    full: Sequence[int],
+    quick: Sequence[int],
+    one: Callable[[Measurement, int], Awaitable[None]],
+) -> Measurement:
+    """One repeat of a cost-vs-N scenario: ``one(m, n)`` for every size, the ``quick``
+    ones under ``--quick`` (and a note saying so)."""
+    m = Measurement()
+    for n in quick if ctx.quick else full:
+        await one(m, n)
+    if ctx.quick:
+        m.notes.append(f"--quick: N in {tuple(quick)} only")
+    return m
 
 
 def konductor_user_rules() -> list[Any]:

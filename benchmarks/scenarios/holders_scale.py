@@ -28,7 +28,7 @@ import anyio
 from konductor_sdk._kernel.objects import SEMAPHORE, ResourceKind
 
 from .._baselines import patch_round_trips
-from .._harness import Context, Scenario, mean_ms, request_seconds
+from .._harness import Context, Scenario, mean_ms, per_size, request_seconds
 from .._report import Measurement, Row
 
 if TYPE_CHECKING:
@@ -73,12 +73,9 @@ class HoldersScale(Scenario):
     repeat_cap_s: ClassVar[tuple[float, float]] = (120.0, 900.0)
 
     async def run_once(self, ctx: Context, repeat: int) -> Measurement:
-        m = Measurement()
-        for n in SIZES_QUICK if ctx.quick else SIZES_FULL:
-            await self._one(ctx, m, n, repeat)
-        if ctx.quick:
-            m.notes.append(f"--quick: N in {SIZES_QUICK} only")
-        return m
+        return await per_size(
+            ctx, SIZES_FULL, SIZES_QUICK, lambda m, n: self._one(ctx, m, n, repeat)
+        )
 
     async def _one(self, ctx: Context, m: Measurement, n: int, repeat: int) -> None:
         from konductor_sdk.semaphore import Semaphore

@@ -34,7 +34,7 @@ from konductor_sdk._kernel.claims import claim_queue
 from konductor_sdk._kernel.objects import LEASE, ResourceKind
 
 from .._child import Child, Link
-from .._harness import Context, Scenario, accumulate, request_counts
+from .._harness import Context, Scenario, accumulate, per_size, request_counts
 from .._report import Measurement, Row
 
 PROCESSES = 4
@@ -106,12 +106,9 @@ class LeaseCandidates(Scenario):
     repeat_cap_s: ClassVar[tuple[float, float]] = (240.0, 600.0)
 
     async def run_once(self, ctx: Context, repeat: int) -> Measurement:
-        m = Measurement()
-        for n in SIZES_QUICK if ctx.quick else SIZES_FULL:
-            await self._one(ctx, m, n, repeat)
-        if ctx.quick:
-            m.notes.append(f"--quick: N in {SIZES_QUICK} only")
-        return m
+        return await per_size(
+            ctx, SIZES_FULL, SIZES_QUICK, lambda m, n: self._one(ctx, m, n, repeat)
+        )
 
     async def _one(self, ctx: Context, m: Measurement, n: int, repeat: int) -> None:
         name = f"cands-{n}-{repeat}-{secrets.token_hex(2)}"

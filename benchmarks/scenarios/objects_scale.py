@@ -26,7 +26,7 @@ import anyio
 from konductor_sdk import Client, Identity
 from konductor_sdk._kernel.objects import SEMAPHORE, ResourceKind
 
-from .._harness import Context, Scenario, mean_ms, request_seconds
+from .._harness import Context, Scenario, mean_ms, per_size, request_seconds
 from .._report import Measurement, Row
 
 SIZES_FULL = (8, 1000, 10000)
@@ -56,12 +56,7 @@ class ObjectsScale(Scenario):
     repeat_cap_s: ClassVar[tuple[float, float]] = (120.0, 600.0)
 
     async def run_once(self, ctx: Context, repeat: int) -> Measurement:
-        m = Measurement()
-        for n in SIZES_QUICK if ctx.quick else SIZES_FULL:
-            await self._one(ctx, m, n)
-        if ctx.quick:
-            m.notes.append(f"--quick: N in {SIZES_QUICK} only")
-        return m
+        return await per_size(ctx, SIZES_FULL, SIZES_QUICK, lambda m, n: self._one(ctx, m, n))
 
     async def _one(self, ctx: Context, m: Measurement, n: int) -> None:
         from konductor_sdk.semaphore import Semaphore
