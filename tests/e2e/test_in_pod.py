@@ -208,6 +208,17 @@ def cluster(control_plane: ClusterHandle) -> Iterator[Cluster]:
         )
         control_plane.create_service_account(namespace, "worker")
         control_plane.create_service_account(namespace, "konductor-operator")
+        # The bindings are in force a moment after their writes: wait until the authorizer
+        # applies them, or a pod's first request could be refused.
+        for account, verb in (("worker", "create"), ("konductor-operator", "watch")):
+            control_plane.wait_allowed(
+                f"system:serviceaccount:{namespace}:{account}",
+                verb,
+                "semaphores",
+                group="sync.konductor.io",
+                namespace=namespace,
+                groups=["system:serviceaccounts", f"system:serviceaccounts:{namespace}"],
+            )
         yield Cluster(namespace, suffix, control_plane)
     finally:
         for path in reversed(created):
