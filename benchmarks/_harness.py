@@ -184,6 +184,10 @@ class Context:
         """The apiserver's own request and etcd counters (see :func:`server_counters`)."""
         return await anyio.to_thread.run_sync(server_counters, self.handle)
 
+    async def request_seconds(self, resource: str) -> dict[str, tuple[float, float]]:
+        """The apiserver's own time per verb on ``resource`` (see :func:`request_seconds`)."""
+        return await anyio.to_thread.run_sync(request_seconds, self.handle, resource)
+
     async def new_namespace(self, prefix: str) -> str:
         name = f"{prefix}-{secrets.token_hex(3)}"
         return await anyio.to_thread.run_sync(self.handle.create_namespace, name)
@@ -261,8 +265,8 @@ def server_counters(handle: ClusterHandle) -> dict[str, float]:
     write (``GuaranteedUpdate``) after losing a race. ``requests.<code>`` counts answers.
     Includes the apiserver's own periodic writes (its identity Lease), a few per minute.
     """
-    status, text = handle.rest().request("GET", "/metrics", timeout=30)
-    if status != 200 or not isinstance(text, str):
+    text = _metrics_text(handle)
+    if text is None:
         return {}
     totals: dict[str, float] = {}
     for line in text.splitlines():
@@ -287,9 +291,9 @@ def request_seconds(handle: ClusterHandle, resource: str) -> dict[str, tuple[flo
     """The apiserver's own time answering requests on ``resource``, from its ``/metrics``
     (``apiserver_request_duration_seconds``, from reading the request to writing the
     answer): ``(seconds, count)`` by verb, ``PATCH/status`` for the status subresource.
-    Subtract two readings with :func:`mean_ms`."""
-    status, text = handle.rest().request("GET", "/metrics", timeout=30)
-    if status != 200 or not isinstance(text, str):
+    Subtract two readings with :func:`spent_ms` or :func:`mean_ms`."""
+    text = _metrics_text(handle)
+    if text is None:
         return {}
     totals: dict[str, tuple[float, float]] = {}
     name = "apiserver_request_duration_seconds_"
@@ -312,14 +316,29 @@ def request_seconds(handle: ClusterHandle, resource: str) -> dict[str, tuple[flo
     return totals
 
 
+def spent_ms(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], key: str
+) -> tuple[float, float]:
+    """The time (ms) the apiserver spent on the ``key`` requests answered between two
+    readings of :func:`request_seconds`, and how many there were."""
+    seconds = after.get(key, (0.0, 0.0))[0] - before.get(key, (0.0, 0.0))[0]
+    count = after.get(key, (0.0, 0.0))[1] - before.get(key, (0.0, 0.0))[1]
+    return seconds * 1000, count
+
+
 def mean_ms(
     before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], key: str
 ) -> float:
     """The mean time (ms) of the ``key`` requests answered between two readings of
     :func:`request_seconds`; NaN if there were none."""
-    seconds = after.get(key, (0.0, 0.0))[0] - before.get(key, (0.0, 0.0))[0]
-    count = after.get(key, (0.0, 0.0))[1] - before.get(key, (0.0, 0.0))[1]
-    return seconds / count * 1000 if count else math.nan
+    total, count = spent_ms(before, after, key)
+    return total / count if count else math.nan
+
+
+def _metrics_text(handle: ClusterHandle) -> str | None:
+    """The apiserver's ``/metrics`` page, or None if it would not give it."""
+    status, text = handle.rest().request("GET", "/metrics", timeout=30)
+    return text if status == 200 and isinstance(text, str) else None
 
 
 def counter_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

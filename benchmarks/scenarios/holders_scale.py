@@ -28,7 +28,7 @@ import anyio
 from konductor_sdk._kernel.objects import SEMAPHORE, ResourceKind
 
 from .._baselines import patch_round_trips
-from .._harness import Context, Scenario, mean_ms, per_size, request_seconds
+from .._harness import Context, Scenario, mean_ms, per_size
 from .._report import Measurement, Row
 
 if TYPE_CHECKING:
@@ -97,15 +97,15 @@ class HoldersScale(Scenario):
         filled = time.monotonic() - started
         await (await semaphore.acquire()).release()  # warm: the last permit's first write
 
-        before = await anyio.to_thread.run_sync(request_seconds, ctx.handle, "semaphores")
+        before = await ctx.request_seconds("semaphores")
         cycles = []
         for _ in range(CYCLES):
             began = time.perf_counter()
             await (await semaphore.acquire()).release()
             cycles.append((time.perf_counter() - began) * 1000)
-        middle = await anyio.to_thread.run_sync(request_seconds, ctx.handle, "semaphores")
+        middle = await ctx.request_seconds("semaphores")
         patches = await patch_round_trips(client, SEMAPHORE, name, CYCLES)
-        after = await anyio.to_thread.run_sync(request_seconds, ctx.handle, "semaphores")
+        after = await ctx.request_seconds("semaphores")
         obj = await client.store.get(SEMAPHORE, client.namespace, name)
         grants = len(obj.status.get("holders") or {})
         if grants != n:

@@ -26,7 +26,7 @@ import anyio
 from konductor_sdk import Client, Identity
 from konductor_sdk._kernel.objects import SEMAPHORE, ResourceKind
 
-from .._harness import Context, Scenario, mean_ms, per_size, request_seconds
+from .._harness import Context, Scenario, per_size, spent_ms
 from .._report import Measurement, Row
 
 SIZES_FULL = (8, 1000, 10000)
@@ -75,13 +75,13 @@ class ObjectsScale(Scenario):
                 tg.start_soon(create, index)
 
         identity = Identity(holder=f"objects-{n}-{secrets.token_hex(2)}")
-        before = await anyio.to_thread.run_sync(request_seconds, ctx.handle, "semaphores")
+        before = await ctx.request_seconds("semaphores")
         async with Client(kubeconfig=ctx.kubeconfig, namespace=namespace, identity=identity) as c:
             semaphore = Semaphore("pool-0", client=c)
             began = time.perf_counter()
             await (await semaphore.acquire()).release()
             first = (time.perf_counter() - began) * 1000
-            after = await anyio.to_thread.run_sync(request_seconds, ctx.handle, "semaphores")
+            after = await ctx.request_seconds("semaphores")
             cycles = []
             for _ in range(CYCLES):
                 began = time.perf_counter()
@@ -89,8 +89,8 @@ class ObjectsScale(Scenario):
                 cycles.append((time.perf_counter() - began) * 1000)
         prefix = f"n{n}"
         m.add(f"{prefix}.first_ms", first, "ms")
-        lists = after.get("LIST", (0.0, 0.0))[1] - before.get("LIST", (0.0, 0.0))[1]
-        m.add(f"{prefix}.server_list_ms", mean_ms(before, after, "LIST") * lists, "ms")
+        listed_ms, lists = spent_ms(before, after, "LIST")
+        m.add(f"{prefix}.server_list_ms", listed_ms, "ms")
         m.add(f"{prefix}.list_requests", lists, "requests")
         m.add_series(f"{prefix}.cycle_ms", cycles)
 

@@ -39,7 +39,6 @@ from .._harness import (
     accumulate,
     mean_ms,
     request_counts,
-    request_seconds,
 )
 from .._report import Measurement, Row
 
@@ -159,7 +158,7 @@ class Uncontended(Scenario):
         user_replays: list[float] = []
         cycle_stats: dict[str, float] = {}
         patch_stats: dict[str, float] = {}
-        server_before = await anyio.to_thread.run_sync(request_seconds, ctx.handle, "semaphores")
+        server_before = await ctx.request_seconds("semaphores")
         for _ in range(chunks):
             before = self.client.store.stats.copy()
             patches += await patch_round_trips(self.client, SEMAPHORE, NAME, CHUNK)
@@ -175,7 +174,7 @@ class Uncontended(Scenario):
             user_cycles += await self._cycles(self.user_semaphore, CHUNK)
             user_replays += await self._replays(self.user, USER_NAME, CHUNK)
             await self._caught_up(self.user, USER_NAME)
-        server_after = await anyio.to_thread.run_sync(request_seconds, ctx.handle, "semaphores")
+        server_after = await ctx.request_seconds("semaphores")
         m = Measurement()
         # From the server's own clock: what no client, however cheap, can take away. The
         # status writes are the cycles' and their raw replays', the PATCHes the baselines'.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from benchmarks._harness import mean_ms, request_seconds
+from benchmarks._harness import mean_ms, request_seconds, spent_ms
 
 LABELS = (
     'component="apiserver",group="sync.konductor.io",resource="{r}",subresource="{s}",verb="{v}"'
@@ -57,6 +57,9 @@ def test_status_writes_and_patches_are_told_apart_per_resource() -> None:
         "semaphores",
     )
     assert set(after) == {"PATCH", "PATCH/status"}
+    total, count = spent_ms(before, after, "PATCH")
+    assert math.isclose(total, 300.0)
+    assert count == 100
     assert math.isclose(mean_ms(before, after, "PATCH"), 3.0)  # 0.3 s over 100 requests
     assert math.isclose(mean_ms(before, after, "PATCH/status"), 4.0)
     assert math.isnan(mean_ms(before, after, "GET"))
