@@ -55,15 +55,17 @@ async def until_allowed(
     user: str,
     groups: Sequence[str] = (),
     verb: str = "create",
+    group: str = "sync.konductor.io",
 ) -> None:
     """Wait until the API server's authorizer lets ``user`` ``verb`` ``resource`` of
-    sync.konductor.io in ``namespace`` (see :meth:`ClusterHandle.wait_allowed`)."""
+    ``group`` in ``namespace`` (see :meth:`ClusterHandle.wait_allowed`), without
+    blocking the event loop."""
     wait = functools.partial(
         control_plane.wait_allowed,
         user,
         verb,
         resource,
-        group="sync.konductor.io",
+        group=group,
         namespace=namespace,
         groups=groups,
     )

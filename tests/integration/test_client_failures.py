@@ -30,6 +30,7 @@ from konductor_sdk import (
 from konductor_sdk._kernel.objects import MUTEX, ResourceKind
 from konductor_sdk._kernel.watch import KindWatch
 from konductor_sdk.testing import ClusterHandle
+from tests.integration._ownership import until_allowed
 
 pytestmark = pytest.mark.anyio
 
@@ -144,9 +145,7 @@ async def limited_user(control_plane: ClusterHandle, kubeconfig: Path, namespace
                 ],
             },
         )
-    control_plane.wait_allowed(
-        "no-watch", "create", "mutexes", group="sync.konductor.io", namespace=namespace
-    )
+    await until_allowed(control_plane, namespace, "mutexes", user="no-watch")
     return control_plane.mint_kubeconfig("no-watch", [], namespace)
 
 

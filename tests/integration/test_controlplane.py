@@ -175,11 +175,15 @@ async def test_minted_user_is_subject_to_rbac(
         await rbac.create_namespaced_role_binding(namespace, binding)
         # The RBAC authorizer reads from an informer cache: wait until it applies the
         # binding, then the very request it was asked about goes through.
-        readers = ["konductor-readers"]
         allowed = functools.partial(
-            control_plane.wait_allowed, "alice", "list", "configmaps", namespace=namespace
+            control_plane.wait_allowed,
+            "alice",
+            "list",
+            "configmaps",
+            namespace=namespace,
+            groups=["konductor-readers"],
         )
-        await anyio.to_thread.run_sync(functools.partial(allowed, groups=readers))
+        await anyio.to_thread.run_sync(allowed)
         assert await _allowed(alice.list_namespaced_config_map(namespace))
         # Still nothing outside the grant.
         with pytest.raises(ApiException) as other_verb:

@@ -18,6 +18,7 @@ from konductor_sdk._kernel.objects import GATE, KObject
 from konductor_sdk._machines.gate import judge
 from konductor_sdk.gate import Condition, Gate
 from konductor_sdk.testing import ClusterHandle
+from tests.integration._ownership import until_allowed
 
 pytestmark = pytest.mark.anyio
 MakeClient = Callable[..., Client]
@@ -197,9 +198,7 @@ async def test_mark_by_a_second_user(
     for body in rbac:
         kind = ResourceKind("rbac.authorization.k8s.io", "v1", body["kind"].lower() + "s", "")
         await client.store.create(kind, namespace, body)
-    control_plane.wait_allowed(
-        "approver", "update", "gates/status", group="sync.konductor.io", namespace=namespace
-    )
+    await until_allowed(control_plane, namespace, "gates/status", user="approver", verb="update")
     approver_cfg = control_plane.mint_kubeconfig("approver", namespace=namespace)
     stranger_cfg = control_plane.mint_kubeconfig("stranger", namespace=namespace)
     async with Client(kubeconfig=approver_cfg, namespace=namespace) as approver:

@@ -5,7 +5,6 @@ access for permitted and refused creators, HTTP probes, and waking on the right 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from konductor_sdk._machines.gate import judge, normalize
 from konductor_sdk.gate import Condition, Gate
 from konductor_sdk.lease import Lease
 from konductor_sdk.testing import ClusterHandle
+from tests.integration._ownership import until_allowed
 
 pytestmark = pytest.mark.anyio
 MakeClient = Callable[..., Client]
@@ -359,15 +359,14 @@ async def _grant(
     )
     # In force a moment after the write: wait until the authorizer applies the first rule.
     rule = rules[0]
-    allowed = functools.partial(
-        control_plane.wait_allowed,
-        user,
-        rule["verbs"][0],
+    await until_allowed(
+        control_plane,
+        namespace,
         rule["resources"][0],
+        user=user,
+        verb=rule["verbs"][0],
         group=rule["apiGroups"][0],
-        namespace=namespace,
     )
-    await anyio.to_thread.run_sync(allowed)
 
 
 async def test_cross_namespace_reference_follows_creator_rbac(
