@@ -3,7 +3,6 @@ ConfigurationError naming it, before anything is written to the server."""
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -75,23 +74,25 @@ async def test_sync_facade(kubeconfig: Path, namespace: str) -> None:
     assert seen[3:] == ["read", "write", 4]
 
 
-def test_ctrl_c_while_waiting_leaves_the_queue(kubeconfig: Path, namespace: str) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signals go to the main thread")
-    main = threading.main_thread().ident
-    assert main is not None
+def test_ctrl_c_while_waiting_leaves_the_queue(
+    kubeconfig: Path,
+    namespace: str,
+    interrupt_main_thread: Callable[[threading.Event], None],
+) -> None:
     with sync.Client(kubeconfig=kubeconfig, namespace=namespace, identity=Identity("me")) as c:
         sem = sync.Semaphore("ctrl-c", permits=1, client=c)
+        queued = threading.Event()
 
-        def interrupt_once_queued() -> None:
+        def note_once_queued() -> None:
             deadline = time.monotonic() + 30
             while not sem.status().waiters and time.monotonic() < deadline:
                 time.sleep(0.02)
-            signal.pthread_kill(main, signal.SIGINT)  # Ctrl-C
+            queued.set()
 
         with sem:
-            timer = threading.Thread(target=interrupt_once_queued)
+            timer = threading.Thread(target=note_once_queued)
             timer.start()
+            interrupt_main_thread(queued)
             try:
                 with pytest.raises(KeyboardInterrupt):
                     sem.acquire()  # waits: the one unit is held

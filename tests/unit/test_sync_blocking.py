@@ -4,9 +4,8 @@ results given back, twins one per object, shutdown."""
 
 from __future__ import annotations
 
-import signal
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -103,50 +102,6 @@ def test_one_twin_serves_many_threads_with_one_block_stack_each() -> None:
     for t in threads:
         t.join(10)
     assert errors == []
-
-
-@pytest.fixture
-def interrupt_main_thread() -> Iterator[Callable[[threading.Event], None]]:
-    """``arm(started)``: a SIGINT (Ctrl-C) to this thread once ``started`` is set.
-
-    Sent again while the handler has not run: CPython can miss a signal that arrives
-    between a lock's non-blocking try and its blocking wait (the C handler has run, the
-    wait then sleeps), and runs the Python handler only at the next wake-up. A second
-    signal ends that wait; pending SIGINTs are handled once, so the caller sees one
-    ``KeyboardInterrupt`` either way.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signals go to the main thread")
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        pytest.skip("SIGINT is handled by someone else here")
-    timers: list[threading.Thread] = []
-    main = threading.main_thread().ident
-    assert main is not None
-    handled = threading.Event()
-
-    def handler(signum: int, frame: object) -> None:
-        handled.set()
-        signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
-
-    def arm(started: threading.Event) -> None:
-        def fire() -> None:
-            if not started.wait(10):
-                return
-            for _ in range(30):
-                signal.pthread_kill(main, signal.SIGINT)
-                if handled.wait(1):
-                    return
-
-        timers.append(threading.Thread(target=fire, daemon=True))
-        timers[-1].start()
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield arm
-        for t in timers:
-            t.join(35)
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def test_ctrl_c_while_entering_cancels_the_entry(
