@@ -96,7 +96,49 @@ async def create_claim(
         metadata["name"] = claim_name
     else:
         metadata["generateName"] = f"{name[:200]}-"
-    return await client.store.create(CLAIM, session.namespace, {"metadata": metadata, "spec": spec})
+    return await _create_answered(client, {"metadata": metadata, "spec": spec})
+
+
+CREATE_ANSWER_BOUND: Final = 10.0
+"""Longest a caller cancelled during its claim's create waits for the answer, to delete
+the claim if it was stored."""
+
+
+async def _create_answered(client: Client, body: dict[str, Any]) -> KObject:
+    """Create a claim; if the caller is cancelled meanwhile, the claim is not left behind.
+
+    A create once sent cannot be taken back: the server may store the claim after the
+    caller stopped waiting, and a delete sent at the cancellation can overtake it (on
+    another connection) and find nothing; the claim would then sit in the queue, ahead of
+    later waiters, until its session ends. So the request runs in the client's background,
+    and a cancelled caller waits (bounded) for its answer and deletes what it stored.
+    """
+    namespace = body["metadata"]["namespace"]
+    answered = anyio.Event()
+    answer: list[KObject | BaseException] = []
+
+    async def send() -> None:
+        try:
+            answer.append(await client.store.create(CLAIM, namespace, body))
+        except Exception as exc:
+            answer.append(exc)
+        finally:
+            answered.set()
+
+    client.spawn(send)
+    try:
+        await answered.wait()
+    except BaseException:
+        with anyio.move_on_after(CREATE_ANSWER_BOUND, shield=True):
+            await answered.wait()
+            if answer and isinstance(answer[0], KObject):
+                with contextlib.suppress(APIError, RuntimeError):
+                    await delete_claim(client, answer[0])
+        raise
+    result = answer[0] if answer else RuntimeError("the client was closed")
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 async def delete_claim(client: Client, claim: KObject) -> None:

@@ -42,13 +42,18 @@ async def until_queued(
     async with client._watching(
         CLAIM, client.namespace, field_selector=target_selector(kind, name)
     ) as watch:
-        with anyio.fail_after(seconds):
-            while True:
-                changed = watch.next_any_change()
-                claims = sorted((c for c in watch.objects() if not c.deleting), key=order_key)
-                if pred(claims):
-                    return claims
-                await changed.wait()
+        claims: list[KObject] = []
+        try:
+            with anyio.fail_after(seconds):
+                while True:
+                    changed = watch.next_any_change()
+                    claims = sorted((c for c in watch.objects() if not c.deleting), key=order_key)
+                    if pred(claims):
+                        return claims
+                    await changed.wait()
+        except TimeoutError:
+            seen = [(c.name, c.spec.get("holder"), c.spec.get("session")) for c in claims]
+            raise TimeoutError(f"the queue of {name} after {seconds} s: {seen}") from None
 
 
 def holders(obj: KObject) -> dict[str, Any]:
