@@ -32,6 +32,14 @@ def object_watch(client: Client) -> KindWatch:
     return watch
 
 
+async def until_joined(client: Client, name: str) -> None:
+    coord = coordinator(client, SEMAPHORE_KIND, client.namespace, name)
+    with anyio.fail_after(30):
+        # It sets no event a test could wait on: its table of waiters is watched, bounded.
+        while not coord.waiters:  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+
+
 @pytest.mark.parametrize("which", ["claims", "object"])
 async def test_a_queued_waiter_is_told_when_a_watch_fails_and_the_client_goes_on(
     make_client: Callable[..., Client], which: str
@@ -51,6 +59,9 @@ async def test_a_queued_waiter_is_told_when_a_watch_fails_and_the_client_goes_on
 
             tg.start_soon(wait)
             await until_queued(holder, name, lambda claims: len(claims) == 1)
+            # The claim is in the queue before its create's answer is back; the watch fails
+            # once the waiter has joined its coordinator (before that, see the test below).
+            await until_joined(client, name)
             watch = claim_watch(client, name) if which == "claims" else object_watch(client)
             watch._fail(UnreachableError("the API server went away (test)", budget=0))
         assert [str(e) for e in raised] == ["the API server went away (test)"]
@@ -61,14 +72,15 @@ async def test_a_queued_waiter_is_told_when_a_watch_fails_and_the_client_goes_on
         await permit.release()
 
 
-class ObjectWatchFailsBeforeHandover:
+class WatchFailsBeforeHandover:
     """A real store; once the first claim create lands, and before its answer returns, the
-    client's object watch fails and the coordinator's run ends on it (an unlucky moment of
-    the run above, made certain)."""
+    client's object watch (or its claim watch) fails and the coordinator's run ends on it
+    (an unlucky moment of the run above, made certain)."""
 
-    def __init__(self, inner: Any, name: str) -> None:
+    def __init__(self, inner: Any, name: str, which: str = "object") -> None:
         self._inner = inner
         self.name = name
+        self.which = which
         self.stats = inner.stats
         self.client: Client | None = None
         self.failed = False
@@ -84,7 +96,12 @@ class ObjectWatchFailsBeforeHandover:
             self.failed = True
             assert self.client is not None
             coord = coordinator(self.client, SEMAPHORE_KIND, self.client.namespace, self.name)
-            object_watch(self.client)._fail(UnreachableError("gone (test)", budget=0))
+            watch = (
+                object_watch(self.client)
+                if self.which == "object"
+                else claim_watch(self.client, self.name)
+            )
+            watch._fail(UnreachableError("gone (test)", budget=0))
             with anyio.fail_after(10):
                 # The run ends on the failure (it has no waiter yet); it sets no event of
                 # its own that a test could wait on, so its flag is watched, bounded.
@@ -99,7 +116,7 @@ async def test_a_waiter_handed_over_after_the_object_watch_failed_is_told(
     name = "failed-before-handover"
     base = make_client(holder="holder")
     await base.connect()
-    store = ObjectWatchFailsBeforeHandover(base.store, name)
+    store = WatchFailsBeforeHandover(base.store, name)
     client = Client(store=store, namespace=base.namespace, identity=Identity("waiter"))  # type: ignore[arg-type]
     store.client = client
     try:
@@ -111,5 +128,36 @@ async def test_a_waiter_handed_over_after_the_object_watch_failed_is_told(
         with anyio.fail_after(30):
             permit = await Semaphore(name, client=client).acquire(ttl=30)
         await permit.release()
+    finally:
+        await client.aclose()
+
+
+async def test_a_waiter_handed_over_after_its_claim_watch_failed_is_served_on_a_new_one(
+    make_client: Callable[..., Client],
+) -> None:
+    # Unlike the object watch (only a new acquire watches it anew), a failed claim watch is
+    # replaced by the next run's: the waiter it was handed to is planned for, not failed.
+    name = "claims-failed-before-handover"
+    base = make_client(holder="holder")
+    await base.connect()
+    store = WatchFailsBeforeHandover(base.store, name, which="claims")
+    client = Client(store=store, namespace=base.namespace, identity=Identity("waiter"))  # type: ignore[arg-type]
+    store.client = client
+    try:
+        held = await Semaphore(name, permits=1, client=base).acquire(ttl=30)
+        got: list[int] = []
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+
+                async def wait() -> None:
+                    permit = await Semaphore(name, client=client).acquire(ttl=30)
+                    got.append(permit.token)
+                    await permit.release()
+
+                tg.start_soon(wait)
+                await until_joined(client, name)
+                assert store.failed
+                await held.release()
+        assert got == [held.token + 1]
     finally:
         await client.aclose()
