@@ -4,7 +4,8 @@ failed watch delivers nothing more, not even its own claim. The client goes on."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -77,7 +78,7 @@ class WatchFailsBeforeHandover:
     client's object watch (or its claim watch) fails and the coordinator's run ends on it
     (an unlucky moment of the run above, made certain)."""
 
-    def __init__(self, inner: Any, name: str, which: str = "object") -> None:
+    def __init__(self, inner: Any, name: str, which: str) -> None:
         self._inner = inner
         self.name = name
         self.which = which
@@ -110,16 +111,29 @@ class WatchFailsBeforeHandover:
         return created
 
 
+@asynccontextmanager
+async def handed_over_late(
+    make_client: Callable[..., Client], name: str, which: str
+) -> AsyncIterator[tuple[Client, Client]]:
+    """(holder's client, waiter's client): the waiter's ``which`` watch fails between its
+    first claim's create and the answer (:class:`WatchFailsBeforeHandover`)."""
+    base = make_client(holder="holder")
+    await base.connect()
+    store = WatchFailsBeforeHandover(base.store, name, which)
+    client = Client(store=store, namespace=base.namespace, identity=Identity("waiter"))  # type: ignore[arg-type]
+    store.client = client
+    try:
+        yield base, client
+        assert store.failed
+    finally:
+        await client.aclose()
+
+
 async def test_a_waiter_handed_over_after_the_object_watch_failed_is_told(
     make_client: Callable[..., Client],
 ) -> None:
     name = "failed-before-handover"
-    base = make_client(holder="holder")
-    await base.connect()
-    store = WatchFailsBeforeHandover(base.store, name)
-    client = Client(store=store, namespace=base.namespace, identity=Identity("waiter"))  # type: ignore[arg-type]
-    store.client = client
-    try:
+    async with handed_over_late(make_client, name, "object") as (base, client):
         held = await Semaphore(name, permits=1, client=base).acquire(ttl=30)
         with anyio.fail_after(30), pytest.raises(UnreachableError, match="gone"):
             await Semaphore(name, client=client).acquire(ttl=30)
@@ -128,8 +142,6 @@ async def test_a_waiter_handed_over_after_the_object_watch_failed_is_told(
         with anyio.fail_after(30):
             permit = await Semaphore(name, client=client).acquire(ttl=30)
         await permit.release()
-    finally:
-        await client.aclose()
 
 
 async def test_a_waiter_handed_over_after_its_claim_watch_failed_is_served_on_a_new_one(
@@ -138,12 +150,7 @@ async def test_a_waiter_handed_over_after_its_claim_watch_failed_is_served_on_a_
     # Unlike the object watch (only a new acquire watches it anew), a failed claim watch is
     # replaced by the next run's: the waiter it was handed to is planned for, not failed.
     name = "claims-failed-before-handover"
-    base = make_client(holder="holder")
-    await base.connect()
-    store = WatchFailsBeforeHandover(base.store, name, which="claims")
-    client = Client(store=store, namespace=base.namespace, identity=Identity("waiter"))  # type: ignore[arg-type]
-    store.client = client
-    try:
+    async with handed_over_late(make_client, name, "claims") as (base, client):
         held = await Semaphore(name, permits=1, client=base).acquire(ttl=30)
         got: list[int] = []
         with anyio.fail_after(60):
@@ -156,8 +163,5 @@ async def test_a_waiter_handed_over_after_its_claim_watch_failed_is_served_on_a_
 
                 tg.start_soon(wait)
                 await until_joined(client, name)
-                assert store.failed
                 await held.release()
         assert got == [held.token + 1]
-    finally:
-        await client.aclose()
