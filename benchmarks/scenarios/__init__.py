@@ -27,6 +27,7 @@ MODULES = (
     "queue_scale",
     "holders_scale",
     "objects_scale",
+    "busy_neighbours",
     "operator_scale",
 )
 
