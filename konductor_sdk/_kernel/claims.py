@@ -96,7 +96,7 @@ async def create_claim(
         metadata["name"] = claim_name
     else:
         metadata["generateName"] = f"{name[:200]}-"
-    return await _create_answered(client, {"metadata": metadata, "spec": spec})
+    return await _create_answered(client, session.namespace, {"metadata": metadata, "spec": spec})
 
 
 CREATE_ANSWER_BOUND: Final = 10.0
@@ -104,7 +104,7 @@ CREATE_ANSWER_BOUND: Final = 10.0
 the claim if it was stored."""
 
 
-async def _create_answered(client: Client, body: dict[str, Any]) -> KObject:
+async def _create_answered(client: Client, namespace: str, body: dict[str, Any]) -> KObject:
     """Create a claim; if the caller is cancelled meanwhile, the claim is not left behind.
 
     A create once sent cannot be taken back: the server may store the claim after the
@@ -113,7 +113,6 @@ async def _create_answered(client: Client, body: dict[str, Any]) -> KObject:
     later waiters, until its session ends. So the request runs in the client's background,
     and a cancelled caller waits (bounded) for its answer and deletes what it stored.
     """
-    namespace = body["metadata"]["namespace"]
     answered = anyio.Event()
     answer: list[KObject | BaseException] = []
 
