@@ -30,7 +30,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, final
 
 import anyio
 import anyio.to_thread
@@ -41,6 +41,9 @@ from konductor_sdk.testing import ClusterHandle, LocalControlPlane
 
 from ._child import Child, spawn
 from ._report import Measurement, Row, ScenarioResult, write_reports
+
+if TYPE_CHECKING:
+    from konductor_sdk.semaphore import Semaphore
 
 WRITE_VERBS = ("put", "patch", "post", "delete")
 
@@ -216,6 +219,16 @@ async def per_size(
     if ctx.quick:
         m.notes.append(f"--quick: N in {tuple(quick)} only")
     return m
+
+
+async def cycle_round_trips(semaphore: Semaphore, count: int) -> list[float]:
+    """``count`` sequential acquire + release cycles (no hold); each one's time in ms."""
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        await (await semaphore.acquire()).release()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
 
 
 def konductor_user_rules() -> list[Any]:

@@ -27,7 +27,7 @@ from konductor_sdk import Client, Identity
 from konductor_sdk._kernel.objects import SEMAPHORE, ResourceKind
 
 from .._child import Link, rusage_cpu_seconds
-from .._harness import Context, Scenario, per_size
+from .._harness import Context, Scenario, cycle_round_trips, per_size
 from .._report import Measurement, Row
 
 RATES_FULL = (0, 50, 200, 400)
@@ -87,11 +87,7 @@ async def observer_child(params: dict[str, Any], link: Link) -> dict[str, Any]:
         cpu = rusage_cpu_seconds() - cpu
         delta = Counter(client.store.stats)
         delta.subtract(before)
-        cycles = []
-        for _ in range(CYCLES):
-            began = time.perf_counter()
-            await (await semaphore.acquire()).release()
-            cycles.append((time.perf_counter() - began) * 1000)
+        cycles = await cycle_round_trips(semaphore, CYCLES)
     return {
         "events_per_s": delta["watch_event"] / IDLE_SECONDS,
         "kib_per_s": delta["watch_bytes"] / IDLE_SECONDS / 1024,

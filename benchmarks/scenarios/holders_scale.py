@@ -28,7 +28,7 @@ import anyio
 from konductor_sdk._kernel.objects import SEMAPHORE, ResourceKind
 
 from .._baselines import patch_round_trips
-from .._harness import Context, Scenario, mean_ms, per_size
+from .._harness import Context, Scenario, cycle_round_trips, mean_ms, per_size
 from .._report import Measurement, Row
 
 if TYPE_CHECKING:
@@ -98,11 +98,7 @@ class HoldersScale(Scenario):
         await (await semaphore.acquire()).release()  # warm: the last permit's first write
 
         before = await ctx.request_seconds("semaphores")
-        cycles = []
-        for _ in range(CYCLES):
-            began = time.perf_counter()
-            await (await semaphore.acquire()).release()
-            cycles.append((time.perf_counter() - began) * 1000)
+        cycles = await cycle_round_trips(semaphore, CYCLES)
         middle = await ctx.request_seconds("semaphores")
         patches = await patch_round_trips(client, SEMAPHORE, name, CYCLES)
         after = await ctx.request_seconds("semaphores")

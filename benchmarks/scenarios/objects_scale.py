@@ -18,7 +18,6 @@ event per write (scenario 7 gives the watch bytes a grant costs a process).
 from __future__ import annotations
 
 import secrets
-import time
 from typing import ClassVar, final
 
 import anyio
@@ -26,7 +25,7 @@ import anyio
 from konductor_sdk import Client, Identity
 from konductor_sdk._kernel.objects import SEMAPHORE, ResourceKind
 
-from .._harness import Context, Scenario, per_size, spent_ms
+from .._harness import Context, Scenario, cycle_round_trips, per_size, spent_ms
 from .._report import Measurement, Row
 
 SIZES_FULL = (8, 1000, 10000)
@@ -78,15 +77,9 @@ class ObjectsScale(Scenario):
         before = await ctx.request_seconds("semaphores")
         async with Client(kubeconfig=ctx.kubeconfig, namespace=namespace, identity=identity) as c:
             semaphore = Semaphore("pool-0", client=c)
-            began = time.perf_counter()
-            await (await semaphore.acquire()).release()
-            first = (time.perf_counter() - began) * 1000
+            (first,) = await cycle_round_trips(semaphore, 1)
             after = await ctx.request_seconds("semaphores")
-            cycles = []
-            for _ in range(CYCLES):
-                began = time.perf_counter()
-                await (await semaphore.acquire()).release()
-                cycles.append((time.perf_counter() - began) * 1000)
+            cycles = await cycle_round_trips(semaphore, CYCLES)
         prefix = f"n{n}"
         m.add(f"{prefix}.first_ms", first, "ms")
         listed_ms, lists = spent_ms(before, after, "LIST")

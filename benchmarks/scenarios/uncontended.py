@@ -33,13 +33,7 @@ from konductor_sdk import Client
 from konductor_sdk._kernel.objects import SEMAPHORE, KObject, ResourceKind
 
 from .._baselines import patch_round_trips
-from .._harness import (
-    Context,
-    Scenario,
-    accumulate,
-    mean_ms,
-    request_counts,
-)
+from .._harness import Context, Scenario, accumulate, cycle_round_trips, mean_ms, request_counts
 from .._report import Measurement, Row
 
 if TYPE_CHECKING:
@@ -117,19 +111,10 @@ class Uncontended(Scenario):
             await sem.create(permits=4)
             # The semaphore waits on the client's shared watch; open it now, not in cycle 1.
             await client.watch(SEMAPHORE, client.namespace)
-            await self._cycles(sem, CHUNK)  # warm-up: connection pool, first renewal task...
+            await cycle_round_trips(sem, CHUNK)  # warm-up: connection pool, first renewal task...
             self.cycles[name] = await captured_cycle(client, sem)
             await patch_round_trips(client, SEMAPHORE, name, CHUNK)
             await self._replays(client, name, CHUNK)
-
-    async def _cycles(self, semaphore: Semaphore, count: int) -> list[float]:
-        samples = []
-        for _ in range(count):
-            started = time.perf_counter()
-            permit = await semaphore.acquire()
-            await permit.release()
-            samples.append((time.perf_counter() - started) * 1000)
-        return samples
 
     async def _replays(self, client: Client, name: str, count: int) -> list[float]:
         return await replays(client, name, self.cycles[name], count)
@@ -165,13 +150,13 @@ class Uncontended(Scenario):
             accumulate(patch_stats, request_counts(before, self.client.store.stats))
             await self._caught_up(self.client, NAME)
             before = self.client.store.stats.copy()
-            cycles += await self._cycles(self.semaphore, CHUNK)
+            cycles += await cycle_round_trips(self.semaphore, CHUNK)
             accumulate(cycle_stats, request_counts(before, self.client.store.stats))
             replays += await self._replays(self.client, NAME, CHUNK)
             await self._caught_up(self.client, NAME)
             user_patches += await patch_round_trips(self.user, SEMAPHORE, USER_NAME, CHUNK)
             await self._caught_up(self.user, USER_NAME)
-            user_cycles += await self._cycles(self.user_semaphore, CHUNK)
+            user_cycles += await cycle_round_trips(self.user_semaphore, CHUNK)
             user_replays += await self._replays(self.user, USER_NAME, CHUNK)
             await self._caught_up(self.user, USER_NAME)
         server_after = await ctx.request_seconds("semaphores")
